@@ -1,0 +1,158 @@
+"""What a served model must carry so that a client needs nothing else: classes, task, size, thresholds."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+TASKS = ("multiclass", "multilabel", "binary")
+RESIZE_MODES = ("resize", "pad")
+
+
+@dataclass(frozen=True)
+class ServingMetadata:
+    """Everything the serving graph needs besides the Keras model.
+
+    Args:
+        class_names: One name per class; for ``binary`` exactly ``[negative, positive]``.
+        task: ``"multiclass"``, ``"multilabel"`` or ``"binary"`` (see docs/contracts.md).
+        image_size: Side ``S`` of the square ``(S, S, 3)`` images the model takes.
+        thresholds: One decision threshold per entry of ``class_names`` (for ``binary`` the
+            negative entry is unused and kept for alignment). ``None`` for the defaults: 0.5 for
+            sigmoid outputs, and for ``multiclass`` the decision is the top class alone.
+        resize: How an image of another size reaches ``S x S``: ``"resize"`` (bilinear, aspect
+            ratio not kept) or ``"pad"`` (bilinear, aspect ratio kept, zero padding); it must
+            match what the training pipeline did.
+    """
+
+    class_names: tuple[str, ...]
+    task: str
+    image_size: int
+    thresholds: tuple[float, ...] | None = None
+    resize: str = "resize"
+
+    def __post_init__(self):
+        names = tuple(str(name) for name in self.class_names)
+        object.__setattr__(self, "class_names", names)
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if not names or any(not name for name in names):
+            raise ValueError(f"class_names must be non-empty names, got {list(self.class_names)!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"class_names must be unique, got {list(names)!r}")
+        if self.task == "binary" and len(names) != 2:
+            raise ValueError(f"a binary task needs class_names [negative, positive], got {list(names)!r}")
+        if self.task != "binary" and len(names) < 2:
+            raise ValueError(f"a {self.task} task needs at least two class_names, got {list(names)!r}")
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or self.image_size < 8:
+            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {self.image_size!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        object.__setattr__(self, "thresholds", normalise_thresholds(self.thresholds, names, self.task))
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the Keras model's ``predictions`` layer (1 for binary)."""
+        return 1 if self.task == "binary" else len(self.class_names)
+
+    def effective_thresholds(self) -> tuple[float, ...]:
+        """Thresholds per class as served; multiclass without thresholds has none (top class wins)."""
+        if self.thresholds is not None:
+            return self.thresholds
+        if self.task == "multiclass":
+            return ()
+        return tuple(0.5 for _ in self.class_names)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def normalise_thresholds(thresholds, class_names: Sequence[str], task: str) -> tuple[float, ...] | None:
+    """Thresholds as one float per class name, or None.
+
+    A binary task also accepts a single number (the positive class's threshold), as evaluation
+    reports one operating point for it; the negative class's slot then holds the same value.
+
+    Args:
+        thresholds: None, a number (binary only), a sequence, or a mapping class name -> threshold.
+        class_names: The model's class names.
+        task: The model's task.
+    """
+    if thresholds is None:
+        return None
+    if isinstance(thresholds, dict):
+        unknown = sorted(set(thresholds) - set(class_names))
+        missing = [name for name in class_names if name not in thresholds]
+        if task == "binary" and not unknown and missing == [class_names[0]]:
+            thresholds = [thresholds[class_names[1]]]
+        elif unknown or missing:
+            raise ValueError(f"thresholds must name every class of {list(class_names)}; "
+                             f"unknown {unknown}, missing {missing}")
+        else:
+            thresholds = [thresholds[name] for name in class_names]
+    if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
+        thresholds = [thresholds]
+    values = [float(value) for value in thresholds]
+    if task == "binary" and len(values) == 1:
+        values = [values[0], values[0]]
+    if len(values) != len(class_names):
+        raise ValueError(f"thresholds must have one value per class ({len(class_names)}: {list(class_names)}), "
+                         f"got {len(values)}: {values}")
+    if any(not math.isfinite(value) or not 0.0 <= value <= 1.0 for value in values):
+        raise ValueError(f"thresholds must be probabilities in 0..1, got {values}")
+    return tuple(values)
+
+
+def infer_task(model) -> str:
+    """The task of a Keras model built to the contract, read from its ``predictions`` layer.
+
+    Args:
+        model: A Keras model whose output layer is named ``predictions``.
+    """
+    try:
+        layer = model.get_layer("predictions")
+    except ValueError as error:
+        raise ValueError("the model has no layer named 'predictions' (see docs/contracts.md)") from error
+    units = model.outputs[0].shape[-1]
+    if units == 1:
+        return "binary"
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    if activation == "softmax":
+        return "multiclass"
+    if activation == "sigmoid":
+        return "multilabel"
+    raise ValueError(f"cannot tell the task from the 'predictions' layer's activation {activation!r}; "
+                     "pass task= explicitly")
+
+
+def read_run_metadata(model_path: str | Path) -> dict:
+    """Class names (and task, thresholds when present) of a ``.keras`` checkpoint's run.
+
+    The run directory is the parent of the ``checkpoints/`` folder holding the model (or the
+    model's own folder otherwise); it holds ``class_names.json``, either a list of names or an
+    object with ``class_names`` and optionally ``task`` and ``thresholds``.
+
+    Args:
+        model_path: Path of the ``.keras`` file.
+    """
+    model_path = Path(model_path)
+    folder = model_path.parent
+    run_dir = folder.parent if folder.name == "checkpoints" else folder
+    candidates = [run_dir / "class_names.json", folder / "class_names.json"]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                content = json.loads(candidate.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{candidate}: not valid JSON: {error}") from error
+            if isinstance(content, list):
+                content = {"class_names": content}
+            if not isinstance(content, dict) or not isinstance(content.get("class_names"), list):
+                raise ValueError(f"{candidate}: expected a list of class names or an object with "
+                                 f"'class_names', got {type(content).__name__}")
+            return content
+    raise FileNotFoundError(f"no class_names.json next to {model_path}: looked in "
+                            f"{', '.join(str(c) for c in dict.fromkeys(candidates))}; pass class names explicitly")

@@ -1,0 +1,242 @@
+"""Export a Keras model as a versioned SavedModel in TF Serving's layout, verified after reload.
+
+Why ``keras.export.ExportArchive`` rather than ``tf.saved_model.save`` on a ``tf.Module``: it is
+Keras 3's supported path to a SavedModel, it tracks the Keras variables for us (a Keras 3
+variable is not a plain ``tf.Variable`` attribute a ``tf.Module`` would find), and each endpoint
+becomes a SignatureDef TF Serving can call by name. The metadata travels as a third,
+input-free signature of constants, so the SavedModel alone is a complete artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from keras_med.export.metadata import ServingMetadata, infer_task
+from keras_med.export.model_config import list_versions, write_models_config
+from keras_med.export.signatures import (IMAGE_SIGNATURE, METADATA_SIGNATURE, PIXELS_SIGNATURE,
+                                         ServingFunctions)
+
+logger = logging.getLogger(__name__)
+
+# A SavedModel runs the same kernels as the Keras model, so the probabilities agree to float32
+# rounding; PNG is lossless, so the bytes signature is held to the same bound.
+DEFAULT_TOLERANCE = 1e-4
+METADATA_FILE = "assets.extra/keras_med.json"
+
+
+class ExportVerificationError(RuntimeError):
+    """The reloaded SavedModel does not reproduce the Keras model's predictions."""
+
+
+def next_version(model_dir: str | Path) -> int:
+    """The version number after the highest one exported under ``model_dir`` (1 when none).
+
+    Args:
+        model_dir: ``saved_models/<name>``.
+    """
+    versions = list_versions(model_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+def build_metadata(model, class_names: Sequence[str], image_size: int | None = None, task: str | None = None,
+                   thresholds=None, resize: str = "resize") -> ServingMetadata:
+    """Metadata for ``model``, filling image size and task from the model when not given.
+
+    Args:
+        model: Keras model to the contract.
+        class_names: One name per class (binary: [negative, positive]).
+        image_size: Side S of the model input; read from the model's input shape when None.
+        task: Task; read from the ``predictions`` layer when None.
+        thresholds: Per-class decision thresholds (see ``ServingMetadata``), or None.
+        resize: ``"resize"`` or ``"pad"``, as the training pipeline did.
+    """
+    input_shape = tuple(model.inputs[0].shape)
+    if len(input_shape) != 4 or input_shape[-1] != 3:
+        raise ValueError(f"the model must take (batch, S, S, 3) images, its input shape is {input_shape}")
+    if image_size is None:
+        image_size = input_shape[1]
+        if image_size is None or input_shape[2] != image_size:
+            raise ValueError(f"cannot read a square image size from the model's input shape {input_shape}; "
+                             "pass image_size=")
+    metadata = ServingMetadata(class_names=tuple(class_names), task=task or infer_task(model),
+                               image_size=int(image_size), thresholds=thresholds, resize=resize)
+    units = model.outputs[0].shape[-1]
+    if units != metadata.num_outputs:
+        raise ValueError(f"the model's 'predictions' layer has {units} units but a {metadata.task} task with "
+                         f"class_names {list(metadata.class_names)} needs {metadata.num_outputs}")
+    return metadata
+
+
+def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models", version: int | None = None,
+                       class_names: Sequence[str], image_size: int | None = None, task: str | None = None,
+                       thresholds=None, resize: str = "resize", container_base: str = "/models",
+                       verify_images: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE) -> Path:
+    """Write ``model`` to ``<base_dir>/<name>/<version>/`` for TF Serving and update ``models.config``.
+
+    The SavedModel has three signatures: ``serving_default`` (encoded JPEG/PNG bytes),
+    ``predict_pixels`` (float32 pixels, any size, 0..255) and ``metadata``. It is written to a
+    temporary folder (TF Serving ignores non-integer names), reloaded with
+    ``tf.saved_model.load`` and checked against the Keras model, and only then renamed into
+    place, so a watching TF Serving never loads a half-written or wrong version.
+
+    Args:
+        model: Keras model to the contract in docs/contracts.md.
+        name: Served model name (letters, digits, ``-``, ``_``, ``.``).
+        base_dir: TF Serving's model base path on this machine.
+        version: Version to write; the next integer after the existing ones when None.
+        class_names: One name per class (binary: [negative, positive]).
+        image_size: Side S of the model input; read from the model when None.
+        task: ``multiclass``, ``multilabel`` or ``binary``; read from the model when None.
+        thresholds: Per-class decision thresholds from evaluation (binary: one number is enough).
+        resize: How other image sizes reach S x S: ``"resize"`` or ``"pad"`` (as in training).
+        container_base: Where ``base_dir`` is mounted inside the TF Serving container.
+        verify_images: float32 (N, S, S, 3) images in 0..255 to check the reload on; a few seeded
+            random images when None.
+        tolerance: Largest absolute difference in probabilities allowed after reload.
+
+    Returns:
+        The path of the version folder.
+    """
+    if not name or not all(char.isalnum() or char in "-_." for char in name) or name.startswith("."):
+        raise ValueError(f"model name must be letters, digits, '-', '_' or '.', got {name!r}")
+    metadata = build_metadata(model, class_names, image_size, task, thresholds, resize)
+    model_dir = Path(base_dir) / name
+    if version is None:
+        version = next_version(model_dir)
+    elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    target = model_dir / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; pick another --version or leave it out for the next one")
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    partial = model_dir / f".partial-{version}-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        write_saved_model(model, metadata, partial)
+        report = verify_saved_model(partial, model, metadata, images=verify_images, tolerance=tolerance)
+        partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    logger.info("exported %s version %d to %s (max |difference| after reload: %s)", name, version, target,
+                ", ".join(f"{key} {value:.2e}" for key, value in report.items()))
+    logger.info("signatures of %s:\n%s", target, describe_signatures(target))
+    write_models_config(base_dir, container_base)
+    return target
+
+
+def write_saved_model(model, metadata: ServingMetadata, path: str | Path) -> Path:
+    """Write the SavedModel with the serving signatures to ``path`` (no versioning, no checks).
+
+    Args:
+        model: Keras model to the contract.
+        metadata: Its serving metadata.
+        path: Folder to write.
+    """
+    functions = ServingFunctions(model, metadata)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    specs = functions.input_signatures()
+    for signature, function in functions.functions().items():
+        archive.add_endpoint(name=signature, fn=function, input_signature=specs[signature])
+    archive.write_out(str(path), verbose=False)
+    extra = Path(path) / METADATA_FILE
+    extra.parent.mkdir(exist_ok=True)
+    extra.write_text(metadata.to_json(), encoding="utf-8")
+    return Path(path)
+
+
+def keras_probabilities(model, images: np.ndarray, task: str) -> np.ndarray:
+    """The Keras model's probabilities laid out like the serving output (binary: [1 - p, p]).
+
+    Args:
+        model: Keras model.
+        images: float32 (N, S, S, 3) in 0..255.
+        task: The model's task.
+    """
+    raw = keras.ops.convert_to_numpy(model(images, training=False)).astype(np.float32)
+    return np.concatenate([1.0 - raw, raw], axis=-1) if task == "binary" else raw
+
+
+def verify_saved_model(path: str | Path, model, metadata: ServingMetadata, images: np.ndarray | None = None,
+                       tolerance: float = DEFAULT_TOLERANCE) -> dict[str, float]:
+    """Reload the SavedModel and check both signatures against the Keras model.
+
+    Args:
+        path: SavedModel folder.
+        model: The Keras model it was exported from.
+        metadata: Its metadata.
+        images: float32 (N, S, S, 3) in 0..255; four seeded random images when None.
+        tolerance: Largest absolute difference in probabilities allowed.
+
+    Returns:
+        The largest absolute difference per signature.
+    """
+    size = metadata.image_size
+    if images is None:
+        images = np.random.default_rng(0).integers(0, 256, size=(4, size, size, 3)).astype(np.float32)
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise ValueError(f"verify_images must be (N, {size}, {size}, 3), got {images.shape}")
+    expected = keras_probabilities(model, images, metadata.task)
+    loaded = tf.saved_model.load(str(path))
+    # PNG needs integer pixels; rounding here keeps the comparison about the graph, not about PNG.
+    rounded = np.clip(np.round(images), 0, 255)
+    encoded = tf.constant([tf.io.encode_png(image.astype(np.uint8)).numpy() for image in rounded])
+    expected_rounded = expected if np.array_equal(rounded, images) else keras_probabilities(
+        model, rounded, metadata.task)
+    answers = {
+        PIXELS_SIGNATURE: (loaded.signatures[PIXELS_SIGNATURE](pixels=tf.constant(images)), expected),
+        IMAGE_SIGNATURE: (loaded.signatures[IMAGE_SIGNATURE](image_bytes=encoded), expected_rounded),
+    }
+    report = {}
+    for signature, (outputs, reference) in answers.items():
+        if not bool(np.all(outputs["valid"].numpy())):
+            raise ExportVerificationError(f"{path}: signature {signature} flagged valid test images as invalid")
+        difference = float(np.max(np.abs(outputs["probabilities"].numpy() - reference)))
+        if not difference <= tolerance:
+            raise ExportVerificationError(
+                f"{path}: signature {signature} differs from the Keras model by {difference:.3g} "
+                f"(tolerance {tolerance:.1g}) on {len(images)} images")
+        report[signature] = difference
+    stored = loaded.signatures[METADATA_SIGNATURE]()
+    if [name.decode() for name in stored["class_names"].numpy()] != list(metadata.class_names):
+        raise ExportVerificationError(f"{path}: stored class names do not match {list(metadata.class_names)}")
+    return report
+
+
+def describe_signatures(path_or_loaded) -> str:
+    """The signatures of a SavedModel as ``saved_model_cli show --all`` lists them.
+
+    Args:
+        path_or_loaded: SavedModel folder, or an object returned by ``tf.saved_model.load``.
+    """
+    loaded = tf.saved_model.load(str(path_or_loaded)) if isinstance(path_or_loaded, (str, Path)) else path_or_loaded
+    lines = []
+    for signature in sorted(loaded.signatures.keys()):
+        function = loaded.signatures[signature]
+        lines.append(f"signature_def['{signature}']:")
+        lines.append("  The given SavedModel SignatureDef contains the following input(s):")
+        for key, spec in sorted(function.structured_input_signature[1].items()):
+            lines.extend(_tensor_info("inputs", key, spec))
+        lines.append("  The given SavedModel SignatureDef contains the following output(s):")
+        for key, spec in sorted(function.structured_outputs.items()):
+            lines.extend(_tensor_info("outputs", key, spec))
+        lines.append("  Method name is: tensorflow/serving/predict")
+    return "\n".join(lines)
+
+
+def _tensor_info(kind: str, key: str, spec) -> list[str]:
+    dtype = types_pb2.DataType.Name(spec.dtype.as_datatype_enum)
+    shape = "unknown_rank" if spec.shape.rank is None else \
+        "(" + ", ".join("-1" if dim is None else str(dim) for dim in spec.shape.as_list()) + ")"
+    return [f"    {kind}['{key}'] tensor_info:", f"        dtype: {dtype}", f"        shape: {shape}"]

@@ -1,0 +1,134 @@
+"""The serving graph: decode, validate, resize, run the model, and answer with names and decisions.
+
+Both serving signatures end in the same post-processing so that a JPEG sent to TF Serving and the
+same pixels sent as an array get the same answer. Everything here is TensorFlow graph code (it is
+traced into the SavedModel), which is why it lives in keras_med/export.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keras_med.export.metadata import ServingMetadata
+
+IMAGE_SIGNATURE = "serving_default"
+PIXELS_SIGNATURE = "predict_pixels"
+METADATA_SIGNATURE = "metadata"
+IMAGE_INPUT = "image_bytes"
+PIXELS_INPUT = "pixels"
+OUTPUT_KEYS = ("probabilities", "top_class_index", "top_class_name", "decisions", "valid", "class_names")
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class ServingFunctions:
+    """The functions behind the SavedModel's signatures, for one model and its metadata.
+
+    Outputs of both prediction functions, for a batch of ``B`` images and ``K`` class names:
+    ``probabilities`` float32 (B, K) aligned with ``class_names`` (binary: [1 - p, p]);
+    ``top_class_index`` int32 (B,) and ``top_class_name`` string (B,) (binary: the thresholded
+    decision; otherwise the most probable class); ``decisions`` bool (B, K) (the class's
+    probability reaches its threshold; multiclass without thresholds: the top class only);
+    ``valid`` bool (B,) (false for an input that is not a decodable JPEG/PNG or has pixels
+    outside 0..255, whose other outputs are then 0, -1, "" and false); ``class_names`` string
+    (B, K), repeated per row because TF Serving's row format needs a batch dimension.
+
+    Args:
+        model: Keras model to the contract in docs/contracts.md (float32 0..255 in, ``predictions`` out).
+        metadata: Class names, task, image size, thresholds and resize mode.
+    """
+
+    def __init__(self, model, metadata: ServingMetadata):
+        self.model = model
+        self.metadata = metadata
+
+    # --- signatures -----------------------------------------------------------------------------
+    def predict_image_bytes(self, image_bytes):
+        """Predict from a batch of encoded JPEG or PNG images (tf.string, shape (B,))."""
+        size = self.metadata.image_size
+
+        def decode_one(data):
+            ok = tf.logical_or(tf.equal(tf.strings.substr(data, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC),
+                               tf.equal(tf.strings.substr(data, 0, len(_PNG_MAGIC)), _PNG_MAGIC))
+            # Only bytes that start like a JPEG or PNG reach the decoder, so that an empty string or
+            # a stray text file becomes valid=False for that row instead of failing the whole batch.
+            image = tf.cond(ok, lambda: self._decode_and_resize(data), lambda: tf.zeros([size, size, 3]))
+            return image, ok
+
+        images, valid = tf.map_fn(
+            decode_one, image_bytes,
+            fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([], tf.bool)))
+        return self._answer(images, valid)
+
+    def predict_pixels(self, pixels):
+        """Predict from float32 pixels (B, H, W, 3) in 0..255 of any H, W; resized in the graph."""
+        pixels = tf.convert_to_tensor(pixels, tf.float32)
+        valid = tf.reduce_all(tf.math.is_finite(pixels) & (pixels >= 0.0) & (pixels <= 255.0), axis=[1, 2, 3])
+        images = self._resize(pixels)
+        images = tf.where(valid[:, None, None, None], images, tf.zeros_like(images))
+        return self._answer(images, valid)
+
+    def describe(self):
+        """The metadata as constants, so a client of the SavedModel alone can read it."""
+        meta = self.metadata
+        return {
+            "class_names": tf.constant(meta.class_names, tf.string),
+            "task": tf.constant(meta.task, tf.string),
+            "image_size": tf.constant(meta.image_size, tf.int32),
+            "thresholds": tf.constant(meta.effective_thresholds(), tf.float32, shape=[len(meta.effective_thresholds())]),
+            "resize": tf.constant(meta.resize, tf.string),
+        }
+
+    def input_signatures(self) -> dict:
+        """Input TensorSpecs per signature name, in the order they are registered."""
+        return {
+            IMAGE_SIGNATURE: [tf.TensorSpec([None], tf.string, name=IMAGE_INPUT)],
+            PIXELS_SIGNATURE: [tf.TensorSpec([None, None, None, 3], tf.float32, name=PIXELS_INPUT)],
+            METADATA_SIGNATURE: [],
+        }
+
+    def functions(self) -> dict:
+        """The Python functions per signature name (same keys as ``input_signatures``)."""
+        return {IMAGE_SIGNATURE: self.predict_image_bytes, PIXELS_SIGNATURE: self.predict_pixels,
+                METADATA_SIGNATURE: self.describe}
+
+    # --- pieces ---------------------------------------------------------------------------------
+    def _decode_and_resize(self, data):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+        return self._resize(tf.cast(image, tf.float32))
+
+    def _resize(self, images):
+        size = self.metadata.image_size
+        if self.metadata.resize == "pad":
+            resized = tf.image.resize_with_pad(images, size, size)
+        else:
+            resized = tf.image.resize(images, [size, size], method="bilinear")
+        return tf.ensure_shape(resized, [*images.shape[:-3], size, size, 3])
+
+    def _answer(self, images, valid):
+        meta = self.metadata
+        names = tf.constant(meta.class_names, tf.string)
+        raw = tf.cast(self.model(images, training=False), tf.float32)
+        if meta.task == "binary":
+            positive = raw[:, 0]
+            probabilities = tf.stack([1.0 - positive, positive], axis=-1)
+            top = tf.cast(positive >= meta.effective_thresholds()[1], tf.int32)
+            decisions = tf.stack([tf.equal(top, 0), tf.equal(top, 1)], axis=-1)
+        else:
+            probabilities = raw
+            top = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            thresholds = meta.effective_thresholds()
+            if thresholds:
+                decisions = probabilities >= tf.constant(thresholds, tf.float32)
+            else:
+                decisions = tf.cast(tf.one_hot(top, len(meta.class_names)), tf.bool)
+        batch = tf.shape(probabilities)[0]
+        return {
+            "probabilities": tf.where(valid[:, None], probabilities, 0.0),
+            "top_class_index": tf.where(valid, top, -1),
+            "top_class_name": tf.where(valid, tf.gather(names, top), ""),
+            "decisions": tf.logical_and(decisions, valid[:, None]),
+            "valid": valid,
+            "class_names": tf.tile(names[None, :], [batch, 1]),
+        }
