@@ -1,0 +1,113 @@
+"""`keras-med`: one console script for every stage.
+
+    keras-med train --recipe ham10000 --data-dir DIR [recipe flags]   (= python -m keras_med.recipes.ham10000)
+    keras-med lr-find --recipe ham10000 --data-dir DIR
+    keras-med evaluate --model best.keras --labels LABELS.csv --images DIR [--tta flips]
+    keras-med explain --model best.keras IMAGE... [--method gradcam++] [--class mel]
+    keras-med export --model best.keras --name ham10000 [--version N]
+    keras-med predict --model saved_models/ham10000/1 IMAGE... [--json]
+    keras-med models
+
+Each subcommand imports its room lazily so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+RECIPES = {
+    "ham10000": "keras_med.recipes.ham10000",
+    "chexnet": "keras_med.recipes.chexnet",
+    "covid_cxr": "keras_med.recipes.covid_cxr",
+}
+
+log = logging.getLogger("keras_med")
+
+
+def recipe_spec(name: str):
+    if name not in RECIPES:
+        raise SystemExit(f"unknown recipe '{name}'; expected one of {sorted(RECIPES)}")
+    return importlib.import_module(RECIPES[name]).SPEC
+
+
+def _split_recipe(argv: list[str]) -> tuple[str, list[str]]:
+    """Pull `--recipe NAME` out of argv so the rest can go to that recipe's own parser."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--recipe", default="ham10000", choices=sorted(RECIPES))
+    known, rest = parser.parse_known_args(argv)
+    return known.recipe, rest
+
+
+def cmd_train(argv: list[str]) -> int:
+    from keras_med.recipes.base import build_parser, run_from_arguments
+
+    name, rest = _split_recipe(argv)
+    spec = recipe_spec(name)
+    parser = build_parser(spec, argparse.ArgumentParser(
+        prog=f"keras-med train --recipe {name}", description=spec.description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    return run_from_arguments(spec, parser.parse_args(rest))
+
+
+def cmd_lr_find(argv: list[str]) -> int:
+    from keras_med.recipes.lr_find import run_lr_find
+
+    name, rest = _split_recipe(argv)
+    return run_lr_find(recipe_spec(name), rest)
+
+
+def cmd_models(argv: list[str]) -> int:
+    from keras_med.models import available_models
+
+    for name in available_models():
+        sys.stdout.write(name + "\n")
+    return 0
+
+
+def _mounted(module: str, prog: str):
+    """Subcommands owned by other rooms expose `add_arguments(parser)` and `run(args)`."""
+
+    def command(argv: list[str]) -> int:
+        target = importlib.import_module(module)
+        parser = argparse.ArgumentParser(prog=f"keras-med {prog}", description=target.__doc__.splitlines()[0],
+                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        target.add_arguments(parser)
+        return int(target.run(parser.parse_args(argv)) or 0)
+
+    return command
+
+
+COMMANDS = {
+    "train": (cmd_train, "Train, evaluate and export a recipe (same flags as python -m keras_med.recipes.<name>)."),
+    "lr-find": (cmd_lr_find, "Sweep the learning rate exponentially and plot loss against it."),
+    "evaluate": (_mounted("keras_med.evaluation.command", "evaluate"),
+                 "Score trained model(s) on a labelled external test set (several --model: an ensemble)."),
+    "explain": (_mounted("keras_med.explain.command", "explain"), "Grad-CAM / Grad-CAM++ overlays for images."),
+    "export": (_mounted("keras_med.export.command_export", "export"),
+               "Export a .keras model as a SavedModel for TF Serving (and TFLite / ONNX)."),
+    "predict": (_mounted("keras_med.export.command_predict", "predict"),
+                "Predict images with a SavedModel, a .keras file or a TF Serving server."),
+    "models": (cmd_models, "List the registered model names."),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = ["usage: keras-med COMMAND [options]   (keras-med COMMAND --help for its options)", "", "commands:"]
+        lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+        sys.stdout.write("\n".join(lines) + "\n")
+        if argv and argv[0] not in ("-h", "--help"):
+            sys.stderr.write(f"keras-med: unknown command '{argv[0]}'\n")
+            return 2
+        return 0 if argv else 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    command, _ = COMMANDS[argv[0]]
+    return command(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

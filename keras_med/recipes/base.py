@@ -1,0 +1,261 @@
+"""What every recipe does, once: files on disk -> split -> pipelines -> model -> fit -> evaluate -> export.
+
+A recipe module (`ham10000.py`, `chexnet.py`, ...) is a `RecipeSpec`: its default configuration, how
+to load its data into an `ImageTable`, how to make its demo data, and where the real data is
+published. `run_recipe` composes the rooms of the package; it holds no training loop of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from keras_med.config import RecipeConfig, add_config_arguments, config_from_arguments
+
+log = logging.getLogger("keras_med")
+
+
+@dataclass
+class RecipeSpec:
+    """A recipe: configuration plus the few things that differ between problems.
+
+    Args:
+        name: recipe name; also the served model's name and the run folder.
+        description: one line for `--help`.
+        defaults: the recipe's default configuration.
+        load_table: `(data_dir, config) -> ImageTable` for the real layout.
+        write_demo: `(out_dir, config) -> data_dir` writing synthetic data in the real layout.
+        data_help: where the real data is published and how to point at it.
+        group_name: what a group is (lesion, patient), for messages and reports.
+        demo_overrides: configuration sections that `--demo` changes (a small model that learns the
+            synthetic set in minutes on a CPU, with no weights to download); flags still win.
+        extra_evaluation: optional `(run_dir, metrics, table) -> None` for recipe-specific tables.
+    """
+
+    name: str
+    description: str
+    defaults: RecipeConfig
+    load_table: Callable
+    write_demo: Callable
+    data_help: str
+    group_name: str = "group"
+    demo_overrides: dict = field(default_factory=dict)
+    extra_evaluation: Callable | None = None
+
+
+def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog=f"python -m keras_med.recipes.{spec.name}", description=spec.description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_arguments(parser, spec.defaults)
+    parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
+                        "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
+    parser.add_argument("--verbose", "-v", action="store_true", help="Debug logging.")
+    return parser
+
+
+def main(spec: RecipeSpec, argv: list[str] | None = None) -> int:
+    args = build_parser(spec).parse_args(argv)
+    return run_from_arguments(spec, args)
+
+
+def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
+    configure_logging(args.verbose)
+    try:
+        defaults = spec.defaults
+        if getattr(args, "data.demo", None):
+            defaults = RecipeConfig.from_dict(spec.demo_overrides, base=defaults, source="demo defaults")
+        config = config_from_arguments(args, defaults)
+    except (ValueError, FileNotFoundError) as error:
+        log.error("%s", error)
+        return 2
+    if not config.data.data_dir and not config.data.demo:
+        sys.stderr.write(spec.data_help.strip() + "\n")
+        return 2
+    run_recipe(spec, config, run_dir=args.run_dir)
+    return 0
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def make_run_dir(config: RecipeConfig, run_dir: str | None) -> Path:
+    if run_dir:
+        path = Path(run_dir)
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(config.output_dir) / config.recipe / stamp
+    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def stage(message: str, *args) -> None:
+    log.info("== " + message, *args)
+
+
+@dataclass
+class PreparedData:
+    """The split table, its parts and their pipelines, ready for a model."""
+
+    table: object
+    parts: dict
+    train_ds: object
+    eval_ds: dict
+    class_weight: dict | None
+    summary: object
+
+
+def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedData:
+    """Load the recipe's table, split it by group (or reuse a split), and build the pipelines."""
+    from keras_med import data as kdata
+
+    data_dir = config.data.data_dir
+    if config.data.demo:
+        demo_dir = Path(config.output_dir) / spec.name / "demo_data"
+        stage("writing the synthetic %s demo dataset to %s", spec.name, demo_dir)
+        data_dir = str(spec.write_demo(demo_dir, config))
+    stage("loading %s from %s", spec.name, data_dir)
+    table = spec.load_table(data_dir, config)
+    if config.data.max_images and len(table.frame) > config.data.max_images:
+        table = dataclasses.replace(table, frame=table.frame.sample(
+            config.data.max_images, random_state=config.train.seed).reset_index(drop=True))
+    if config.data.split_file:
+        stage("reusing the split in %s", config.data.split_file)
+        table = kdata.load_split(config.data.split_file, table)
+    else:
+        table = kdata.split_by_group(table, val_fraction=config.data.val_fraction,
+                                     test_fraction=config.data.test_fraction, seed=config.train.seed)
+    kdata.save_split(table, out / "split.csv")
+    (out / "class_names.json").write_text(json.dumps(
+        {"class_names": table.class_names, "task": table.task, "long_names": table.long_names,
+         "image_size": config.data.image_size, "recipe": spec.name}, indent=2))
+    summary = table.frame.groupby(["split", "label"]).size().unstack(fill_value=0)
+    log.info("images per split and class:\n%s", summary.to_string())
+
+    parts = {name: table.subset(name) for name in ("train", "val", "test")}
+    options = dict(image_size=config.data.image_size, batch_size=config.data.batch_size,
+                   resize=config.data.resize, on_bad_image=config.data.on_bad_image,
+                   report_dir=out, seed=config.train.seed, cache=config.data.cache)
+    stage("building input pipelines (%d train, %d val, %d test images)",
+          *(len(parts[name].frame) for name in ("train", "val", "test")))
+    train_ds = kdata.build_image_pipeline(
+        parts["train"].frame["path"].tolist(), parts["train"].targets(), training=True,
+        augment=config.data.augment, mixup=config.data.mixup, cutmix=config.data.cutmix,
+        oversample=config.data.oversample, **options)
+    eval_ds = {name: kdata.build_image_pipeline(parts[name].frame["path"].tolist(), parts[name].targets(),
+                                                training=False, augment="none", **options)
+               for name in ("val", "test")}
+    class_weight = None
+    if config.data.class_weights and not config.data.oversample and table.task != "multilabel":
+        class_weight = kdata.balanced_class_weights(parts["train"].targets())
+        log.info("class weights: %s", {key: round(float(value), 3) for key, value in class_weight.items()})
+    return PreparedData(table, parts, train_ds, eval_ds, class_weight, summary)
+
+
+def build_model(config: RecipeConfig, table, strategy):
+    from keras_med.models import create_model
+
+    stage("building %s (%s, weights=%s) at %d px", config.model.model, table.task, config.model.weights,
+          config.data.image_size)
+    with strategy.scope():
+        return create_model(config.model.model, num_classes=len(table.class_names),
+                            image_size=config.data.image_size, task=table.task,
+                            weights=config.model.weights, dropout=config.model.dropout,
+                            head_units=config.model.head_units, width=config.model.width)
+
+
+def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = None) -> dict:
+    """Train, evaluate and export one model; returns the test metrics.
+
+    Writes `config.toml`, `split.csv`, `class_names.json`, `checkpoints/best.keras`, `logs/`,
+    `history.csv`, `metrics.json`, plots and the report into the run directory.
+    """
+    # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
+    from keras_med import data as kdata
+    from keras_med.evaluation import evaluate_run
+    from keras_med.export import export_for_serving
+    from keras_med.training import fit_model, setup_runtime
+
+    started = time.time()
+    config = dataclasses.replace(config, recipe=spec.name)
+    out = make_run_dir(config, run_dir)
+    config.save(out / "config.toml")
+    strategy = setup_runtime(config.train)
+    prepared = prepare_data(spec, config, out)
+    table, parts = prepared.table, prepared.parts
+    model = build_model(config, table, strategy)
+    stage("training (%s plan)", config.train.plan)
+    history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], config, out,
+                        class_weight=prepared.class_weight)
+
+    stage("evaluating on the validation and test splits")
+    y_prob = {name: model.predict(prepared.eval_ds[name], verbose=0) for name in ("val", "test")}
+    metrics = evaluate_run(
+        out, class_names=table.class_names, task=table.task, long_names=table.long_names,
+        y_true_test=parts["test"].targets(), y_prob_test=y_prob["test"],
+        y_true_val=parts["val"].targets(), y_prob_val=y_prob["val"],
+        groups_test=parts["test"].frame["group"].to_numpy(), history=history, config=config,
+        data_summary=prepared.summary,
+        test_images=kdata.image_loader(parts["test"].frame["path"].tolist(), config.data.image_size,
+                                       resize=config.data.resize),
+        model=model, n_bootstrap=config.evaluation.bootstrap,
+        operating_point=config.evaluation.operating_point, target=config.evaluation.target,
+        explain=config.evaluation.explain, seed=config.train.seed)
+    if spec.extra_evaluation is not None:
+        spec.extra_evaluation(out, metrics, table)
+
+    export_path = None
+    if config.export.export:
+        stage("exporting for TF Serving")
+        export_path = export_for_serving(
+            model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
+            class_names=table.class_names, image_size=config.data.image_size, task=table.task,
+            thresholds=metrics.get("thresholds"))
+    print_summary(spec, config, out, history, metrics, export_path, time.time() - started)
+    return metrics
+
+
+def _headline(metrics: dict, key: str) -> str:
+    item = metrics.get(key)
+    if not isinstance(item, dict) or item.get("value") is None:
+        return "n/a"
+    lo, hi = item.get("ci95", [np.nan, np.nan])
+    return f"{item['value']:.3f} (95% CI {lo:.3f}-{hi:.3f})"
+
+
+def print_summary(spec, config, out: Path, history, metrics: dict, export_path, seconds: float) -> None:
+    monitor = config.train.monitor
+    best_epoch = "n/a"
+    if history is not None and monitor in history:
+        column = history[monitor]
+        best = column.idxmin() if "loss" in monitor else column.idxmax()
+        best_epoch = f"{int(history.loc[best, 'epoch']) + 1} ({monitor} {column[best]:.3f})"
+    keys = {"multiclass": ["balanced_accuracy", "accuracy", "macro_auc"],
+            "binary": ["auc", "sensitivity", "specificity", "accuracy"],
+            "multilabel": ["mean_auc"]}[metrics.get("task", "multiclass")]
+    lines = [
+        "",
+        f"{spec.name}: finished in {seconds / 60:.1f} min",
+        f"  best epoch      {best_epoch}",
+        *[f"  test {key:<17}{_headline(metrics, key)}" for key in keys],
+        f"  run directory   {out}",
+        f"  best model      {out / 'checkpoints' / 'best.keras'}",
+        f"  report          {out / 'report.html'}",
+        f"  TensorBoard     tensorboard --logdir {config.output_dir}",
+    ]
+    if export_path:
+        lines.append(f"  SavedModel      {export_path}")
+    for line in lines:
+        log.info("%s", line)
