@@ -1,0 +1,30 @@
+"""keras_med.data: sources -> ImageTable -> leakage-proof splits -> tf.data pipeline.
+
+Example:
+    >>> from keras_med import data                                          # doctest: +SKIP
+    >>> table = data.load_ham10000("data/ham10000")                          # doctest: +SKIP
+    >>> table = data.split_by_group(table, val_fraction=0.15, test_fraction=0.15, seed=42)  # doctest: +SKIP
+    >>> data.save_split(table, "runs/x/split.csv")                           # doctest: +SKIP
+    >>> train = table.subset("train")                                        # doctest: +SKIP
+    >>> train_ds = data.build_image_pipeline(train.images(), train.targets(), image_size=128,
+    ...     batch_size=32, training=True, augment="dermoscopy")              # doctest: +SKIP
+    >>> class_weight = data.balanced_class_weights(train.targets())          # doctest: +SKIP
+"""
+
+from keras_med.data.augment import AUGMENT_PRESETS, build_augmenter, build_mixers
+from keras_med.data.balance import balanced_class_weights
+from keras_med.data.decode import CheckResult, check_images, check_table_images, decode_image, load_image
+from keras_med.data.errors import (BadImageError, DataError, EmptyClassError, MissingColumnError, MissingImageError,
+                                   UnknownLabelError, UnsafePathError)
+from keras_med.data.pipeline import build_image_pipeline
+from keras_med.data.sources.ham10000 import HAM10000_CLASSES, HAM10000_LONG_NAMES, load_ham10000
+from keras_med.data.splits import check_split, kfold_by_group, load_split, save_split, split_by_group
+from keras_med.data.table import ImageTable, encode_labels
+
+__all__ = [
+    "AUGMENT_PRESETS", "BadImageError", "CheckResult", "DataError", "EmptyClassError", "HAM10000_CLASSES",
+    "HAM10000_LONG_NAMES", "ImageTable", "MissingColumnError", "MissingImageError", "UnknownLabelError",
+    "UnsafePathError", "balanced_class_weights", "build_augmenter", "build_image_pipeline", "build_mixers",
+    "check_images", "check_split", "check_table_images", "decode_image", "encode_labels", "kfold_by_group",
+    "load_ham10000", "load_image", "load_split", "save_split", "split_by_group",
+]

@@ -1,0 +1,172 @@
+"""Reading and decoding image files with TensorFlow, and the check pass that names bad files.
+
+TensorFlow-specific (`tf.io`, `tf.image`, `tf.data`): it feeds the `tf.data` pipeline.
+
+Design: bad files must be named before training starts, and decoding twice would halve the input
+rate. `check_images` therefore decodes every file once, in a parallel `tf.data` pass (C++ threads,
+no GIL), with `ignore_errors` and each element's index: an index that does not come back is a bad
+file. When an image size is given the same pass keeps the decoded, resized pixels (uint8), which
+*is* the in-memory cache the pipeline then reads, so checking costs nothing extra. Only the few bad
+files are decoded a second time, eagerly, to report TensorFlow's reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from keras_med.data.errors import BadImageError, DataError, MissingImageError
+from keras_med.data.files import check_on_bad_image, write_bad_images
+
+logger = logging.getLogger(__name__)
+
+RESIZE_MODES = ("resize", "pad")
+JPEG_MAGIC = b"\xff\xd8\xff"
+# decode_jpeg can scale by 1/2, 1/4 or 1/8 while decoding (DCT scaling), much faster than a full
+# decode then resize; the ratio must be a Python int, hence one branch per ratio.
+JPEG_RATIOS = (1, 2, 4, 8)
+CHECK_BATCH = 128
+
+
+def decode_image(contents: tf.Tensor, image_size: int | None = None, resize: str = "resize") -> tf.Tensor:
+    """Decode JPEG or PNG bytes to uint8 RGB (grayscale becomes 3 channels), resized when asked.
+
+    A JPEG is decoded at the largest reduced scale (1/2, 1/4, 1/8) that still leaves the image at
+    least `image_size` on the sides that matter (both sides for `resize`, the long side for `pad`).
+
+    Args:
+        contents: a scalar string tensor with the encoded file.
+        image_size: the side of the square output; `None` keeps the decoded size.
+        resize: `"resize"` stretches to the square, `"pad"` keeps the aspect ratio and pads with 0.
+    """
+    if resize not in RESIZE_MODES:
+        raise DataError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC)
+
+    def decode_jpeg():
+        if image_size is None:
+            return tf.io.decode_jpeg(contents, channels=3)
+        shape = tf.image.extract_jpeg_shape(contents)
+        side = tf.reduce_min(shape[:2]) if resize == "resize" else tf.reduce_max(shape[:2])
+        branch = tf.add_n([tf.cast(side >= ratio * image_size, tf.int32) for ratio in JPEG_RATIOS[1:]])
+        return tf.switch_case(branch, [lambda r=ratio: tf.io.decode_jpeg(contents, channels=3, ratio=r)
+                                       for ratio in JPEG_RATIOS])
+
+    def decode_other():
+        return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+    image = tf.cond(is_jpeg, decode_jpeg, decode_other)
+    image.set_shape([None, None, 3])
+    if image_size is None:
+        return image
+    return resize_image(image, image_size, resize)
+
+
+def resize_image(image: tf.Tensor, image_size: int, resize: str = "resize") -> tf.Tensor:
+    """Resize uint8 image(s) to `image_size` square and return uint8 (4x less cache than float32)."""
+    if resize == "pad":
+        resized = tf.image.resize_with_pad(image, image_size, image_size)
+    else:
+        resized = tf.image.resize(image, [image_size, image_size])
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def load_image(path: tf.Tensor, image_size: int | None = None, resize: str = "resize") -> tf.Tensor:
+    """`decode_image` of the file at `path`."""
+    return decode_image(tf.io.read_file(path), image_size, resize)
+
+
+@dataclasses.dataclass
+class CheckResult:
+    """What `check_images` found.
+
+    Attributes:
+        ok: boolean mask over the input paths, true where the image decoded.
+        pixels: uint8 `(n_ok, S, S, 3)` for the good images in input order, when an image size was given.
+        bad: one dict (`path`, `row`, `reason`) per bad file, in input order.
+    """
+
+    ok: np.ndarray
+    pixels: np.ndarray | None
+    bad: list[dict]
+
+
+def check_images(paths: Sequence[str], on_bad_image: str = "error", report_dir: str | os.PathLike | None = None,
+                 image_size: int | None = None, resize: str = "resize") -> CheckResult:
+    """Decode every image once, in parallel; raise for, or skip and list, the ones that fail.
+
+    Args:
+        paths: image files.
+        on_bad_image: `"error"` raises `BadImageError` (or `MissingImageError`) naming the first bad
+            file and how many there are; `"skip"` leaves them out and lists them in
+            `report_dir/bad_images.csv` and the log.
+        report_dir: where `bad_images.csv` goes in skip mode.
+        image_size: when given, also return the decoded images resized to this square side.
+        resize: `"resize"` or `"pad"` (see `decode_image`).
+    """
+    check_on_bad_image(on_bad_image)
+    paths = [str(path) for path in paths]
+    count = len(paths)
+    pixels = np.empty((count, image_size, image_size, 3), np.uint8) if image_size else None
+    seen = np.zeros(count, dtype=bool)
+
+    def decode(index, path):
+        image = load_image(path, image_size, resize)
+        return index, (image if image_size else tf.shape(image))
+
+    dataset = (tf.data.Dataset.from_tensor_slices((np.arange(count, dtype=np.int64), tf.constant(paths, tf.string)))
+               .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+               .ignore_errors()
+               .batch(CHECK_BATCH)
+               .prefetch(tf.data.AUTOTUNE))
+    for indices, images in dataset.as_numpy_iterator():
+        seen[indices] = True
+        if pixels is not None:
+            pixels[indices] = images
+    bad = [{"path": paths[index], "row": int(index), "reason": _failure_reason(paths[index])}
+           for index in np.flatnonzero(~seen)]
+    if bad and on_bad_image == "error":
+        first = bad[0]
+        error = MissingImageError if first["reason"].startswith("missing") else BadImageError
+        raise error(f"{first['path']}: {first['reason']}; expected a readable JPEG or PNG "
+                    f"({len(bad)} bad image(s) of {count}; on_bad_image='skip' lists and skips them)")
+    write_bad_images(report_dir, bad)
+    return CheckResult(ok=seen, pixels=None if pixels is None else pixels[seen], bad=bad)
+
+
+def _failure_reason(path: str) -> str:
+    """Decode one file eagerly to get TensorFlow's reason (only called for the few bad files)."""
+    if not os.path.isfile(path):
+        return "missing: no such image file"
+    try:
+        decode_image(tf.io.read_file(path))
+    except (tf.errors.OpError, ValueError) as error:
+        message = getattr(error, "message", str(error)).split("[Op:")[0].strip()
+        return f"unreadable or truncated image: {message.splitlines()[-1] if message else type(error).__name__}"
+    return "unreadable image: failed to decode or resize"
+
+
+def check_table_images(table, on_bad_image: str = "error", report_dir: str | os.PathLike | None = None,
+                       image_size: int | None = None, resize: str = "resize"):
+    """`check_images` over an `ImageTable`: the table without its bad rows, pixels attached if sized.
+
+    With `image_size` the returned table holds the decoded images (`table.pixels`), so later
+    pipelines read them from memory and no file is decoded twice.
+
+    Args:
+        table: an `ImageTable` whose images are files.
+        on_bad_image: `"error"` or `"skip"` (bad rows dropped, counted, listed in `bad_images.csv`).
+        report_dir: where `bad_images.csv` goes in skip mode.
+        image_size: keep the images decoded at this square side; `None` only checks.
+        resize: `"resize"` or `"pad"`.
+    """
+    if table.pixels is not None:
+        return table
+    result = check_images(table.paths, on_bad_image, report_dir, image_size, resize)
+    kept = table.select(result.ok)
+    return dataclasses.replace(kept, pixels=result.pixels) if image_size else kept

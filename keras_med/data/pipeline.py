@@ -1,0 +1,183 @@
+"""The `tf.data` input pipeline: decode, resize, cache, shuffle, augment, batch, prefetch.
+
+TensorFlow-specific by design (the rest of keras_med is backend-agnostic). Images leave as float32
+in 0..255 (normalisation is inside the model), targets as float32 (see docs/contracts.md).
+
+Two shapes of pipeline, chosen by where the pixels live:
+- in memory (a pixel array, or files with `cache="memory"`: `check_images` decodes each file once
+  and its output is the cache): shuffling is a permutation of indices and each batch is one
+  `gather`, so no shuffle buffer duplicates the images;
+- streaming (files with `cache="none"` or a cache file): parallel decode per file, then
+  `Dataset.cache(file)`, a shuffle buffer, and batching, for sets larger than memory.
+Augmentation runs on whole batches after caching, so each epoch sees new variants.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from keras_med.data.augment import build_augmenter, build_mixers
+from keras_med.data.balance import sampling_strata
+from keras_med.data.decode import RESIZE_MODES, check_images, load_image, resize_image
+from keras_med.data.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+STREAM_SHUFFLE_BUFFER = 2048
+
+
+def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray, *, image_size: int,
+                         batch_size: int, training: bool, augment: str = "none", resize: str = "resize",
+                         cache: str = "memory", mixup: float = 0.0, cutmix: float = 0.0,
+                         oversample: bool = False, seed: int = 42, check: bool = True) -> tf.data.Dataset:
+    """A `tf.data.Dataset` of `(images float32 (B, S, S, 3) in 0..255, targets float32)` batches.
+
+    Args:
+        images: image file paths (JPEG or PNG), or decoded pixels `(N, H, W)` / `(N, H, W, 1|3)`
+            (e.g. `ImageTable.images()`); grayscale becomes 3 channels.
+        targets: `(N, C)` or `(N, 1)` float targets aligned with `images` (`ImageTable.targets()`).
+        image_size: side of the square images the model sees.
+        batch_size: images per batch.
+        training: shuffle, augment, mix and oversample (True) or keep order and pixels (False).
+        augment: augmentation preset: dermoscopy, xray, light or none (training only).
+        resize: `"resize"` (stretch) or `"pad"` (keep the aspect ratio, pad with black).
+        cache: `"memory"` (decode once into RAM), `"none"`, or a file path for `Dataset.cache`.
+        mixup: MixUp alpha (0: off); needs one-hot or binary targets.
+        cutmix: CutMix alpha (0: off); with both on, each batch gets one of them.
+        oversample: draw every class (multilabel: rarest-label stratum) equally often, for as many
+            batches as one pass over the data; an alternative to class weights.
+        seed: seeds shuffling and augmentation.
+        check: for files, decode each once up front and raise `BadImageError`/`MissingImageError`
+            naming the file (free with `cache="memory"`, an extra pass otherwise). To skip bad
+            files instead, run `check_table_images` on the table first.
+
+    Example:
+        >>> train = table.subset("train")                         # doctest: +SKIP
+        >>> dataset = build_image_pipeline(train.images(), train.targets(), image_size=128,
+        ...     batch_size=32, training=True, augment="dermoscopy")  # doctest: +SKIP
+    """
+    targets = np.asarray(targets, dtype=np.float32)
+    if targets.ndim == 1:
+        targets = targets[:, None]
+    _check_arguments(images, targets, image_size, batch_size, resize, cache)
+    if isinstance(images, np.ndarray):
+        dataset = _in_memory(fit_pixels(images, image_size, resize), targets, batch_size, training, oversample, seed)
+    elif cache == "memory":
+        pixels = check_images(images, "error", image_size=image_size, resize=resize).pixels
+        dataset = _in_memory(pixels, targets, batch_size, training, oversample, seed)
+    else:
+        if check:
+            check_images(images, "error")
+        dataset = _streaming(list(map(str, images)), targets, image_size, resize, cache, batch_size, training,
+                             oversample, seed)
+    return _finish(dataset, training, augment, mixup, cutmix, seed)
+
+
+def fit_pixels(pixels: np.ndarray, image_size: int, resize: str = "resize") -> np.ndarray:
+    """Bring decoded pixels to uint8 `(N, S, S, 3)`: add a channel axis, gray to RGB, resize."""
+    if pixels.ndim == 3:
+        pixels = pixels[..., None]
+    if pixels.ndim != 4 or pixels.shape[-1] not in (1, 3):
+        raise DataError(f"images array must be (N, H, W), (N, H, W, 1) or (N, H, W, 3), got {pixels.shape}")
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    if pixels.shape[1:3] != (image_size, image_size):
+        # One eager batched resize up front, so that epochs only read the cached result.
+        pixels = np.concatenate([resize_image(chunk, image_size, resize).numpy()
+                                 for chunk in np.array_split(pixels, max(1, math.ceil(len(pixels) / 1024)))])
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return pixels
+
+
+def _check_arguments(images, targets, image_size, batch_size, resize, cache) -> None:
+    if len(images) != len(targets):
+        raise DataError(f"images ({len(images)}) and targets ({len(targets)}) must have the same length")
+    if len(images) == 0:
+        raise DataError("images is empty; expected at least one image")
+    if not isinstance(image_size, int) or image_size < 8:
+        raise DataError(f"image_size must be an int >= 8, got {image_size!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive int, got {batch_size!r}")
+    if resize not in RESIZE_MODES:
+        raise DataError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    if not cache:
+        raise DataError("cache must be 'memory', 'none' or a file path, got an empty string")
+
+
+def _in_memory(pixels: np.ndarray, targets: np.ndarray, batch_size: int, training: bool, oversample: bool,
+               seed: int) -> tf.data.Dataset:
+    count = len(pixels)
+    pixels_tensor = tf.constant(pixels)
+    targets_tensor = tf.constant(targets)
+    indices = _oversampled_indices(targets, seed) if training and oversample else (
+        tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True) if training
+        else tf.data.Dataset.range(count))
+    batches = indices.batch(batch_size)
+    if training and oversample:
+        batches = batches.take(math.ceil(count / batch_size))
+    return batches.map(lambda index: (tf.gather(pixels_tensor, index), tf.gather(targets_tensor, index)),
+                       num_parallel_calls=AUTOTUNE)
+
+
+def _oversampled_indices(targets: np.ndarray, seed: int) -> tf.data.Dataset:
+    strata = sampling_strata(targets)
+    streams = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(strata == stratum).astype(np.int64))
+               .shuffle(int((strata == stratum).sum()), seed=seed + int(stratum)).repeat()
+               for stratum in np.unique(strata)]
+    logger.info("oversampling %d strata equally", len(streams))
+    return tf.data.Dataset.sample_from_datasets(streams, seed=seed)
+
+
+def _streaming(paths: list[str], targets: np.ndarray, image_size: int, resize: str, cache: str, batch_size: int,
+               training: bool, oversample: bool, seed: int) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices((paths, targets)).map(
+        lambda path, target: (load_image(path, image_size, resize), target), num_parallel_calls=AUTOTUNE)
+    if cache != "none":
+        dataset = dataset.cache(cache)
+    if training and oversample:
+        strata = sampling_strata(targets)
+        labelled = tf.data.Dataset.zip(dataset, tf.data.Dataset.from_tensor_slices(strata))
+        streams = [labelled.filter(lambda element, s, k=int(k): tf.equal(s, k)).map(lambda element, s: element)
+                   .shuffle(STREAM_SHUFFLE_BUFFER, seed=seed + int(k)).repeat() for k in np.unique(strata)]
+        dataset = tf.data.Dataset.sample_from_datasets(streams, seed=seed)
+        return dataset.batch(batch_size).take(math.ceil(len(paths) / batch_size))
+    if training:
+        dataset = dataset.shuffle(min(len(paths), STREAM_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
+
+
+def _finish(dataset: tf.data.Dataset, training: bool, augment: str, mixup: float, cutmix: float,
+            seed: int) -> tf.data.Dataset:
+    augmenter = build_augmenter(augment, seed) if training else None
+    mixers = build_mixers(mixup, cutmix, seed) if training else []
+
+    def to_model_input(images, targets):
+        images = tf.cast(images, tf.float32)
+        if augmenter is not None:
+            images = augmenter(images, training=True)
+        return images, targets
+
+    dataset = dataset.map(to_model_input, num_parallel_calls=AUTOTUNE)
+    if mixers:
+        dataset = dataset.map(_mix_function(mixers), num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def _mix_function(mixers):
+    def apply(layer, images, targets):
+        mixed = layer({"images": images, "labels": targets}, training=True)
+        return mixed["images"], mixed["labels"]
+
+    if len(mixers) == 1:
+        return lambda images, targets: apply(mixers[0], images, targets)
+    # Both on: each batch gets MixUp or CutMix with equal chance, as timm does.
+    return lambda images, targets: tf.cond(tf.random.uniform([]) < 0.5,
+                                           lambda: apply(mixers[0], images, targets),
+                                           lambda: apply(mixers[1], images, targets))

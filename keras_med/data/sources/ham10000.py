@@ -1,0 +1,64 @@
+"""HAM10000 (ISIC 2018 Task 3): `HAM10000_metadata.csv` plus images found by `image_id`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from keras_med.data.errors import UnknownLabelError
+from keras_med.data.files import require_dir
+from keras_med.data.sources.common import (attach_image_paths, log_class_counts, metadata_row,
+                                           read_metadata, require_columns)
+from keras_med.data.table import ImageTable
+
+logger = logging.getLogger(__name__)
+
+HAM10000_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+HAM10000_LONG_NAMES = {
+    "akiec": "Actinic keratoses and intraepithelial carcinoma",
+    "bcc": "Basal cell carcinoma",
+    "bkl": "Benign keratosis-like lesions",
+    "df": "Dermatofibroma",
+    "mel": "Melanoma",
+    "nv": "Melanocytic nevi",
+    "vasc": "Vascular lesions",
+}
+HAM10000_METADATA = "HAM10000_metadata.csv"
+
+
+def load_ham10000(data_dir: str | os.PathLike, *, metadata: str = HAM10000_METADATA,
+                  on_bad_image: str = "error", report_dir: str | os.PathLike | None = None) -> ImageTable:
+    """Load HAM10000: one row per image, label `dx`, grouped by `lesion_id`, other columns kept.
+
+    Images are found by `image_id` anywhere below `data_dir`, so the official
+    `HAM10000_images_part_1/`, `HAM10000_images_part_2/` layout and a single `images/` both work.
+
+    Args:
+        data_dir: the directory holding the metadata CSV and the images.
+        metadata: the metadata file name inside `data_dir`.
+        on_bad_image: `"error"` raises `MissingImageError` for a row without an image; `"skip"`
+            drops such rows and lists them in `report_dir/bad_images.csv`.
+        report_dir: where the list of skipped images goes (skip mode).
+
+    Example:
+        >>> table = load_ham10000("data/ham10000")          # doctest: +SKIP
+        >>> table.subset  # then split_by_group(table, 0.15, 0.15, seed=42)  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    data_dir = require_dir(data_dir, "HAM10000 data directory")
+    source = data_dir / metadata
+    frame = read_metadata(source)
+    require_columns(frame, ["lesion_id", "image_id", "dx"], source)
+    labels = frame["dx"].astype(str).str.strip().str.lower()
+    unknown = ~labels.isin(HAM10000_CLASSES)
+    if unknown.any():
+        index = int(unknown.to_numpy().nonzero()[0][0])
+        raise UnknownLabelError(f"{metadata_row(index, source)}, column 'dx': unknown class {frame['dx'].iloc[index]!r}; "
+                                f"expected one of {HAM10000_CLASSES}")
+    frame = frame.assign(label=labels, group=frame["lesion_id"].astype(str))
+    frame = attach_image_paths(frame, frame["image_id"], data_dir, source, "image_id",
+                               on_bad_image, report_dir, by_stem=True)
+    log_class_counts("HAM10000", frame["label"])
+    logger.info("loaded HAM10000 metadata and found %d images in %.2f s", len(frame), time.perf_counter() - started)
+    return ImageTable(frame, HAM10000_CLASSES, "multiclass", dict(HAM10000_LONG_NAMES), group_column="group")

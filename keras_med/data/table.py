@@ -1,0 +1,128 @@
+"""`ImageTable`: the one table every source yields and every later stage consumes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from keras_med.data.errors import DataError, MissingColumnError, UnknownLabelError
+
+TASKS = ("multiclass", "multilabel", "binary")
+SPLITS = ("train", "val", "test")
+LABEL_SEPARATOR = "|"
+
+
+@dataclasses.dataclass
+class ImageTable:
+    """Images, labels and grouping keys of one dataset, plus every original metadata column.
+
+    Args:
+        frame: one row per image with `path` (absolute; for in-memory images an identifier such as
+            `file.npz#train/0`), `label` (a class name; multilabel: `|`-joined names, `""` for none),
+            the grouping column, every original metadata column and, once split, `split`.
+        class_names: the classes in target order. Binary: `[negative, positive]`.
+        task: `"multiclass"`, `"multilabel"` or `"binary"`.
+        long_names: readable class names for reports, e.g. `{"mel": "Melanoma"}`.
+        group_column: the column that holds the grouping key (lesion, patient).
+        pixels: optional decoded images `(N, H, W, C)` uint8 aligned with `frame` rows (MedMNIST,
+            or after `check_images(..., keep_pixels=True)`); `None` when images live on disk.
+    """
+
+    frame: pd.DataFrame
+    class_names: list[str]
+    task: str
+    long_names: dict[str, str] = dataclasses.field(default_factory=dict)
+    group_column: str = "group"
+    pixels: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise DataError(f"task must be one of {TASKS}, got {self.task!r}")
+        self.class_names = [str(name) for name in self.class_names]
+        if self.task == "binary" and len(self.class_names) != 2:
+            raise DataError(f"a binary task needs exactly 2 class names [negative, positive], "
+                            f"got {self.class_names}")
+        for column in ("path", "label", self.group_column):
+            if column not in self.frame.columns:
+                raise MissingColumnError(f"ImageTable frame lacks the column {column!r}; "
+                                         f"it has {list(self.frame.columns)}")
+        if self.pixels is not None and len(self.pixels) != len(self.frame):
+            raise DataError(f"pixels has {len(self.pixels)} images but the frame has {len(self.frame)} rows")
+        self.frame = self.frame.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def paths(self) -> list[str]:
+        return self.frame["path"].tolist()
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.frame[self.group_column].astype(str).to_numpy()
+
+    def images(self):
+        """What `build_image_pipeline` takes: the pixel array when in memory, else the file paths."""
+        return self.pixels if self.pixels is not None else self.paths
+
+    def targets(self) -> np.ndarray:
+        """float32 targets: one-hot `(N, C)` multiclass, `(N, 1)` binary, multi-hot `(N, C)` multilabel."""
+        return encode_labels(self.frame["label"], self.class_names, self.task)
+
+    def class_indices(self) -> np.ndarray:
+        """One int per image for single-label tasks (index into `class_names`)."""
+        if self.task == "multilabel":
+            raise DataError("class_indices() is for single-label tasks; use targets() for multilabel")
+        lookup = {name: index for index, name in enumerate(self.class_names)}
+        return self.frame["label"].map(lookup).to_numpy(dtype=np.int64)
+
+    def subset(self, split: str) -> "ImageTable":
+        """The rows of one split (`train`, `val` or `test`)."""
+        if "split" not in self.frame.columns:
+            raise MissingColumnError("this table has no 'split' column yet; call split_by_group first")
+        return self.select(self.frame["split"].to_numpy() == split)
+
+    def select(self, mask) -> "ImageTable":
+        """A new table with the rows where `mask` (boolean array) is true; pixels follow the rows."""
+        mask = np.asarray(mask, dtype=bool)
+        return dataclasses.replace(
+            self, frame=self.frame.loc[mask].reset_index(drop=True),
+            pixels=None if self.pixels is None else self.pixels[mask])
+
+    def with_frame(self, frame: pd.DataFrame) -> "ImageTable":
+        """The same table with a new frame of the same rows (e.g. a `split` column added)."""
+        return dataclasses.replace(self, frame=frame)
+
+
+def encode_labels(labels: Sequence[str], class_names: list[str], task: str) -> np.ndarray:
+    """Encode label strings as float32 targets; raise `UnknownLabelError` naming the first bad row.
+
+    Args:
+        labels: one label string per image (multilabel: `|`-joined names, `""` for none).
+        class_names: the classes in target order.
+        task: `"multiclass"`, `"multilabel"` or `"binary"`.
+    """
+    labels = pd.Series(list(labels), dtype=object).fillna("").astype(str)
+    lookup = {name: index for index, name in enumerate(class_names)}
+    if task == "multilabel":
+        rows = [[name for name in text.split(LABEL_SEPARATOR) if name] for text in labels]
+        targets = np.zeros((len(rows), len(class_names)), dtype=np.float32)
+        for row, names in enumerate(rows):
+            for name in names:
+                if name not in lookup:
+                    raise UnknownLabelError(f"row {row}: unknown label {name!r}; expected some of {class_names}")
+                targets[row, lookup[name]] = 1.0
+        return targets
+    indices = labels.map(lookup)
+    unknown = indices.isna().to_numpy()
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0])
+        raise UnknownLabelError(f"row {row}: unknown label {labels.iloc[row]!r}; expected one of {class_names} "
+                                f"({int(unknown.sum())} rows in all)")
+    indices = indices.to_numpy(dtype=np.int64)
+    if task == "binary":
+        return indices.astype(np.float32)[:, None]
+    return np.eye(len(class_names), dtype=np.float32)[indices]
