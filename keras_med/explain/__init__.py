@@ -1,0 +1,6 @@
+"""Explanations: Grad-CAM and Grad-CAM++ (tf-keras-vis) on the last convolutional block."""
+
+from keras_med.explain.gradcam import compute_gradcam, find_last_conv_layer
+from keras_med.explain.overlay import blend_heatmap, save_overlay, save_overlays
+
+__all__ = ["compute_gradcam", "find_last_conv_layer", "blend_heatmap", "save_overlay", "save_overlays"]

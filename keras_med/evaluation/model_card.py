@@ -1,0 +1,124 @@
+"""Assemble the model card (report.md / report.html) from the metrics dictionary and the plots."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from keras_med.evaluation.metrics import HEADLINES
+from keras_med.evaluation.report import Bullets, Card, Heading, Image, Paragraph, Table
+
+
+def _interval(entry: dict) -> str:
+    if not entry.get("ci95"):
+        return "n/a"
+    low, high = entry["ci95"]
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def _config_items(config) -> list[str]:
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    items = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            items += [f"{key}.{name} = {item!r}" for name, item in value.items()]
+        else:
+            items.append(f"{key} = {value!r}")
+    return items
+
+
+def _summary_table(data_summary) -> Table:
+    frame = data_summary if isinstance(data_summary, pd.DataFrame) else pd.DataFrame(data_summary)
+    frame = frame.reset_index()
+    return Table([str(c) for c in frame.columns], frame.astype(object).where(frame.notna(), None).values.tolist())
+
+
+def build_model_card(metrics: dict, title: str, config=None, data_summary=None, long_names=None,
+                     plots: dict | None = None, gradcam: list[dict] | None = None) -> Card:
+    """The model card's blocks, in reading order.
+
+    Args:
+        metrics: the dictionary `evaluate_run` writes to metrics.json.
+        title: the card's title.
+        config: a RecipeConfig (anything with `to_dict()`) or a dict, or None.
+        data_summary: counts per class and split (DataFrame or dict of dicts), or None.
+        long_names: optional `{class name: long name}` used in the per-class table.
+        plots: `{caption: relative PNG path}`.
+        gradcam: `[{"path", "caption"}]` Grad-CAM overlays, relative paths.
+    """
+    task, class_names = metrics["task"], metrics["class_names"]
+    long_names = long_names or {}
+    card = Card(title)
+
+    card.add(Heading("Data"))
+    card.add(Paragraph(f"Task: {task}; classes: {', '.join(class_names)}. Test images: {metrics['n_samples']}."))
+    boot = metrics.get("bootstrap", {})
+    if boot.get("groups") is not None:
+        card.add(Paragraph(f"The test images come from {boot['groups']} groups (lesions or patients); intervals "
+                           "resample whole groups."))
+    if data_summary is not None:
+        card.add(_summary_table(data_summary))
+
+    if config is not None:
+        card.add(Heading("Configuration"), Bullets(_config_items(config)))
+
+    card.add(Heading("Metrics (test split, 95% bootstrap intervals)"))
+    card.add(Table(["metric", "value", "95% CI"],
+                   [[name.replace("_", " "), metrics[name]["value"], _interval(metrics[name])]
+                    for name in HEADLINES[task]]))
+    card.add(Paragraph(f"Intervals from {boot.get('n', 0)} bootstrap resamples"
+                       f"{' by group' if boot.get('groups') else ''}."))
+    columns = ["precision", "recall", "f1", "support", "auc", "pr_auc"]
+    card.add(Heading("Per class", 3))
+    card.add(Table(["class"] + columns + ["AUC 95% CI"],
+                   [[f"{name} ({long_names[name]})" if name in long_names else name]
+                    + [entry.get(c) for c in columns] + [_interval({"ci95": entry.get("auc_ci95")})]
+                    for name, entry in metrics["per_class"].items()]))
+
+    point = metrics.get("operating_point", {})
+    card.add(Heading("Operating points"))
+    card.add(Paragraph(f"Thresholds chosen on {point.get('chosen_on', 'n/a')} by '{point.get('method')}'"
+                       f"{' (target ' + str(point.get('target')) + ')' if point.get('method') in ('sensitivity', 'specificity') else ''}"
+                       " and applied unchanged to test (one-vs-rest: a class is flagged when its probability "
+                       "reaches the threshold)."))
+    card.add(Table(["class", "threshold", "test sensitivity", "test specificity"],
+                   [[name, entry.get("threshold"), entry.get("sensitivity_at_threshold"),
+                     entry.get("specificity_at_threshold")]
+                    for name, entry in metrics["per_class"].items() if "sensitivity_at_threshold" in entry]))
+
+    calibration = metrics["calibration"]
+    card.add(Heading("Calibration"))
+    if calibration.get("temperature") is None:
+        card.add(Paragraph(f"Expected calibration error on test: {calibration['ece_before']:.3f} "
+                           "(no validation predictions, so no temperature scaling)."))
+    else:
+        card.add(Paragraph(f"Expected calibration error on test: {calibration['ece_before']:.3f} before and "
+                           f"{calibration['ece_after']:.3f} after temperature scaling (T = "
+                           f"{calibration['temperature']:.2f}, fitted on validation). NLL "
+                           f"{calibration['nll_before']:.3f} -> {calibration['nll_after']:.3f}."))
+
+    health = metrics["health"]
+    card.add(Heading("Training health check"), Paragraph(health["summary"]))
+    if health["findings"]:
+        card.add(Bullets([f"{f['kind']}: {f['message']} Suggested fix: {f['fix']}" for f in health["findings"]]))
+
+    if plots:
+        card.add(Heading("Plots"))
+        card.add(*[Image(path, caption) for caption, path in plots.items()])
+    if gradcam:
+        card.add(Heading("Grad-CAM examples"))
+        card.add(*[Image(item["path"], item["caption"]) for item in gradcam])
+
+    card.add(Heading("Limits of this model"))
+    limits = [f"It only knows the classes {', '.join(class_names)}; an image of any other condition will be "
+              "forced into one of them.",
+              "The figures hold for images like the training data (same devices, sites, population); check them "
+              "on an external test set before any other use."]
+    small = [name for name, entry in metrics["per_class"].items() if (entry.get("support") or 0) < 30]
+    if small:
+        limits.append(f"Few test images for {', '.join(small)} (under 30): their figures are uncertain.")
+    if config is not None and hasattr(config, "data"):
+        limits.append(f"Trained on: {config.data.data_dir or 'the synthetic demo dataset'}"
+                      f"{' (synthetic demo data: not a medical model)' if config.data.demo else ''}.")
+    limits.append("Research use only: not a medical device and not a substitute for a clinician.")
+    card.add(Bullets(limits))
+    return card

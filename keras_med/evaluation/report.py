@@ -1,0 +1,127 @@
+"""Render a model card, given as a list of blocks, to `report.md` and a self-contained `report.html`.
+
+The requirements carry no Markdown library, so the card is built once as plain blocks
+(heading, paragraph, bullet list, table, image) and rendered to both formats here; the HTML
+embeds every image as base64 so the file can be mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Paragraph:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list]
+
+
+@dataclass
+class Image:
+    """An image file, relative to the report's directory."""
+    path: str
+    caption: str = ""
+
+
+@dataclass
+class Card:
+    title: str
+    blocks: list = field(default_factory=list)
+
+    def add(self, *blocks) -> "Card":
+        self.blocks.extend(blocks)
+        return self
+
+    def images(self) -> list[str]:
+        return [block.path for block in self.blocks if isinstance(block, Image)]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def render_markdown(card: Card) -> str:
+    """The card as Markdown; images are linked by their relative path."""
+    lines = [f"# {card.title}", ""]
+    for block in card.blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + block.text, ""]
+        elif isinstance(block, Paragraph):
+            lines += [block.text, ""]
+        elif isinstance(block, Bullets):
+            lines += [f"- {item}" for item in block.items] + [""]
+        elif isinstance(block, Table):
+            lines.append("| " + " | ".join(block.headers) + " |")
+            lines.append("|" + "---|" * len(block.headers))
+            lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in block.rows]
+            lines.append("")
+        elif isinstance(block, Image):
+            lines += [f"![{block.caption}]({block.path})", ""]
+            if block.caption:
+                lines += [f"*{block.caption}*", ""]
+    return "\n".join(lines)
+
+
+def render_html(card: Card, base_dir: str | Path) -> str:
+    """The card as one HTML page with every image embedded (paths resolved against `base_dir`)."""
+    base_dir = Path(base_dir)
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
+             f"<title>{html.escape(card.title)}</title><style>",
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}",
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:right}th{background:#f0f0f0}td:first-child{text-align:left}",
+             "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:90%}",
+             f"</style></head><body><h1>{html.escape(card.title)}</h1>"]
+    for block in card.blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            parts.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            header = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+                           for row in block.rows)
+            parts.append(f"<table><tr>{header}</tr>{rows}</table>")
+        elif isinstance(block, Image):
+            data = base64.b64encode((base_dir / block.path).read_bytes()).decode("ascii")
+            parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption)}'>"
+                         f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_card(card: Card, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write `report.md` and `report.html` into `out_dir`; every referenced image must exist there."""
+    out_dir = Path(out_dir)
+    missing = [path for path in card.images() if not (out_dir / path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"report images missing from {out_dir}: {missing}")
+    markdown_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    markdown_path.write_text(render_markdown(card), encoding="utf-8")
+    html_path.write_text(render_html(card, out_dir), encoding="utf-8")
+    return markdown_path, html_path
