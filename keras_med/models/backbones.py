@@ -1,0 +1,105 @@
+"""Pretrained backbones from `keras.applications`, built flat into one functional model.
+
+Each backbone gets its own ImageNet preprocessing inside the model and the shared head.
+Building with `input_tensor=` makes the backbone's layers the model's own layers, so Grad-CAM
+reaches the last conv layer and a fit plan can freeze and unfreeze them one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import keras
+
+from keras_med.models.heads import classification_head, image_input
+from keras_med.models.preprocessing import preprocess_images
+from keras_med.models.registry import register_model
+
+logger = logging.getLogger(__name__)
+
+# Input sizes MobileNetV2 has ImageNet files for; Keras falls back to the 224 file otherwise.
+_MOBILENETV2_SIZES = (96, 128, 160, 192, 224)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build one `keras.applications` backbone.
+
+    Attributes:
+        application: The `keras.applications` constructor.
+        preprocessing: Preprocessing mode (see `preprocess_images`).
+        imagenet_file: File name Keras downloads into ~/.keras/models/ for (image_size, width).
+        has_width: Whether the application takes a width multiplier (`alpha`).
+    """
+
+    application: Callable[..., keras.Model]
+    preprocessing: str
+    imagenet_file: Callable[[int, float], str]
+    has_width: bool = field(default=False)
+
+
+def _mobilenetv2_file(image_size: int, width: float) -> str:
+    rows = image_size if image_size in _MOBILENETV2_SIZES else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(width)}_{rows}_no_top.h5"
+
+
+def _fixed_file(name: str) -> Callable[[int, float], str]:
+    return lambda image_size, width: name
+
+
+BACKBONES: dict[str, Backbone] = {
+    "mobilenetv2": Backbone(keras.applications.MobileNetV2, "tf", _mobilenetv2_file, has_width=True),
+    "densenet121": Backbone(keras.applications.DenseNet121, "torch",
+                            _fixed_file("densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5")),
+    "resnet50": Backbone(keras.applications.ResNet50, "caffe",
+                         _fixed_file("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")),
+    "vgg16": Backbone(keras.applications.VGG16, "caffe",
+                      _fixed_file("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")),
+    **{f"efficientnetb{index}": Backbone(getattr(keras.applications, f"EfficientNetB{index}"), "none",
+                                         _fixed_file(f"efficientnetb{index}_notop.h5"))
+       for index in range(5)},
+}
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights could not be downloaded (e.g. an offline machine)."""
+
+
+def build_backbone_model(name: str, *, output_units: int, image_size: int, task: str, weights: str | None,
+                         dropout: float, head_units: int, width: float) -> keras.Model:
+    """Build backbone `name` flat with preprocessing and head; see `create_model` for Args."""
+    backbone = BACKBONES[name]
+    if width != 1.0 and not backbone.has_width:
+        raise ValueError(f"width: model '{name}' has no width multiplier; use 1.0, got {width}")
+    extra = {"alpha": width} if backbone.has_width else {}
+    inputs = image_input(image_size)
+    x = preprocess_images(inputs, backbone.preprocessing)
+    try:
+        base = backbone.application(include_top=False, weights=weights, input_tensor=x, **extra)
+    except Exception as error:
+        if weights != "imagenet":
+            raise
+        file_name = backbone.imagenet_file(image_size, width)
+        raise WeightsUnavailableError(
+            f"weights: could not get ImageNet weights for '{name}' ({error}). On an offline machine, "
+            f"place the file '{file_name}' in Keras's cache as ~/.keras/models/{file_name} "
+            f"(download it where there is internet), or pass a weights file with --weights PATH "
+            f"(or --weights none to train from scratch).") from error
+    outputs = classification_head(base.output, output_units=output_units, task=task, dropout=dropout,
+                                  head_units=head_units)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _register(name: str) -> None:
+    def builder(**kwargs) -> keras.Model:
+        return build_backbone_model(name, **kwargs)
+
+    builder.__name__ = name
+    builder.__doc__ = f"{BACKBONES[name].application.__name__} backbone with the shared head."
+    register_model(name, pretrained=True)(builder)
+
+
+for _name in BACKBONES:
+    _register(_name)

@@ -1,0 +1,48 @@
+"""The sources' custom CNN: Conv-BN-ReLU-MaxPool blocks with growing filters, then a Dense head."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from keras_med.models.heads import classification_head, image_input
+from keras_med.models.registry import register_model
+
+
+def build_custom_cnn(*, output_units: int, image_size: int, task: str, dropout: float = 0.3,
+                     head_units: int = 256, width: float = 1.0, filters: tuple[int, ...] = (32, 64, 128, 256),
+                     flatten: bool = False, name: str = "custom_cnn") -> keras.Model:
+    """Build the custom CNN.
+
+    Args:
+        output_units: Units of the output layer.
+        image_size: Input side in pixels; must survive len(filters) halvings.
+        task: "multiclass", "multilabel" or "binary".
+        dropout: Head dropout rate.
+        head_units: Head hidden Dense width.
+        width: Multiplier on every block's filters.
+        filters: Filters of each block; one MaxPool halving per block.
+        flatten: Flatten the last feature map instead of global average pooling.
+        name: Model name.
+    """
+    if image_size // 2 ** len(filters) < 1:
+        raise ValueError(f"image_size: {image_size}px is too small for {len(filters)} pooling blocks")
+    inputs = image_input(image_size)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    for index, block_filters in enumerate(filters, start=1):
+        x = layers.Conv2D(max(1, int(round(block_filters * width))), 3, padding="same", use_bias=False,
+                          name=f"block{index}_conv")(x)
+        x = layers.BatchNormalization(name=f"block{index}_bn")(x)
+        x = layers.ReLU(name=f"block{index}_relu")(x)
+        x = layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
+    x = layers.Flatten(name="head_flatten")(x) if flatten else layers.GlobalAveragePooling2D(name="head_pool")(x)
+    outputs = classification_head(x, output_units=output_units, task=task, dropout=dropout,
+                                  head_units=head_units, pool=False, input_dropout=False)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model("custom_cnn", pretrained=False)
+def custom_cnn(*, output_units, image_size, task, weights, dropout, head_units, width):
+    """Four Conv-BN-ReLU-MaxPool blocks (32, 64, 128, 256 filters) and a GAP-Dense-Dropout head."""
+    return build_custom_cnn(output_units=output_units, image_size=image_size, task=task, dropout=dropout,
+                            head_units=head_units, width=width)

@@ -1,0 +1,67 @@
+"""Input normalisation inside the model, so every model takes images in 0..255.
+
+Each pretrained backbone expects the normalisation it was trained with (Keras's
+`imagenet_utils.preprocess_input` modes). Doing it with layers inside the model means the
+exported model needs no client-side preprocessing. None of these layers holds weights, so a
+backbone's weight file loads into the flat model exactly as into the bare backbone.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="keras_med")
+class ReverseChannels(layers.Layer):
+    """RGB -> BGR for caffe-mode backbones (ResNet50, VGG16).
+
+    A tiny custom layer because Keras has no built-in channel permutation; a frozen 1x1 Conv2D
+    would do the same but adds weights that break loading ImageNet files in Keras's order-based
+    legacy format. Registered, so `.keras` files reload once `keras_med` is imported.
+    """
+
+    def call(self, inputs):
+        return keras.ops.flip(inputs, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _tf_mode(x):
+    return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_scale")(x)
+
+
+def _torch_mode(x):
+    scale = [1.0 / (255.0 * std) for std in IMAGENET_STD_RGB]
+    offset = [-mean / std for mean, std in zip(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB)]
+    return layers.Rescaling(scale, offset=offset, name="preprocess_normalize")(x)
+
+
+def _caffe_mode(x):
+    x = ReverseChannels(name="preprocess_bgr")(x)
+    return layers.Rescaling(1.0, offset=[-mean for mean in CAFFE_MEAN_BGR], name="preprocess_center")(x)
+
+
+def _identity(x):
+    return x
+
+
+PREPROCESSING_MODES = {"tf": _tf_mode, "torch": _torch_mode, "caffe": _caffe_mode, "none": _identity}
+
+
+def preprocess_images(x, mode: str):
+    """Apply the ImageNet preprocessing `mode` ("tf", "torch", "caffe" or "none") to 0..255 images.
+
+    Args:
+        x: Image tensor in 0..255, channels last, RGB.
+        mode: "tf" (-1..1), "torch" (ImageNet mean/std), "caffe" (BGR minus mean) or "none"
+            (the backbone normalises itself, e.g. EfficientNet).
+    """
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"mode: expected one of {sorted(PREPROCESSING_MODES)}, got {mode!r}")
+    return PREPROCESSING_MODES[mode](x)

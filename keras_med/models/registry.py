@@ -1,0 +1,140 @@
+"""Model registry: builder functions registered by name, created with one call (timm-style).
+
+A builder is registered with `@register_model("name", pretrained=True)` and receives the
+validated arguments of `create_model`. Adding an architecture is one decorated function; no
+caller ever branches on model names.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("multiclass", "multilabel", "binary")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about one model.
+
+    Attributes:
+        name: Registry name, e.g. "mobilenetv2".
+        builder: Function building the `keras.Model` from `create_model`'s arguments.
+        pretrained: True when the model has an ImageNet-pretrainable backbone, which makes the
+            'auto' fit plan fine-tune it when weights are given.
+    """
+
+    name: str
+    builder: Callable[..., keras.Model]
+    pretrained: bool
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, pretrained: bool) -> Callable:
+    """Decorator registering a model builder under `name`.
+
+    Args:
+        name: Registry name; must be unique.
+        pretrained: Whether the model has a backbone with ImageNet weights.
+    """
+
+    def decorate(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+        if name in _REGISTRY:
+            raise ValueError(f"model name '{name}' is already registered")
+        _REGISTRY[name] = ModelSpec(name=name, builder=builder, pretrained=pretrained)
+        return builder
+
+    return decorate
+
+
+def available_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    return sorted(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry for `name`; a clear error lists the known names otherwise.
+
+    Args:
+        name: Registry name.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"model: unknown model '{name}'; expected one of {available_models()}")
+    return _REGISTRY[name]
+
+
+def normalize_weights(weights: str | None) -> str | None:
+    """Map the `weights` argument to None, "imagenet" or an existing file path.
+
+    Args:
+        weights: "imagenet", a path to a weights file, or None / "none" / "" for random init.
+    """
+    if weights is None or str(weights).strip().lower() in ("", "none"):
+        return None
+    if weights == "imagenet":
+        return weights
+    from pathlib import Path
+
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights: expected 'imagenet', 'none' or a path to a weights file; {weights!r} is not a file")
+    return str(path)
+
+
+def create_model(name: str, *, num_classes: int, image_size: int, task: str = "multiclass",
+                 weights: str | None = None, dropout: float = 0.3, head_units: int = 256,
+                 width: float = 1.0) -> keras.Model:
+    """Build a registered model taking float32 images in 0..255 of shape (S, S, 3).
+
+    Args:
+        name: Registry name (see `available_models()`).
+        num_classes: Number of classes C. For `task="binary"` pass 2 (negative, positive) or 1;
+            the model has one sigmoid output either way.
+        image_size: Side S of the square input images, in pixels (at least 32).
+        task: "multiclass" (softmax over C), "multilabel" (C sigmoids) or "binary" (1 sigmoid).
+        weights: "imagenet", a path to a weights file for the backbone, or None / "none".
+        dropout: Dropout rate of the classification head, in [0, 1).
+        head_units: Width of the head's hidden Dense layer (0: no hidden layer).
+        width: Width multiplier (MobileNetV2's alpha, the custom CNN's filter multiplier).
+
+    Returns:
+        A functional `keras.Model` whose output layer is named `predictions` (float32).
+
+    Example:
+        >>> model = create_model("custom_cnn", num_classes=7, image_size=64, weights=None)
+        >>> model.output_shape
+        (None, 7)
+    """
+    spec = model_spec(name)
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {list(TASKS)}, got {task!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
+    if task == "binary" and num_classes not in (1, 2):
+        raise ValueError(f"num_classes: a binary task has 2 classes (negative, positive), got {num_classes}")
+    if task == "multiclass" and num_classes < 2:
+        raise ValueError(f"num_classes: a multiclass task needs at least 2 classes, got {num_classes}")
+    if not isinstance(image_size, int) or image_size < 32:
+        raise ValueError(f"image_size: expected an integer of at least 32 pixels, got {image_size!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout: expected a rate in [0, 1), got {dropout!r}")
+    if not isinstance(head_units, int) or head_units < 0:
+        raise ValueError(f"head_units: expected a non-negative integer, got {head_units!r}")
+    if not width > 0:
+        raise ValueError(f"width: expected a positive multiplier, got {width!r}")
+    weights = normalize_weights(weights)
+    if weights is not None and not spec.pretrained:
+        raise ValueError(f"weights: model '{name}' has no pretrained backbone; use weights='none', "
+                         f"got {weights!r}")
+    output_units = 1 if task == "binary" else num_classes
+    logger.info("building %s: %d outputs (%s), %dpx, weights=%s", name, output_units, task, image_size, weights)
+    return spec.builder(output_units=output_units, image_size=image_size, task=task, weights=weights,
+                        dropout=dropout, head_units=head_units, width=width)

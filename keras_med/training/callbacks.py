@@ -1,0 +1,121 @@
+"""The default callbacks of a training run, all Keras's own except a phase tag and image samples."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_med.config import RecipeConfig
+
+logger = logging.getLogger(__name__)
+
+
+def monitor_mode(monitor: str) -> str:
+    """'min' for losses (any name containing 'loss'), 'max' for every other metric.
+
+    Args:
+        monitor: A history key, e.g. "val_balanced_accuracy" or "val_loss".
+    """
+    if not monitor:
+        raise ValueError("monitor: expected a metric name such as 'val_balanced_accuracy', got ''")
+    return "min" if "loss" in monitor else "max"
+
+
+class PhaseTag(keras.callbacks.Callback):
+    """Add a constant `phase` entry to the epoch logs, so history.csv says which fit phase each
+    epoch belongs to (Keras has no callback for tagging logs).
+
+    Args:
+        phase: Phase number (1: head only, 2: fine-tuning; 1 for a single-phase plan).
+    """
+
+    def __init__(self, phase: int):
+        super().__init__()
+        self.phase = phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["phase"] = self.phase
+
+    def get_config(self):
+        return {"phase": self.phase}
+
+
+def tensorboard_available() -> bool:
+    """Whether the `tensorboard` package (which implements `tf.summary`) is installed.
+
+    TensorFlow 2.21 no longer installs it, and without it Keras's TensorBoard callback fails at
+    its first write.
+    """
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _captions(targets: np.ndarray, class_names: list[str] | None) -> list[str]:
+    targets = np.asarray(targets)
+    names = list(class_names) if class_names else None
+
+    def name(index: int) -> str:
+        return names[index] if names and index < len(names) else f"class {index}"
+
+    if targets.ndim == 1 or targets.shape[-1] == 1:
+        positive = names[-1] if names else "positive"
+        negative = names[0] if names and len(names) > 1 else "negative"
+        return [positive if value >= 0.5 else negative for value in targets.reshape(-1)]
+    if np.allclose(targets.sum(axis=-1), 1.0):
+        return [name(int(index)) for index in targets.argmax(axis=-1)]
+    return ["|".join(name(int(i)) for i in np.flatnonzero(row >= 0.5)) or "none" for row in targets]
+
+
+def build_callbacks(config: RecipeConfig, run_dir: str | Path, *, phase: int = 1,
+                    backup_dir: str | Path | None = None, best_so_far: float | None = None,
+                    sample_batch: tuple | None = None, class_names: list[str] | None = None,
+                    monitor: str | None = None) -> list[keras.callbacks.Callback]:
+    """Default callbacks: NaN stop, LR schedule, best checkpoint, early stopping, logs, backup.
+
+    Order matters: `phase` and the learning rate (logged by ReduceLROnPlateau) are added to the
+    epoch logs before CSVLogger and TensorBoard write them.
+
+    Args:
+        config: Uses `train.monitor` and `train.patience`.
+        run_dir: Run directory: `checkpoints/best.keras`, `logs/`, `history.csv`, `backup/`.
+        phase: Phase number written to the `phase` column.
+        backup_dir: BackupAndRestore directory (default `run_dir/backup`).
+        best_so_far: Best monitored value of earlier phases, so a later phase only overwrites
+            best.keras with a better model.
+        sample_batch: `(images, targets)` of one training batch to show in TensorBoard.
+        class_names: Names used to caption the sample images.
+        monitor: Metric to monitor (default `config.train.monitor`).
+    """
+    run_dir = Path(run_dir)
+    monitor = monitor or config.train.monitor
+    mode = monitor_mode(monitor)
+    patience = config.train.patience
+    if patience < 1:
+        raise ValueError(f"patience: expected at least 1 epoch, got {patience}")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        PhaseTag(phase),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
+                                          patience=max(1, patience // 3), min_lr=1e-7),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode=mode,
+                                        save_best_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup")),
+    ]
+    if not tensorboard_available():
+        logger.warning("the tensorboard package is not installed: no TensorBoard logs (pip install tensorboard)")
+        return callbacks
+    callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=1,
+                                                 write_graph=False))
+    if sample_batch is not None:
+        from keras_med.training.tensorboard_images import TrainingImagesSummary
+
+        images, targets = (np.asarray(part) for part in sample_batch)
+        callbacks.append(TrainingImagesSummary(str(run_dir / "logs"), images, _captions(targets, class_names)))
+    return callbacks

@@ -1,0 +1,237 @@
+"""Fit plans: `scratch` (train everything) and `finetune` (head first, then unfreeze the top).
+
+`fit_model` picks the plan from `config.train.plan`, compiles the model for each phase, writes
+the whole history (with `phase` and a global `epoch`) to `run_dir/history.csv`, and keeps the
+best model at `run_dir/checkpoints/best.keras`. A killed run re-run with the same run
+directory resumes: each phase has its own BackupAndRestore directory, and a finished head
+phase leaves its weights in `backup/phase1_done.weights.h5` so it is not repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from keras_med.config import RecipeConfig
+from keras_med.models import model_spec
+from keras_med.models.registry import normalize_weights
+from keras_med.training.callbacks import build_callbacks, monitor_mode
+from keras_med.training.compile import compile_model
+
+logger = logging.getLogger(__name__)
+
+HISTORY_FILE = "history.csv"
+BEST_CHECKPOINT = Path("checkpoints") / "best.keras"
+
+
+def is_head_layer(layer: keras.layers.Layer) -> bool:
+    """Head layers are the ones a fit plan trains first: `head_*` and `predictions`."""
+    return layer.name.startswith("head_") or layer.name == "predictions"
+
+
+def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Layers with weights that are neither head nor input preprocessing, in model order."""
+    return [layer for layer in model.layers
+            if layer.weights and not is_head_layer(layer) and not layer.name.startswith("preprocess_")]
+
+
+def freeze_backbone(model: keras.Model) -> None:
+    """Make only the head trainable.
+
+    Args:
+        model: A model built by `create_model`.
+    """
+    if not any(is_head_layer(layer) for layer in model.layers):
+        raise ValueError("model: no layers named head_* or 'predictions'; build it with create_model")
+    for layer in model.layers:
+        layer.trainable = is_head_layer(layer)
+
+
+def unfreeze_top(model: keras.Model, count: int) -> int:
+    """Make the top `count` backbone layers trainable (-1: all), BatchNorm layers excepted.
+
+    Keras 3 runs a BatchNormalization layer with trainable=False in inference mode, which keeps
+    its ImageNet statistics from being overwritten by small medical batches.
+
+    Args:
+        model: A model built by `create_model`.
+        count: Number of top backbone layers (with weights) to unfreeze; -1 for all.
+
+    Returns:
+        How many layers were made trainable.
+    """
+    if not isinstance(count, int) or count < -1:
+        raise ValueError(f"unfreeze: expected -1 (all) or a number of layers >= 0, got {count!r}")
+    layers = backbone_layers(model)
+    selected = layers if count == -1 else layers[len(layers) - min(count, len(layers)):]
+    unfrozen = 0
+    for layer in selected:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        else:
+            layer.trainable = True
+            unfrozen += 1
+    return unfrozen
+
+
+def infer_task(model: keras.Model) -> str:
+    """The task a `create_model` model was built for, from its `predictions` layer."""
+    output = model.get_layer("predictions")
+    activation = keras.activations.serialize(output.activation)
+    activation = activation if isinstance(activation, str) else activation.get("config", {}).get("name", "")
+    if "softmax" in str(activation):
+        return "multiclass"
+    return "binary" if output.units == 1 else "multilabel"
+
+
+def resolve_plan(config: RecipeConfig) -> str:
+    """'auto' becomes 'finetune' for a pretrained backbone with weights, else 'scratch'.
+
+    Args:
+        config: Uses `train.plan`, `model.model` and `model.weights`.
+    """
+    plan = config.train.plan
+    if plan not in ("auto", *FIT_PLANS):
+        raise ValueError(f"plan: expected one of {['auto', *FIT_PLANS]}, got {plan!r}")
+    if plan != "auto":
+        return plan
+    pretrained = model_spec(config.model.model).pretrained and normalize_weights(config.model.weights) is not None
+    return "finetune" if pretrained else "scratch"
+
+
+def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate, initial_epoch, epochs,
+               backup_dir, class_weight, monitor, sample_batch=None, class_names=None):
+    task = infer_task(model)
+    with model.distribute_strategy.scope():
+        compile_model(model, config.train, task, learning_rate)
+    callbacks = build_callbacks(config, run_dir, phase=phase, backup_dir=backup_dir,
+                                best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
+                                sample_batch=sample_batch, class_names=class_names, monitor=monitor)
+    steps = config.train.steps_per_epoch
+    if steps < 0:
+        raise ValueError(f"steps_per_epoch: expected 0 (whole split) or a positive number, got {steps}")
+    # Keras never resets the epoch BackupAndRestore restored, so a second fit() after a
+    # resumed one would start at the first fit's epoch; clear it before each phase.
+    model._initial_epoch = None
+    logger.info("phase %d: epochs %d..%d at lr %g, %d trainable weights", phase, initial_epoch + 1, epochs,
+                learning_rate, len(model.trainable_weights))
+    model.fit(train_ds.repeat() if steps else train_ds, validation_data=val_ds, epochs=epochs,
+              initial_epoch=initial_epoch, steps_per_epoch=steps or None, class_weight=class_weight,
+              callbacks=callbacks, shuffle=False, verbose=2)
+
+
+def _fit_scratch(model, train_ds, val_ds, config, run_dir, **kwargs):
+    for layer in model.layers:
+        layer.trainable = True
+    _fit_phase(model, train_ds, val_ds, config, run_dir, phase=1, learning_rate=config.train.learning_rate,
+               initial_epoch=0, epochs=config.train.epochs, backup_dir=Path(run_dir) / "backup" / "phase1",
+               **kwargs)
+
+
+def _fit_finetune(model, train_ds, val_ds, config, run_dir, **kwargs):
+    train = config.train
+    backup_root = Path(run_dir) / "backup"
+    head_done = backup_root / "phase1_done.weights.h5"
+    if head_done.is_file():
+        logger.info("head phase finished in an earlier run; resuming from %s", head_done)
+        model.load_weights(str(head_done))
+    elif train.head_epochs > 0:
+        freeze_backbone(model)
+        _fit_phase(model, train_ds, val_ds, config, run_dir, phase=1, learning_rate=train.learning_rate,
+                   initial_epoch=0, epochs=train.head_epochs, backup_dir=backup_root / "phase1", **kwargs)
+        backup_root.mkdir(parents=True, exist_ok=True)
+        model.save_weights(str(head_done))
+    kwargs.pop("sample_batch", None)
+    freeze_backbone(model)
+    unfrozen = unfreeze_top(model, train.unfreeze)
+    logger.info("fine-tuning: %d backbone layers unfrozen (BatchNorm kept frozen)", unfrozen)
+    _fit_phase(model, train_ds, val_ds, config, run_dir, phase=2, learning_rate=train.finetune_learning_rate,
+               initial_epoch=train.head_epochs, epochs=train.head_epochs + train.epochs,
+               backup_dir=backup_root / "phase2", **kwargs)
+
+
+FIT_PLANS = {"scratch": _fit_scratch, "finetune": _fit_finetune}
+
+
+def best_value(history_path: Path, monitor: str) -> float | None:
+    """Best `monitor` value recorded in a history.csv so far (None if there is none).
+
+    Args:
+        history_path: Path of history.csv.
+        monitor: Column name; 'min' for losses, 'max' otherwise.
+    """
+    if not history_path.is_file() or history_path.stat().st_size == 0:
+        return None
+    values = pd.read_csv(history_path).get(monitor)
+    if values is None or values.dropna().empty:
+        return None
+    return float(values.min() if monitor_mode(monitor) == "min" else values.max())
+
+
+def read_history(run_dir: str | Path) -> pd.DataFrame:
+    """history.csv as a DataFrame, one row per global epoch.
+
+    A run killed between writing a row and saving its backup repeats that epoch on resume;
+    the last row of each epoch is kept.
+
+    Args:
+        run_dir: The run directory.
+    """
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"run_dir: no {HISTORY_FILE} in {run_dir}; has the model been trained?")
+    history = pd.read_csv(path)
+    return history.drop_duplicates(subset="epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def _sample_batch(train_ds) -> tuple | None:
+    for element in train_ds.take(1):
+        return tuple(np.asarray(part) for part in element[:2])
+    return None
+
+
+def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_dir: str | Path,
+              class_weight: dict | None = None, *, class_names: list[str] | None = None) -> pd.DataFrame:
+    """Train `model` with the plan of `config.train.plan`; compiles the model itself.
+
+    Args:
+        model: A model from `create_model`, built inside the strategy scope of `setup_runtime`.
+        train_ds: `tf.data.Dataset` of `(images, targets)` batches.
+        val_ds: Validation dataset, or None (the monitor then falls back to the training metric).
+        config: The recipe configuration (uses `train` and `model`).
+        run_dir: Run directory; created if missing. Reusing one resumes a killed run.
+        class_weight: Optional `{class_index: weight}` for the loss.
+        class_names: Names to caption the sample images shown in TensorBoard.
+
+    Returns:
+        The history, one row per epoch of all phases (also in `run_dir/history.csv`); the model
+        holds the weights of `run_dir/checkpoints/best.keras`.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = resolve_plan(config)
+    monitor = config.train.monitor
+    if val_ds is None and monitor.startswith("val_"):
+        logger.warning("no validation data: monitoring %s instead of %s", monitor[4:], monitor)
+        monitor = monitor[4:]
+    logger.info("fit plan %s, run directory %s", plan, run_dir)
+    FIT_PLANS[plan](model, train_ds, val_ds, config, run_dir, class_weight=class_weight, monitor=monitor,
+                    sample_batch=_sample_batch(train_ds), class_names=class_names)
+    best = run_dir / BEST_CHECKPOINT
+    if best.is_file():
+        # best.keras also holds the optimizer state of the phase that saved it, which may not
+        # match the current optimizer; only the layer weights are wanted here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(str(best))
+    # The run finished: nothing left to resume.
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    history = read_history(run_dir)
+    history.to_csv(run_dir / HISTORY_FILE, index=False)
+    return history
