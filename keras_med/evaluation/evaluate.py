@@ -32,7 +32,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                  test_images: Callable[[int], np.ndarray] | np.ndarray | None = None, model=None,
                  long_names: dict | None = None, n_bootstrap: int | None = None,
                  operating_point: str | None = None, target: float | None = None, explain: int | None = None,
-                 seed: int = 0, title: str | None = None) -> dict:
+                 thresholds=None, seed: int = 0, title: str | None = None) -> dict:
     """Evaluate a model's test predictions and write metrics.json, plots, Grad-CAM and the model card.
 
     Args:
@@ -57,6 +57,8 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
         operating_point: "youden", "f1", "sensitivity" or "specificity" (default: config, else youden).
         target: target sensitivity/specificity (default: config, else 0.9).
         explain: Grad-CAM overlays for this many right and this many wrong predictions (default: config, else 4).
+        thresholds: fixed thresholds (one per model output) instead of choosing them on validation,
+            e.g. the stored ones when scoring an external test set.
         seed: bootstrap seed.
         title: the card's title (default: "Model card: <run dir name>").
 
@@ -76,20 +78,25 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
     y_true, y_prob = canonical_arrays(task, y_true_test, y_prob_test, class_names, "_test")
     indicator, scores, column_names = one_vs_rest(task, y_true, y_prob, class_names)
     have_val = y_true_val is not None and y_prob_val is not None
+    val_true = val_prob = None
     if have_val:
         val_true, val_prob = canonical_arrays(task, y_true_val, y_prob_val, class_names, "_val")
+    if thresholds is not None:
+        chosen_on, method = "given (fixed before this evaluation)", "given"
+        thresholds = [float(t) for t in thresholds]
+    elif have_val:
+        chosen_on, method = "validation", operating_point
         val_indicator, val_scores, _ = one_vs_rest(task, val_true, val_prob, class_names)
         thresholds = choose_thresholds(val_indicator, val_scores, operating_point, target)
     else:
         logger.warning("No validation predictions: thresholds stay at %.2f and no temperature is fitted",
                        DEFAULT_THRESHOLD)
-        val_true = val_prob = None
+        chosen_on, method = f"none (default {DEFAULT_THRESHOLD})", "default"
         thresholds = [DEFAULT_THRESHOLD] * len(column_names)
 
     metrics = compute_metrics(task, y_true, y_prob, class_names, thresholds=thresholds, groups=groups_test,
                               n_bootstrap=n_bootstrap, seed=seed)
-    metrics["operating_point"] = {"method": operating_point if have_val else "default", "target": target,
-                                  "chosen_on": "validation" if have_val else "none (default 0.5)"}
+    metrics["operating_point"] = {"method": method, "target": target, "chosen_on": chosen_on}
     metrics["bootstrap"] = {"n": n_bootstrap,
                             "groups": None if groups_test is None else int(len(np.unique(groups_test)))}
     metrics["calibration"] = calibration_summary(task, y_true, y_prob, val_true, val_prob)

@@ -1,0 +1,39 @@
+"""Score trained model(s) on a labelled external test set: metrics, plots and report in a directory of its own.
+
+`keras-med evaluate --model runs/x/checkpoints/best.keras --labels labels.csv --images DIR [--tta flips]`;
+several `--model` arguments average the models' probabilities (an ensemble).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from keras_med.evaluation.external import TTA_MODES, evaluate_external
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `keras-med evaluate` flags to `parser`."""
+    parser.add_argument("--model", action="append", required=True, metavar="PATH",
+                        help="A .keras model in its run directory; repeat for an ensemble.")
+    parser.add_argument("--labels", required=True, metavar="LABELS.csv",
+                        help="Labels: image_id,label or one-hot class columns.")
+    parser.add_argument("--images", required=True, metavar="DIR", help="Folder holding the images.")
+    parser.add_argument("--out", default="runs/external", metavar="DIR", help="Where results go.")
+    parser.add_argument("--tta", default="none", choices=TTA_MODES, help="Test-time augmentation.")
+    parser.add_argument("--batch-size", type=int, default=32, help="Images per prediction batch.")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
+    parser.add_argument("--explain", type=int, default=4,
+                        help="Grad-CAM overlays for this many right and wrong images (single model).")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation the parsed flags describe; returns the exit status."""
+    metrics = evaluate_external(args.model, args.labels, args.images, args.out, tta=args.tta,
+                                batch_size=args.batch_size, n_bootstrap=args.bootstrap, explain=args.explain)
+    headline = {key: round(value["value"], 4) for key, value in metrics.items()
+                if isinstance(value, dict) and "ci95" in value and value["value"] is not None}
+    logger.info("External evaluation in %s: %s", args.out, headline)
+    return 0

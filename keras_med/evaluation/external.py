@@ -1,0 +1,122 @@
+"""Score trained model(s) on a labelled external test set, with optional flip TTA and ensembling.
+
+The set was never part of the models' split, so its figures estimate how the model travels to
+new data. Several models average their probabilities (an ensemble). The thresholds stored with
+the model (its run's metrics.json) are applied unchanged, as in deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from keras_med.evaluation.evaluate import evaluate_run
+from keras_med.evaluation.run_files import load_run_metadata, load_trained_model
+
+logger = logging.getLogger(__name__)
+
+TTA_MODES = ("none", "flips")
+
+
+def predict_with_tta(model, dataset, tta: str = "none") -> np.ndarray:
+    """Model probabilities over a `(images, targets)` dataset; "flips" averages the original,
+    horizontally and vertically flipped images.
+
+    Args:
+        model: a Keras model taking float 0..255 images.
+        dataset: a `tf.data.Dataset` of `(images (B, S, S, 3), targets)` batches.
+        tta: "none" or "flips".
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta: expected one of {list(TTA_MODES)}, got {tta!r}")
+    outputs = []
+    for images, _ in dataset:
+        images = np.asarray(images)
+        views = [images] if tta == "none" else [images, images[:, :, ::-1], images[:, ::-1]]
+        outputs.append(np.mean([np.asarray(model.predict_on_batch(view)) for view in views], axis=0))
+    return np.concatenate(outputs).astype(np.float64)
+
+
+def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "none", batch_size: int = 32,
+                      n_bootstrap: int = 1000, explain: int = 4, seed: int = 0) -> dict:
+    """Evaluate one model, or the average of several, on an external labelled set.
+
+    Writes the same metrics.json, plots and report as a training run into `out_dir`.
+
+    Args:
+        model_paths: one `.keras` path or a list of them (an ensemble); each in its run directory
+            (class_names.json or metrics.json beside it or one level up).
+        labels_csv: the external labels (`image_id,label` or one-hot columns; see
+            `keras_med.data.load_external_test`).
+        image_dir: the folder holding the images.
+        out_dir: directory for the results.
+        tta: "none" or "flips" (mean over original, horizontal and vertical flips).
+        batch_size: images per prediction batch.
+        n_bootstrap: bootstrap resamples for the intervals.
+        explain: Grad-CAM overlays for this many right and wrong images (single model only).
+        seed: bootstrap seed.
+
+    Returns:
+        The metrics dictionary (also in `out_dir/metrics.json`).
+    """
+    # Imported here: the data layer starts TensorFlow, which the metrics alone do not need.
+    from keras_med import data as kdata
+
+    paths = [Path(model_paths)] if isinstance(model_paths, (str, Path)) else [Path(p) for p in model_paths]
+    if not paths:
+        raise ValueError("model_paths: expected at least one .keras model path, got none")
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta: expected one of {list(TTA_MODES)}, got {tta!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive number of images, got {batch_size}")
+    metadata = [load_run_metadata(path) for path in paths]
+    first = metadata[0]
+    for path, other in zip(paths[1:], metadata[1:]):
+        if other["class_names"] != first["class_names"] or other["task"] != first["task"]:
+            raise ValueError(f"model_paths: {path} predicts {other['task']} {other['class_names']}, but "
+                             f"{paths[0]} predicts {first['task']} {first['class_names']}; an ensemble needs the same classes")
+    class_names, task = first["class_names"], first["task"]
+    table = kdata.load_external_test(labels_csv, image_dir, class_names, task=task)
+    targets = table.targets()
+
+    probabilities, models = [], []
+    for path, info in zip(paths, metadata):
+        model = load_trained_model(path)
+        image_size = int(model.input_shape[1])
+        dataset = kdata.build_image_pipeline(table.images(), targets, image_size=image_size, batch_size=batch_size,
+                                             training=False, augment="none", resize=info["resize"], cache="none")
+        probabilities.append(predict_with_tta(model, dataset, tta))
+        models.append((model, image_size, info["resize"]))
+        logger.info("Predicted %d external images with %s (tta=%s)", len(targets), path, tta)
+    y_prob = np.mean(probabilities, axis=0)
+
+    stored = [info["thresholds"] for info in metadata]
+    thresholds = None
+    if all(t is not None for t in stored):
+        # An ensemble's members each chose their thresholds on their own validation split; their
+        # mean is an approximation, said so in the log and the metrics.
+        thresholds = np.mean(np.asarray(stored, dtype=np.float64), axis=0).tolist()
+        if len(paths) > 1:
+            logger.warning("Ensemble thresholds are the mean of the members' stored thresholds: %s", thresholds)
+    model, image_size, resize = models[0]
+    image_paths = table.paths
+
+    def load_test_image(index: int) -> np.ndarray:
+        return np.asarray(kdata.load_image(image_paths[index], image_size, resize), dtype=np.float32)
+
+    summary = table.frame.groupby("label").size().rename("external test").to_frame()
+    names = ", ".join(str(p) for p in paths)
+    metrics = evaluate_run(
+        out_dir, class_names=class_names, task=task, y_true_test=targets, y_prob_test=y_prob,
+        groups_test=table.frame["group"].to_numpy(), data_summary=summary, test_images=load_test_image,
+        model=model if len(paths) == 1 else None, long_names=first["long_names"], n_bootstrap=n_bootstrap,
+        explain=explain, thresholds=thresholds, seed=seed,
+        title=f"External evaluation of {names} on {Path(labels_csv).name}" + (" (flip TTA)" if tta == "flips" else ""))
+    metrics_path = Path(out_dir) / "metrics.json"
+    metrics["external"] = {"models": [str(p) for p in paths], "labels_csv": str(labels_csv),
+                           "image_dir": str(image_dir), "tta": tta}
+    metrics_path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return metrics
