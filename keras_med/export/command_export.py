@@ -1,0 +1,71 @@
+"""Export a .keras model as a SavedModel for TF Serving (and optionally TFLite / ONNX).
+
+Mounted by keras_med/cli.py as ``keras-med export``; ``add_arguments`` and ``run`` are its parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from keras_med.export.metadata import read_run_metadata
+from keras_med.export.mobile import TFLITE_QUANTIZATIONS
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``keras-med export`` flags to ``parser``."""
+    parser.add_argument("--model", required=True, help="The .keras model (e.g. runs/ham10000/<stamp>/checkpoints/best.keras).")
+    parser.add_argument("--name", required=True, help="Served model name: the folder under --base-dir and TF Serving's name.")
+    parser.add_argument("--version", type=int, default=None, help="Version number (default: the next integer).")
+    parser.add_argument("--base-dir", default="saved_models", help="TF Serving model base path.")
+    parser.add_argument("--class-names", default=None,
+                        help="Comma-separated class names (default: class_names.json of the model's run directory).")
+    parser.add_argument("--task", choices=["multiclass", "multilabel", "binary"], default=None,
+                        help="Task (default: class_names.json, else read from the 'predictions' layer).")
+    parser.add_argument("--resize", choices=["resize", "pad"], default=None,
+                        help="How images of another size reach the model size (default: the run's config.toml).")
+    parser.add_argument("--container-base", default="/models",
+                        help="Where --base-dir is mounted inside the TF Serving container (for models.config).")
+    parser.add_argument("--tflite", nargs="*", choices=TFLITE_QUANTIZATIONS, default=[],
+                        help="Also write TFLite files with these quantizations (e.g. --tflite float16 int8).")
+    parser.add_argument("--onnx", action="store_true", help="Also write an ONNX file (needs tf2onnx, onnxruntime).")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, verify after reload, print the signatures (and TFLite/ONNX reports); 0 on success."""
+    import keras
+
+    from keras_med.export.mobile import export_other_formats
+    from keras_med.export.predictor import run_resize_mode
+    from keras_med.export.saved_model import build_metadata, describe_signatures, export_for_serving
+
+    model_path = Path(args.model)
+    if model_path.suffix != ".keras" or not model_path.is_file():
+        sys.stderr.write(f"keras-med export: --model {model_path}: expected an existing .keras file\n")
+        return 2
+    if args.class_names is not None:
+        class_names = [name.strip() for name in args.class_names.split(",") if name.strip()]
+        run_info = {}
+    else:
+        run_info = read_run_metadata(model_path)
+        class_names = run_info["class_names"]
+    model = keras.saving.load_model(model_path, compile=False)
+    resize = args.resize or run_resize_mode(model_path)
+    target = export_for_serving(model, name=args.name, base_dir=args.base_dir, version=args.version,
+                                class_names=class_names, task=args.task or run_info.get("task"),
+                                thresholds=run_info.get("thresholds"), resize=resize,
+                                container_base=args.container_base)
+    out = sys.stdout
+    out.write(f"SavedModel written to {target}\n{describe_signatures(target)}\n")
+    out.write(f"models.config: {Path(args.base_dir) / 'models.config'}\n")
+    if args.tflite or args.onnx:
+        metadata = build_metadata(model, class_names, task=args.task or run_info.get("task"),
+                                  thresholds=run_info.get("thresholds"), resize=resize)
+        folder = target.parent / "other_formats" / target.name
+        for report in export_other_formats(model, metadata, folder, tuple(args.tflite), args.onnx):
+            out.write(report.to_text() + "\n")
+    return 0

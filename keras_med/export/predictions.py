@@ -1,0 +1,154 @@
+"""Client-side pieces shared by every way of predicting: input checks and the answer per image."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_med.export.signatures import OUTPUT_KEYS
+
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+
+
+class ImageInputError(ValueError):
+    """An input that is not a JPEG/PNG file or not a valid pixel array; the message names it."""
+
+
+class ServingError(RuntimeError):
+    """The model server refused a request or could not be reached; the message says which and why."""
+
+
+@dataclass
+class Prediction:
+    """The answer for one input.
+
+    Attributes:
+        source: The file name (or ``pixels[i]``) the answer is for.
+        input_sha256: SHA-256 of the encoded bytes (or of the pixel array) sent.
+        valid: False when the input could not be read or decoded; see ``error``.
+        top_class: Name of the top class (binary: the thresholded decision); None when invalid.
+        top_index: Its index in the class names; None when invalid.
+        probabilities: Probability per class name.
+        decisions: Names of the classes whose probability reaches their threshold.
+        error: Why the input is invalid ("" when valid).
+    """
+
+    source: str
+    input_sha256: str
+    valid: bool
+    top_class: str | None = None
+    top_index: int | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    decisions: list[str] = field(default_factory=list)
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        """One human-readable line, most probable classes first."""
+        if not self.valid:
+            return f"{self.source}: ERROR {self.error}"
+        ranked = sorted(self.probabilities.items(), key=lambda item: -item[1])
+        probabilities = " ".join(f"{name}={value:.3f}" for name, value in ranked)
+        return (f"{self.source}: {self.top_class} ({self.probabilities[self.top_class]:.3f}) "
+                f"decisions=[{', '.join(self.decisions)}] {probabilities}")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_image_bytes(data: bytes, source: str) -> bytes:
+    """``data`` when it starts like a JPEG or PNG; an ImageInputError naming ``source`` otherwise.
+
+    Args:
+        data: Encoded image bytes.
+        source: What to call the input in the error (usually its path).
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise ImageInputError(f"{source}: expected encoded image bytes, got {type(data).__name__}")
+    if not data:
+        raise ImageInputError(f"{source}: empty input; expected JPEG or PNG bytes")
+    if not any(bytes(data).startswith(magic) for magic in _MAGIC):
+        raise ImageInputError(f"{source}: not a JPEG or PNG image (starts with {bytes(data[:8])!r})")
+    return bytes(data)
+
+
+def read_image_file(path: str | Path) -> bytes:
+    """The bytes of a JPEG or PNG file, or an ImageInputError naming the file.
+
+    Args:
+        path: Image file.
+    """
+    path = Path(path)
+    if not str(path) or str(path) == ".":
+        raise ImageInputError("empty image path; expected a JPEG or PNG file")
+    if not path.is_file():
+        raise ImageInputError(f"{path}: no such file")
+    return check_image_bytes(path.read_bytes(), str(path))
+
+
+def check_pixels(pixels, source: str = "pixels") -> np.ndarray:
+    """Pixels as float32 (N, H, W, 3) in 0..255, or an ImageInputError saying what is wrong.
+
+    Args:
+        pixels: uint8 or float array (N, H, W, 3), or one image (H, W, 3).
+        source: What to call the input in errors.
+    """
+    array = np.asarray(pixels)
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise ImageInputError(f"{source}: expected uint8 or float pixels, got dtype {array.dtype}")
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] != 3 or 0 in array.shape[1:3]:
+        raise ImageInputError(f"{source}: expected shape (N, H, W, 3) or (H, W, 3), got {np.shape(pixels)}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ImageInputError(f"{source}: pixel values must be finite numbers in 0..255 (found NaN or inf)")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ImageInputError(f"{source}: pixel values must be in 0..255 (got {array.min():.3g}..{array.max():.3g})")
+    return array
+
+
+def predictions_from_rows(rows: list[dict], sources: list[str], hashes: list[str]) -> list[Prediction]:
+    """Turn the serving signature's rows (one dict of outputs per input) into Predictions.
+
+    Args:
+        rows: One mapping per input with the keys in ``signatures.OUTPUT_KEYS``; strings may be
+            bytes (in-process) or str (REST).
+        sources: Name of each input.
+        hashes: SHA-256 of each input.
+    """
+    if len(rows) != len(sources):
+        raise ServingError(f"expected {len(sources)} answers, got {len(rows)}")
+    answers = []
+    for row, source, digest in zip(rows, sources, hashes):
+        missing = [key for key in OUTPUT_KEYS if key not in row]
+        if missing:
+            raise ServingError(f"answer for {source} lacks outputs {missing}; is this a keras_med model?")
+        if not bool(row["valid"]):
+            answers.append(Prediction(source, digest, False,
+                                      error="the model could not decode it as a JPEG or PNG image, "
+                                            "or its pixels are outside 0..255"))
+            continue
+        names = [_text(name) for name in row["class_names"]]
+        probabilities = {name: float(value) for name, value in zip(names, row["probabilities"])}
+        decisions = [name for name, decided in zip(names, row["decisions"]) if bool(decided)]
+        answers.append(Prediction(source, digest, True, _text(row["top_class_name"]), int(row["top_class_index"]),
+                                  probabilities, decisions))
+    return answers
+
+
+def rows_from_columns(outputs: dict) -> list[dict]:
+    """Split batched outputs (name -> array with a batch axis) into one dict per input."""
+    arrays = {key: np.asarray(value) for key, value in outputs.items()}
+    count = len(arrays["valid"])
+    return [{key: array[index] for key, array in arrays.items()} for index in range(count)]
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)

@@ -1,0 +1,162 @@
+"""Predict images in-process, from an exported SavedModel or a ``.keras`` checkpoint.
+
+Both run the very serving functions that are exported (``signatures.ServingFunctions``), so a
+``.keras`` file answers exactly as its SavedModel will once served.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import tomllib
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_med.export.metadata import read_run_metadata
+from keras_med.export.predictions import (ImageInputError, Prediction, check_pixels, predictions_from_rows,
+                                          read_image_file, rows_from_columns, sha256)
+from keras_med.export.signatures import IMAGE_INPUT, IMAGE_SIGNATURE, PIXELS_INPUT, PIXELS_SIGNATURE, ServingFunctions
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class Predictor(abc.ABC):
+    """Something that answers the serving signatures: a local model or a TF Serving server.
+
+    Attributes:
+        name: Model name (as served).
+        version: Model version, or None when unknown.
+    """
+
+    name: str = ""
+    version: int | None = None
+
+    @abc.abstractmethod
+    def answer_image_bytes(self, images: list[bytes]) -> list[dict]:
+        """The ``serving_default`` outputs, one dict per encoded image."""
+
+    @abc.abstractmethod
+    def answer_pixels(self, pixels: np.ndarray) -> list[dict]:
+        """The ``predict_pixels`` outputs, one dict per image of float32 (N, H, W, 3)."""
+
+    def predict_files(self, paths, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
+        """Predict image files; an unreadable file gets an invalid Prediction naming why, not an exception.
+
+        Args:
+            paths: JPEG or PNG files.
+            batch_size: Images per request.
+        """
+        paths = [str(path) for path in paths]
+        answers: list[Prediction | None] = [None] * len(paths)
+        pending: list[tuple[int, bytes]] = []
+        for index, path in enumerate(paths):
+            try:
+                pending.append((index, read_image_file(path)))
+            except ImageInputError as error:
+                answers[index] = Prediction(path, "", False, error=str(error))
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start:start + batch_size]
+            rows = self.answer_image_bytes([data for _, data in chunk])
+            sources = [paths[index] for index, _ in chunk]
+            for (index, _), answer in zip(chunk, predictions_from_rows(rows, sources, [sha256(d) for _, d in chunk])):
+                answers[index] = answer
+        return answers
+
+    def predict_pixels(self, pixels, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
+        """Predict pixel arrays (uint8 or float, 0..255, (N, H, W, 3) or one (H, W, 3) image).
+
+        Args:
+            pixels: The images; validated before anything is sent.
+            batch_size: Images per request.
+        """
+        array = check_pixels(pixels)
+        answers = []
+        for start in range(0, len(array), batch_size):
+            chunk = array[start:start + batch_size]
+            sources = [f"pixels[{start + offset}]" for offset in range(len(chunk))]
+            hashes = [sha256(image.tobytes()) for image in chunk]
+            answers.extend(predictions_from_rows(self.answer_pixels(chunk), sources, hashes))
+        return answers
+
+
+class LocalPredictor(Predictor):
+    """Runs the serving functions in this process.
+
+    Args:
+        image_fn: Callable taking ``image_bytes=`` (tf.string (B,)) and returning the outputs dict.
+        pixels_fn: Callable taking ``pixels=`` (float32 (B, H, W, 3)) and returning the outputs dict.
+        name: Model name.
+        version: Model version or None.
+    """
+
+    def __init__(self, image_fn, pixels_fn, name: str, version: int | None = None):
+        self._image_fn = image_fn
+        self._pixels_fn = pixels_fn
+        self.name = name
+        self.version = version
+
+    def answer_image_bytes(self, images: list[bytes]) -> list[dict]:
+        outputs = self._image_fn(**{IMAGE_INPUT: tf.constant(images, tf.string)})
+        return rows_from_columns({key: value.numpy() for key, value in outputs.items()})
+
+    def answer_pixels(self, pixels: np.ndarray) -> list[dict]:
+        outputs = self._pixels_fn(**{PIXELS_INPUT: tf.constant(pixels, tf.float32)})
+        return rows_from_columns({key: value.numpy() for key, value in outputs.items()})
+
+
+def load_predictor(path: str | Path, class_names=None, task: str | None = None, thresholds=None) -> LocalPredictor:
+    """A predictor for a SavedModel folder (``saved_models/<name>/<version>``) or a ``.keras`` file.
+
+    A ``.keras`` file takes its class names (and task, thresholds when present) from the
+    ``class_names.json`` of its run directory, and its resize mode from the run's ``config.toml``;
+    arguments given here win.
+
+    Args:
+        path: SavedModel folder or ``.keras`` file.
+        class_names: Class names for a ``.keras`` file (overrides class_names.json).
+        task: Task for a ``.keras`` file (default: class_names.json, else read from the model).
+        thresholds: Thresholds for a ``.keras`` file (default: class_names.json, else none).
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise FileNotFoundError(f"{path} is not a SavedModel folder (no saved_model.pb); expected e.g. "
+                                    "saved_models/<name>/<version>")
+        loaded = tf.saved_model.load(str(path))
+        missing = [s for s in (IMAGE_SIGNATURE, PIXELS_SIGNATURE) if s not in loaded.signatures]
+        if missing:
+            raise ValueError(f"{path}: SavedModel lacks signatures {missing}; export it with keras-med export")
+        version = int(path.name) if path.name.isdigit() else None
+        name = path.parent.name if version is not None else path.name
+        return LocalPredictor(loaded.signatures[IMAGE_SIGNATURE], loaded.signatures[PIXELS_SIGNATURE], name, version)
+    if path.suffix != ".keras" or not path.is_file():
+        raise FileNotFoundError(f"{path}: expected a SavedModel folder or an existing .keras file")
+    from keras_med.export.saved_model import build_metadata
+
+    model = keras.saving.load_model(path, compile=False)
+    run = read_run_metadata(path) if class_names is None else {}
+    metadata = build_metadata(model, class_names if class_names is not None else run["class_names"],
+                              task=task or run.get("task"),
+                              thresholds=thresholds if thresholds is not None else run.get("thresholds"),
+                              resize=run_resize_mode(path))
+    functions = ServingFunctions(model, metadata)
+    specs = functions.input_signatures()
+    image_fn = tf.function(functions.predict_image_bytes, input_signature=specs[IMAGE_SIGNATURE])
+    pixels_fn = tf.function(functions.predict_pixels, input_signature=specs[PIXELS_SIGNATURE])
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return LocalPredictor(image_fn, pixels_fn, run_dir.name or path.stem)
+
+
+def run_resize_mode(model_path: Path) -> str:
+    """``data.resize`` of the run's config.toml (how training resized), "resize" when absent."""
+    folder = model_path.parent
+    config = (folder.parent if folder.name == "checkpoints" else folder) / "config.toml"
+    if not config.is_file():
+        return "resize"
+    with config.open("rb") as handle:
+        return tomllib.load(handle).get("data", {}).get("resize", "resize")

@@ -1,0 +1,238 @@
+"""Prediction: local SavedModel and .keras, the REST client against a TF-Serving-like test server,
+prediction logging, bad input, and the `keras-med export` / `predict` command functions."""
+
+import argparse
+import base64
+import io
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_med.export import command_export, command_predict, export_for_serving
+from keras_med.export.predictions import ImageInputError, ServingError, check_pixels
+from keras_med.export.predictor import load_predictor
+from keras_med.export.rest_client import RestPredictor
+from keras_med.export.saved_model import keras_probabilities
+
+SIZE = 32
+CLASSES = ["normal", "pneumonia", "covid"]
+
+
+def tiny_model(seed=0):
+    """A small multiclass model to the contract: 0..255 in, Rescaling inside, `predictions` out."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    model = tiny_model()
+    images = np.random.default_rng(2).integers(0, 256, size=(3, SIZE, SIZE, 3)).astype(np.uint8)
+    files = []
+    for index, image in enumerate(images):
+        path = root / f"image{index}.png"
+        Image.fromarray(image).save(path)
+        files.append(str(path))
+    (root / "notes.txt").write_text("not an image")
+    saved = export_for_serving(model, name="cxr", base_dir=root / "saved_models", class_names=CLASSES,
+                               thresholds=[0.3, 0.3, 0.3])
+    expected = keras_probabilities(model, images.astype(np.float32), "multiclass")
+    return {"root": root, "model": model, "files": files, "saved": saved, "expected": expected,
+            "text_file": str(root / "notes.txt")}
+
+
+class FakeTFServing(BaseHTTPRequestHandler):
+    """Speaks TF Serving's REST protocol (model status and row-format predict) over a reloaded SavedModel."""
+
+    loaded = None
+    name = ""
+    version = 1
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path.rstrip("/") not in (f"/v1/models/{self.name}", f"/v1/models/{self.name}/versions/{self.version}"):
+            return self._reply(404, {"error": f"Servable not found for request: Latest({self.path})"})
+        self._reply(200, {"model_version_status": [{"version": str(self.version), "state": "AVAILABLE",
+                                                    "status": {"error_code": "OK", "error_message": ""}}]})
+
+    def do_POST(self):
+        if self.path not in (f"/v1/models/{self.name}:predict", f"/v1/models/{self.name}/versions/{self.version}:predict"):
+            return self._reply(404, {"error": f"Servable not found for request: Latest({self.path})"})
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        signature = self.loaded.signatures[body.get("signature_name", "serving_default")]
+        instances = body["instances"]
+        if instances and isinstance(instances[0], dict):
+            outputs = signature(image_bytes=tf.constant([base64.b64decode(item["b64"]) for item in instances]))
+        else:
+            outputs = signature(pixels=tf.constant(instances, tf.float32))
+        columns = {key: value.numpy().tolist() for key, value in outputs.items()}
+        rows = [{key: _jsonable(column[i]) for key, column in columns.items()} for i in range(len(instances))]
+        self._reply(200, {"predictions": rows})
+
+
+def _jsonable(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def server(setup):
+    handler = type("Handler", (FakeTFServing,), {"loaded": tf.saved_model.load(str(setup["saved"])), "name": "cxr"})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _check_answers(predictions, setup):
+    assert [p.source for p in predictions] == setup["files"]
+    for prediction, expected in zip(predictions, setup["expected"]):
+        assert prediction.valid and prediction.error == ""
+        np.testing.assert_allclose([prediction.probabilities[name] for name in CLASSES], expected, atol=1e-5)
+        assert prediction.top_class == CLASSES[int(expected.argmax())]
+        assert prediction.decisions == [name for name, p in zip(CLASSES, expected) if p >= 0.3]
+        assert len(prediction.input_sha256) == 64
+
+
+def test_local_saved_model_predicts_files_and_pixels(setup):
+    predictor = load_predictor(setup["saved"])
+    assert (predictor.name, predictor.version) == ("cxr", 1)
+    _check_answers(predictor.predict_files(setup["files"], batch_size=2), setup)
+    pixels = np.stack([np.asarray(Image.open(path)) for path in setup["files"]])
+    by_pixels = predictor.predict_pixels(pixels)
+    np.testing.assert_allclose([[p.probabilities[n] for n in CLASSES] for p in by_pixels], setup["expected"], atol=1e-5)
+
+
+def test_keras_file_reads_class_names_from_its_run_directory(setup):
+    run_dir = setup["root"] / "runs" / "cxr" / "stamp"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    setup["model"].save(run_dir / "checkpoints" / "best.keras")
+    with pytest.raises(FileNotFoundError, match="class_names.json"):
+        load_predictor(run_dir / "checkpoints" / "best.keras")
+    (run_dir / "class_names.json").write_text(json.dumps({"class_names": CLASSES, "thresholds": [0.3, 0.3, 0.3]}))
+    predictor = load_predictor(run_dir / "checkpoints" / "best.keras")
+    assert predictor.name == "stamp"
+    _check_answers(predictor.predict_files(setup["files"]), setup)
+
+
+def test_bad_files_are_named_and_others_still_answered(setup, tmp_path):
+    predictor = load_predictor(setup["saved"])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    missing = str(tmp_path / "missing.jpg")
+    answers = predictor.predict_files([setup["text_file"], setup["files"][0], str(empty), missing])
+    assert [a.valid for a in answers] == [False, True, False, False]
+    assert "notes.txt: not a JPEG or PNG image" in answers[0].error
+    assert "empty input" in answers[2].error and "no such file" in answers[3].error
+
+    truncated = tmp_path / "fake.png"
+    truncated.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        predictor.predict_files([str(truncated)])
+
+
+@pytest.mark.parametrize("pixels, message", [
+    (np.zeros((2, 8, 8, 1), np.uint8), "shape"),
+    (np.zeros((8, 3), np.uint8), "shape"),
+    (np.zeros((1, 8, 8, 3), np.int64), "dtype"),
+    (np.full((1, 8, 8, 3), 300.0), "0..255"),
+    (np.full((1, 8, 8, 3), np.nan), "finite"),
+])
+def test_bad_pixels_are_rejected_before_sending(pixels, message):
+    with pytest.raises(ImageInputError, match=message):
+        check_pixels(pixels)
+
+
+def test_rest_client_speaks_tf_serving_protocol(setup, server):
+    client = RestPredictor(server, "cxr")
+    assert client.served_version() == 1
+    _check_answers(client.predict_files(setup["files"], batch_size=2), setup)
+    pixels = np.stack([np.asarray(Image.open(path)) for path in setup["files"]])
+    by_pixels = client.predict_pixels(pixels)
+    np.testing.assert_allclose([[p.probabilities[n] for n in CLASSES] for p in by_pixels], setup["expected"], atol=1e-5)
+    answers = client.predict_files([setup["text_file"]])
+    assert not answers[0].valid and "not a JPEG or PNG" in answers[0].error
+
+    with pytest.raises(ServingError, match="HTTP 404: Servable not found"):
+        RestPredictor(server, "nope").predict_files(setup["files"][:1])
+    with pytest.raises(ValueError, match="http"):
+        RestPredictor("localhost:8501", "cxr")
+
+
+def test_rest_client_names_an_unreachable_server(setup):
+    with pytest.raises(ServingError, match="cannot reach"):
+        RestPredictor("http://127.0.0.1:9", "cxr", timeout=5).predict_files(setup["files"][:1])
+
+
+def test_grpc_client_without_the_package_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_serving", None)
+    monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)
+    from keras_med.export.grpc_client import GrpcPredictor
+
+    with pytest.raises(ImportError, match="pip install tensorflow-serving-api"):
+        GrpcPredictor("localhost:8500", "cxr")
+
+
+def _parse(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_predict_command_prints_json_and_logs(setup, server, tmp_path, capsys):
+    log = tmp_path / "logs" / "predictions.jsonl"
+    code = command_predict.run(_parse(command_predict, ["--server", server, "--name", "cxr", "--json",
+                                                        "--log", str(log), *setup["files"], setup["text_file"]]))
+    assert code == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert [item["valid"] for item in printed] == [True, True, True, False]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 4 and records[0]["model"] == "cxr" and records[0]["version"] == 1
+    assert records[0]["input"] == setup["files"][0] and len(records[0]["input_sha256"]) == 64
+    assert records[0]["output"]["top_class"] == printed[0]["top_class"] and "time" in records[0]
+
+    assert command_predict.run(_parse(command_predict, ["--model", str(setup["saved"]), setup["files"][0]])) == 0
+    assert capsys.readouterr().out.startswith(setup["files"][0] + ": ")
+    assert command_predict.run(_parse(command_predict, ["--server", server, setup["files"][0]])) == 2
+    assert "--name" in capsys.readouterr().err
+
+
+def test_export_command_writes_next_version_and_prints_signatures(setup, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    setup["model"].save(run_dir / "checkpoints" / "best.keras")
+    (run_dir / "class_names.json").write_text(json.dumps(CLASSES))
+    argv = ["--model", str(run_dir / "checkpoints" / "best.keras"), "--name", "cxr", "--base-dir", str(tmp_path / "sm")]
+    assert command_export.run(_parse(command_export, argv)) == 0
+    assert command_export.run(_parse(command_export, argv)) == 0
+    out = capsys.readouterr().out
+    assert "signature_def['serving_default']" in out and "inputs['image_bytes']" in out
+    assert sorted(p.name for p in (tmp_path / "sm" / "cxr").iterdir()) == ["1", "2"]
+    assert command_export.run(_parse(command_export, ["--model", str(tmp_path / "nope.keras"), "--name", "x"])) == 2
