@@ -1,0 +1,81 @@
+"""evaluate_run end to end: metrics.json, plots and a model card whose every image exists."""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from keras_med.config import RecipeConfig
+from keras_med.evaluation import evaluate_run
+
+
+def _predictions(n, n_classes, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    p = rng.dirichlet(np.ones(n_classes), n)
+    p[np.arange(n), y] += 0.5
+    return y, p / p.sum(axis=1, keepdims=True)
+
+
+def _referenced_images(markdown):
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+
+
+def test_multiclass_run_writes_metrics_plots_and_card(tmp_path):
+    y_test, p_test = _predictions(120, 3, 0)
+    y_val, p_val = _predictions(90, 3, 1)
+    history = pd.DataFrame({"epoch": range(6), "loss": np.linspace(1, 0.5, 6), "val_loss": np.linspace(1.1, 0.6, 6),
+                            "balanced_accuracy": np.linspace(0.4, 0.8, 6), "learning_rate": [1e-3] * 6})
+    images = np.random.default_rng(2).uniform(0, 255, (120, 16, 16, 3)).astype(np.float32)
+    summary = pd.DataFrame({"train": [50, 30, 20], "test": [40, 40, 40]}, index=["nv", "mel", "bcc"])
+    metrics = evaluate_run(tmp_path, class_names=["nv", "mel", "bcc"], task="multiclass", y_true_test=y_test,
+                           y_prob_test=p_test, y_true_val=y_val, y_prob_val=p_val,
+                           groups_test=np.arange(120) // 2, history=history, config=RecipeConfig(),
+                           data_summary=summary, test_images=lambda i: images[i],
+                           long_names={"mel": "Melanoma"}, n_bootstrap=100)
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_auc"):
+        assert set(stored[key]) == {"value", "ci95"}
+    assert stored["bootstrap"] == {"n": 100, "groups": 60}
+    assert len(stored["thresholds"]) == 3 and stored["operating_point"]["chosen_on"] == "validation"
+    assert set(stored["per_class"]["mel"]) >= {"precision", "recall", "f1", "support", "auc"}
+    assert stored["calibration"]["temperature"] is not None and "summary" in stored["health"]
+    markdown = (tmp_path / "report.md").read_text()
+    images_in_card = _referenced_images(markdown)
+    assert "plots/confident_mistakes.png" in images_in_card and "plots/training_curves.png" in images_in_card
+    assert all((tmp_path / path).is_file() for path in images_in_card)
+    assert "Melanoma" in markdown and "Limits of this model" in markdown
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(images_in_card) and "<img src='plots" not in html
+
+
+def test_binary_run_uses_given_thresholds(tmp_path):
+    y, p = _predictions(80, 2, 3)
+    metrics = evaluate_run(tmp_path, class_names=["normal", "pneumonia"], task="binary", y_true_test=y[:, None],
+                           y_prob_test=p[:, 1:], thresholds=[0.3], n_bootstrap=50)
+    assert metrics["thresholds"] == [0.3] and metrics["operating_point"]["method"] == "given"
+    assert metrics["calibration"]["temperature"] is None
+    assert all((tmp_path / path).is_file() for path in _referenced_images((tmp_path / "report.md").read_text()))
+
+
+def test_multilabel_run_has_a_confusion_matrix_per_label(tmp_path):
+    rng = np.random.default_rng(4)
+    y = (rng.random((100, 3)) < 0.4).astype(int)
+    p = np.clip(0.5 * y + 0.5 * rng.random((100, 3)), 0, 1)
+    metrics = evaluate_run(tmp_path, class_names=["effusion", "mass", "nodule"], task="multilabel", y_true_test=y,
+                           y_prob_test=p, y_true_val=y, y_prob_val=p, operating_point="sensitivity", target=0.9,
+                           n_bootstrap=50)
+    assert metrics["mean_auc"]["ci95"][0] <= metrics["mean_auc"]["value"] <= metrics["mean_auc"]["ci95"][1]
+    assert all(metrics["per_class"][name]["sensitivity_at_threshold"] >= 0.9 for name in ("effusion", "mass"))
+    assert (tmp_path / "plots" / "confusion_matrices.png").is_file()
+
+
+def test_mismatched_inputs_are_rejected(tmp_path):
+    y, p = _predictions(20, 3, 5)
+    with pytest.raises(ValueError, match="y_true_test and y_prob_test"):
+        evaluate_run(tmp_path, class_names=["a", "b", "c"], task="multiclass", y_true_test=y[:10], y_prob_test=p)
+    with pytest.raises(ValueError, match="y_prob_val"):
+        evaluate_run(tmp_path, class_names=["a", "b", "c"], task="multiclass", y_true_test=y, y_prob_test=p,
+                     y_true_val=y, y_prob_val=p[:, :2])

@@ -1,0 +1,114 @@
+"""Grad-CAM / Grad-CAM++ on a tiny conv net trained to find a bright blob, and the file-level entry."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_med.evaluation import evaluate_run
+from keras_med.explain import compute_gradcam, explain_files, find_last_conv_layer, save_overlays
+
+SIZE = 48
+
+
+def _blob_images(n, seed):
+    """Class 1: a bright blob at a random place on noise; class 0: noise only. Returns images, labels, centres."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(40, 110, (n, SIZE, SIZE, 3)).astype(np.float32)
+    labels = np.arange(n) % 2
+    centres = rng.integers(10, SIZE - 10, (n, 2))
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    for index in np.flatnonzero(labels):
+        row, col = centres[index]
+        blob = 150 * np.exp(-((rows - row) ** 2 + (cols - col) ** 2) / (2 * 3.0 ** 2))
+        images[index] = np.clip(images[index] + blob[..., None], 0, 255)
+    return images, labels, centres
+
+
+def _tiny_cnn(n_outputs=2, activation="softmax"):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalMaxPooling2D()(x)
+    outputs = keras.layers.Dense(n_outputs, activation=activation, name="predictions")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def blob_model():
+    keras.utils.set_random_seed(0)
+    images, labels, _ = _blob_images(240, 0)
+    model = _tiny_cnn()
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(images, labels, epochs=12, batch_size=24, verbose=0)
+    test_images, test_labels, centres = _blob_images(40, 1)
+    accuracy = np.mean(model.predict(test_images, verbose=0).argmax(axis=1) == test_labels)
+    assert accuracy >= 0.9, f"fixture model did not learn the blob (accuracy {accuracy:.2f})"
+    return model, test_images, test_labels, centres
+
+
+def test_last_conv_layer_is_found_before_pooling(blob_model):
+    assert find_last_conv_layer(blob_model[0]) == "conv2"
+    dense_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="model"):
+        find_last_conv_layer(dense_only)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_heatmap_has_image_size_and_peaks_on_the_blob(blob_model, method):
+    model, images, labels, centres = blob_model
+    positives = np.flatnonzero(labels == 1)[:8]
+    heatmaps = compute_gradcam(model, images[positives], class_index=1, method=method)
+    assert heatmaps.shape == (len(positives), SIZE, SIZE)
+    assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+    peaks = np.array([np.unravel_index(np.argmax(h), h.shape) for h in heatmaps])
+    distances = np.linalg.norm(peaks - centres[positives], axis=1)
+    assert np.median(distances) <= 6, f"{method} peaks {peaks.tolist()} far from blobs {centres[positives].tolist()}"
+
+
+def test_binary_model_explains_both_classes():
+    model = _tiny_cnn(1, "sigmoid")
+    images, _, _ = _blob_images(2, 3)
+    heatmaps = compute_gradcam(model, images, class_index=[0, 1])
+    assert heatmaps.shape == (2, SIZE, SIZE)
+    with pytest.raises(ValueError, match="class_index"):
+        compute_gradcam(model, images, class_index=2)
+    with pytest.raises(ValueError, match="method"):
+        compute_gradcam(model, images, method="lime")
+
+
+def test_overlays_are_written(blob_model, tmp_path):
+    model, images, _, _ = blob_model
+    paths = save_overlays(model, images[:2], tmp_path, names=["a", "b"])
+    assert [p.name for p in paths] == ["a.png", "b.png"] and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_explain_files_reads_class_names_from_the_run_dir(blob_model, tmp_path):
+    model, images, _, _ = blob_model
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    model.save(run_dir / "checkpoints" / "best.keras")
+    (run_dir / "class_names.json").write_text(json.dumps({"class_names": ["clear", "blob"], "task": "multiclass"}))
+    image_path = tmp_path / "lesion.png"
+    Image.fromarray(images[1].astype(np.uint8)).save(image_path)
+    written = explain_files(run_dir / "checkpoints" / "best.keras", [image_path], tmp_path / "out",
+                            method="gradcam++", class_name="blob")
+    assert [p.name for p in written] == ["lesion_gradcampp.png"] and written[0].is_file()
+    with pytest.raises(ValueError, match="class_name"):
+        explain_files(run_dir / "checkpoints" / "best.keras", [image_path], tmp_path / "out", class_name="mel")
+
+
+def test_evaluate_run_adds_gradcam_examples_to_the_report(blob_model, tmp_path):
+    model, images, labels, _ = blob_model
+    probabilities = model.predict(images, verbose=0)
+    metrics = evaluate_run(tmp_path, class_names=["clear", "blob"], task="multiclass", y_true_test=labels,
+                           y_prob_test=probabilities, y_true_val=labels, y_prob_val=probabilities,
+                           test_images=images, model=model, n_bootstrap=50, explain=2)
+    assert 1 <= len(metrics["gradcam"]) <= 4
+    report = (tmp_path / "report.md").read_text()
+    for path in metrics["gradcam"]:
+        assert (tmp_path / path).is_file() and path in report
