@@ -77,7 +77,10 @@ def build_backbone_model(name: str, *, output_units: int, image_size: int, task:
     inputs = image_input(image_size)
     x = preprocess_images(inputs, backbone.preprocessing)
     try:
-        base = backbone.application(include_top=False, weights=weights, input_tensor=x, **extra)
+        # input_shape as well as input_tensor: without it MobileNetV2 picks the 224px ImageNet file
+        # whatever the image size.
+        base = backbone.application(include_top=False, weights=weights, input_tensor=x,
+                                    input_shape=(image_size, image_size, 3), **extra)
     except Exception as error:
         if weights != "imagenet":
             raise
