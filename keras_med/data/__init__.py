@@ -17,14 +17,19 @@ from keras_med.data.decode import CheckResult, check_images, check_table_images,
 from keras_med.data.errors import (BadImageError, DataError, EmptyClassError, MissingColumnError, MissingImageError,
                                    UnknownLabelError, UnsafePathError)
 from keras_med.data.pipeline import build_image_pipeline
+from keras_med.data.sources.chestxray14 import load_chestxray14
+from keras_med.data.sources.external import load_external_test
 from keras_med.data.sources.ham10000 import HAM10000_CLASSES, HAM10000_LONG_NAMES, load_ham10000
+from keras_med.data.sources.image_folder import KERMANY_GROUP_PATTERN, load_image_folder
+from keras_med.data.sources.medmnist import load_medmnist
 from keras_med.data.splits import check_split, kfold_by_group, load_split, save_split, split_by_group
 from keras_med.data.table import ImageTable, encode_labels
 
 __all__ = [
     "AUGMENT_PRESETS", "BadImageError", "CheckResult", "DataError", "EmptyClassError", "HAM10000_CLASSES",
-    "HAM10000_LONG_NAMES", "ImageTable", "MissingColumnError", "MissingImageError", "UnknownLabelError",
+    "HAM10000_LONG_NAMES", "ImageTable", "KERMANY_GROUP_PATTERN", "MissingColumnError", "MissingImageError", "UnknownLabelError",
     "UnsafePathError", "balanced_class_weights", "build_augmenter", "build_image_pipeline", "build_mixers",
     "check_images", "check_split", "check_table_images", "decode_image", "encode_labels", "kfold_by_group",
-    "load_ham10000", "load_image", "load_split", "save_split", "split_by_group",
+    "load_chestxray14", "load_external_test", "load_ham10000", "load_image", "load_image_folder",
+    "load_medmnist", "load_split", "save_split", "split_by_group",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -31,8 +32,9 @@ def split_by_group(table: ImageTable, val_fraction: float = 0.15, test_fraction:
     """Add a `split` column (train/val/test): no group in two splits, every class in train.
 
     Args:
-        table: the images; rows whose `split` is already set keep it, and a split that some rows
-            already have (e.g. an official test set) is not carved again.
+        table: the images; rows already marked `val` or `test` (an official test set, pre-split
+            folders) keep it and that split is not carved again; rows marked `train` or unmarked
+            are the pool the missing splits are carved from.
         val_fraction: share of the groups for validation (0 for none).
         test_fraction: share of the groups for the test split (0 for none).
         seed: makes the split repeatable.
@@ -47,7 +49,9 @@ def split_by_group(table: ImageTable, val_fraction: float = 0.15, test_fraction:
             raise DataError(f"{name} must be in [0, 1), got {value}")
     if val_fraction + test_fraction >= 1.0:
         raise DataError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
+    started = time.perf_counter()
     split = _existing_split(table)
+    split[split == "train"] = ""
     strata = stratification_labels(table, multilabel_strata)
     groups = table.groups
     remaining_share = 1.0
@@ -61,6 +65,7 @@ def split_by_group(table: ImageTable, val_fraction: float = 0.15, test_fraction:
     split[split == ""] = "train"
     result = table.with_frame(table.frame.assign(split=split))
     check_split(result)
+    logger.info("split %d images by %s in %.2f s", len(result), table.group_column, time.perf_counter() - started)
     return result
 
 

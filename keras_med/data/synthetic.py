@@ -92,7 +92,7 @@ def _random_lesion(label: str, rng: np.random.Generator) -> dict:
         "radius": rng.uniform(r_min, r_max),
         "harmonics": [(k, rng.uniform(0.3, 1.0) * irregular, rng.uniform(0, 2 * math.pi)) for k in (2, 3, 5, 7)],
         "texture": texture,
-        "skin": np.clip(np.array([225, 180, 150]) + rng.normal(0, 12, 3), 0, 255),
+        "skin": np.clip(np.array([228, 182, 152]) * rng.uniform(0.85, 1.05) + rng.normal(0, 5, 3), 0, 255),
         "texture_seed": int(rng.integers(1 << 31)),
     }
 
