@@ -24,8 +24,8 @@ class ServingMetadata:
             negative entry is unused and kept for alignment). ``None`` for the defaults: 0.5 for
             sigmoid outputs, and for ``multiclass`` the decision is the top class alone.
         resize: How an image of another size reaches ``S x S``: ``"resize"`` (bilinear, aspect
-            ratio not kept) or ``"pad"`` (bilinear, aspect ratio kept, zero padding); it must
-            match what the training pipeline did.
+            ratio not kept) or ``"pad"`` (bilinear, aspect ratio kept, zero padding), as
+            ``DataConfig.resize`` was in training.
     """
 
     class_names: tuple[str, ...]

@@ -1,7 +1,10 @@
 """The serving graph: decode, validate, resize, run the model, and answer with names and decisions.
 
 Both serving signatures end in the same post-processing so that a JPEG sent to TF Serving and the
-same pixels sent as an array get the same answer. Everything here is TensorFlow graph code (it is
+same pixels sent as an array get the same answer. Decoding and resizing are the training
+pipeline's own functions (``keras_med.data.decode``: JPEG decoded at reduced scale when the size
+allows, bilinear resize or pad, rounded to uint8), so served images are prepared exactly as the
+training images were. Everything here is TensorFlow graph code (it is
 traced into the SavedModel), which is why it lives in keras_med/export.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_med.data.decode import decode_image, resize_image
 from keras_med.export.metadata import ServingMetadata
 
 IMAGE_SIGNATURE = "serving_default"
@@ -62,7 +66,7 @@ class ServingFunctions:
         return self._answer(images, valid)
 
     def predict_pixels(self, pixels):
-        """Predict from float32 pixels (B, H, W, 3) in 0..255 of any H, W; resized in the graph."""
+        """Predict from float32 pixels (B, H, W, 3) in 0..255 of any H, W; resized and rounded in the graph."""
         pixels = tf.convert_to_tensor(pixels, tf.float32)
         valid = tf.reduce_all(tf.math.is_finite(pixels) & (pixels >= 0.0) & (pixels <= 255.0), axis=[1, 2, 3])
         images = self._resize(pixels)
@@ -95,15 +99,12 @@ class ServingFunctions:
 
     # --- pieces ---------------------------------------------------------------------------------
     def _decode_and_resize(self, data):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-        return self._resize(tf.cast(image, tf.float32))
+        image = decode_image(data, self.metadata.image_size, self.metadata.resize)
+        return tf.ensure_shape(tf.cast(image, tf.float32), [self.metadata.image_size, self.metadata.image_size, 3])
 
     def _resize(self, images):
         size = self.metadata.image_size
-        if self.metadata.resize == "pad":
-            resized = tf.image.resize_with_pad(images, size, size)
-        else:
-            resized = tf.image.resize(images, [size, size], method="bilinear")
+        resized = tf.cast(resize_image(images, size, self.metadata.resize), tf.float32)
         return tf.ensure_shape(resized, [*images.shape[:-3], size, size, 3])
 
     def _answer(self, images, valid):

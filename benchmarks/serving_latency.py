@@ -1,0 +1,113 @@
+"""Serving latency: the reloaded SavedModel's signatures against ``model.predict`` on the same images.
+
+Measures single-image p50/p95 latency and batch-32 throughput of ``serving_default`` (JPEG bytes,
+decoded and resized in the graph), ``predict_pixels`` (float32 pixels) and ``model.predict``,
+and prints a Markdown table with ratios against ``model.predict`` from this one run.
+
+    python benchmarks/serving_latency.py --images ../shared/data/ham10000_200x150/images \
+        --model mobilenetv2 --image-size 128 --repeats 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from keras_med.export import export_for_serving
+from keras_med.models import create_model
+
+logger = logging.getLogger("serving_latency")
+BATCH = 32
+
+
+def load_jpegs(folder: str | None, count: int, seed: int) -> list[bytes]:
+    """``count`` JPEG files from ``folder``, or synthetic 600x450 JPEGs when no folder is given."""
+    if folder:
+        paths = sorted(Path(folder).glob("*.jp*g"))
+        if len(paths) < count:
+            raise SystemExit(f"--images {folder}: expected at least {count} JPEG files, found {len(paths)}")
+        picked = np.random.default_rng(seed).choice(len(paths), count, replace=False)
+        return [paths[i].read_bytes() for i in picked]
+    rng = np.random.default_rng(seed)
+    return [tf.io.encode_jpeg(rng.integers(0, 256, (450, 600, 3), dtype=np.uint8)).numpy() for _ in range(count)]
+
+
+def timed(function, repeats: int, warmup: int = 5) -> np.ndarray:
+    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        function()
+    times = np.empty(repeats)
+    for index in range(repeats):
+        start = time.perf_counter()
+        function()
+        times[index] = time.perf_counter() - start
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", default=None, help="Folder of JPEG files (default: synthetic 600x450 JPEGs).")
+    parser.add_argument("--model", default="mobilenetv2", help="keras_med model registry name.")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--classes", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=100, help="Timed single-image calls per method.")
+    parser.add_argument("--batch-repeats", type=int, default=10, help="Timed batch-32 calls per method.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    size = args.image_size
+    model = create_model(args.model, num_classes=args.classes, image_size=size, weights=None)
+    jpegs = load_jpegs(args.images, BATCH, seed=0)
+    # The same images for every method: decoded and resized once by the graph the SavedModel runs.
+    with tempfile.TemporaryDirectory() as base:
+        path = export_for_serving(model, name="bench", base_dir=base,
+                                  class_names=[f"class{i}" for i in range(args.classes)])
+        loaded = tf.saved_model.load(str(path))
+        serve_bytes = loaded.signatures["serving_default"]
+        serve_pixels = loaded.signatures["predict_pixels"]
+        batch_bytes = tf.constant(jpegs)
+        resized = np.stack([tf.image.resize(tf.io.decode_jpeg(data, channels=3), [size, size]).numpy()
+                            for data in jpegs]).round().astype(np.float32)
+        one_bytes, one_pixels = batch_bytes[:1], tf.constant(resized[:1])
+        batch_pixels = tf.constant(resized)
+
+        singles = {
+            "model.predict (1 image)": timed(lambda: model.predict(resized[:1], verbose=0), args.repeats),
+            "serving_default (1 JPEG, decode+resize in graph)": timed(lambda: serve_bytes(image_bytes=one_bytes),
+                                                                       args.repeats),
+            "predict_pixels (1 image)": timed(lambda: serve_pixels(pixels=one_pixels), args.repeats),
+        }
+        batches = {
+            "model.predict (32 images)": timed(lambda: model.predict(resized, batch_size=BATCH, verbose=0),
+                                               args.batch_repeats, warmup=2),
+            "serving_default (32 JPEGs)": timed(lambda: serve_bytes(image_bytes=batch_bytes), args.batch_repeats,
+                                                warmup=2),
+            "predict_pixels (32 images)": timed(lambda: serve_pixels(pixels=batch_pixels), args.batch_repeats,
+                                                warmup=2),
+        }
+    base_p50 = np.median(singles["model.predict (1 image)"])
+    base_rate = BATCH / np.median(batches["model.predict (32 images)"])
+    lines = [f"Machine: {platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
+             f"intra-op threads, TensorFlow {tf.__version__}; model {args.model} {size}px, weights none; "
+             f"images: {args.images or 'synthetic 600x450 JPEG'}",
+             "", "| single image | p50 ms | p95 ms | p50 / model.predict p50 |", "|---|---|---|---|"]
+    for name, times in singles.items():
+        lines.append(f"| {name} | {np.median(times) * 1e3:.2f} | {np.percentile(times, 95) * 1e3:.2f} | "
+                     f"{np.median(times) / base_p50:.3f}x |")
+    lines += ["", "| batch of 32 | p50 ms | images/s | throughput / model.predict |", "|---|---|---|---|"]
+    for name, times in batches.items():
+        rate = BATCH / np.median(times)
+        lines.append(f"| {name} | {np.median(times) * 1e3:.1f} | {rate:.0f} | {rate / base_rate:.2f}x |")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
