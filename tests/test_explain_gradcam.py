@@ -112,3 +112,14 @@ def test_evaluate_run_adds_gradcam_examples_to_the_report(blob_model, tmp_path):
     report = (tmp_path / "report.md").read_text()
     for path in metrics["gradcam"]:
         assert (tmp_path / path).is_file() and path in report
+
+
+def test_last_conv_layer_skips_squeeze_and_excitation_pooling():
+    inputs = keras.Input((16, 16, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    squeezed = keras.layers.Reshape((1, 1, 4))(keras.layers.GlobalAveragePooling2D(name="se_squeeze")(features))
+    x = keras.layers.Multiply()([features, squeezed])
+    x = keras.layers.Conv2D(8, 3, padding="same", name="top_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="predictions")(x))
+    assert find_last_conv_layer(model) == "top_conv"

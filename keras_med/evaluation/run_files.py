@@ -8,11 +8,8 @@ A recipe run stores the checkpoint at `run_dir/checkpoints/best.keras` and write
 from __future__ import annotations
 
 import json
-import logging
 import tomllib
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 
 def find_run_file(model_path: str | Path, name: str) -> Path | None:

@@ -7,7 +7,6 @@ the library is used as is. It is TensorFlow-specific, which is why it lives in t
 
 from __future__ import annotations
 
-import logging
 
 import keras
 import numpy as np
@@ -16,34 +15,30 @@ from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
 from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 from tf_keras_vis.utils.scores import CategoricalScore
 
-logger = logging.getLogger(__name__)
-
 METHODS = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}
 _FLATTENING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten)
 
 
 def find_last_conv_layer(model: keras.Model) -> str:
-    """Name of the last layer with a 4-D output before the first global pooling or flatten layer.
+    """Name of the last layer with a 4-D output before the head's global pooling or flatten layer.
 
     Models are flat functional models (backbones built in with `input_tensor=`), so the layer
-    list is in graph order and the feature map the head pools is the one Grad-CAM needs.
+    list is in graph order. The head's pooling is the *last* pooling layer: EfficientNet's
+    squeeze-and-excitation blocks pool too, much earlier.
 
     Args:
         model: a Keras functional model taking `(batch, S, S, 3)` images.
     """
-    last = None
-    for layer in model.layers:
-        if isinstance(layer, _FLATTENING):
-            break
+    layers = model.layers
+    pooling = [index for index, layer in enumerate(layers) if isinstance(layer, _FLATTENING)]
+    end = pooling[-1] if pooling else len(layers)
+    for layer in reversed(layers[:end]):
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        output = layer.output
-        if hasattr(output, "shape") and len(output.shape) == 4:
-            last = layer.name
-    if last is None:
-        raise ValueError(f"model: expected a convolutional model with a 4-D feature map before the global "
-                         f"pooling or flatten layer; found none in '{model.name}'")
-    return last
+        if hasattr(layer.output, "shape") and len(layer.output.shape) == 4:
+            return layer.name
+    raise ValueError(f"model: expected a convolutional model with a 4-D feature map before the global "
+                     f"pooling or flatten layer; found none in '{model.name}'")
 
 
 def _score(model: keras.Model, class_indices: np.ndarray):
