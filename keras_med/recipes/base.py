@@ -133,8 +133,16 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
             config.data.max_images, random_state=config.train.seed).reset_index(drop=True))
     if config.data.split_file:
         stage("reusing the split in %s", config.data.split_file)
-        table = kdata.load_split(config.data.split_file, table)
-    else:
+        table = kdata.load_split(config.data.split_file, table.class_names, table.task, table.long_names)
+    if config.data.cache == "memory":
+        # Decode every image once, at the model's size: bad files are found (and, with
+        # --on-bad-image skip, listed in bad_images.csv) before any training starts.
+        stage("decoding %d images at %d px", len(table), config.data.image_size)
+        table = kdata.check_table_images(table, config.data.on_bad_image, report_dir=out,
+                                         image_size=config.data.image_size, resize=config.data.resize)
+    elif config.data.on_bad_image == "skip":
+        table = kdata.check_table_images(table, "skip", report_dir=out)
+    if not config.data.split_file:
         table = kdata.split_by_group(table, val_fraction=config.data.val_fraction,
                                      test_fraction=config.data.test_fraction, seed=config.train.seed)
     kdata.save_split(table, out / "split.csv")
@@ -146,15 +154,14 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
 
     parts = {name: table.subset(name) for name in ("train", "val", "test")}
     options = dict(image_size=config.data.image_size, batch_size=config.data.batch_size,
-                   resize=config.data.resize, on_bad_image=config.data.on_bad_image,
-                   report_dir=out, seed=config.train.seed, cache=config.data.cache)
+                   resize=config.data.resize, seed=config.train.seed, cache=config.data.cache)
     stage("building input pipelines (%d train, %d val, %d test images)",
           *(len(parts[name].frame) for name in ("train", "val", "test")))
     train_ds = kdata.build_image_pipeline(
-        parts["train"].frame["path"].tolist(), parts["train"].targets(), training=True,
+        parts["train"].images(), parts["train"].targets(), training=True,
         augment=config.data.augment, mixup=config.data.mixup, cutmix=config.data.cutmix,
         oversample=config.data.oversample, **options)
-    eval_ds = {name: kdata.build_image_pipeline(parts[name].frame["path"].tolist(), parts[name].targets(),
+    eval_ds = {name: kdata.build_image_pipeline(parts[name].images(), parts[name].targets(),
                                                 training=False, augment="none", **options)
                for name in ("val", "test")}
     class_weight = None
@@ -162,6 +169,16 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
         class_weight = kdata.balanced_class_weights(parts["train"].targets())
         log.info("class weights: %s", {key: round(float(value), 3) for key, value in class_weight.items()})
     return PreparedData(table, parts, train_ds, eval_ds, class_weight, summary)
+
+
+def test_image_source(part, config: RecipeConfig):
+    """The test images for the grid of mistakes and Grad-CAM: in memory, or read one at a time."""
+    from keras_med.data import load_image
+
+    if part.pixels is not None:
+        return part.pixels
+    paths = part.paths
+    return lambda index: load_image(paths[index], config.data.image_size, config.data.resize).numpy()
 
 
 def build_model(config: RecipeConfig, table, strategy):
@@ -183,7 +200,6 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     `history.csv`, `metrics.json`, plots and the report into the run directory.
     """
     # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
-    from keras_med import data as kdata
     from keras_med.evaluation import evaluate_run
     from keras_med.export import export_for_serving
     from keras_med.training import fit_model, setup_runtime
@@ -198,7 +214,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     model = build_model(config, table, strategy)
     stage("training (%s plan)", config.train.plan)
     history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], config, out,
-                        class_weight=prepared.class_weight)
+                        class_weight=prepared.class_weight, class_names=table.class_names)
 
     stage("evaluating on the validation and test splits")
     y_prob = {name: model.predict(prepared.eval_ds[name], verbose=0) for name in ("val", "test")}
@@ -208,8 +224,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         y_true_val=parts["val"].targets(), y_prob_val=y_prob["val"],
         groups_test=parts["test"].frame["group"].to_numpy(), history=history, config=config,
         data_summary=prepared.summary,
-        test_images=kdata.image_loader(parts["test"].frame["path"].tolist(), config.data.image_size,
-                                       resize=config.data.resize),
+        test_images=test_image_source(parts["test"], config),
         model=model, n_bootstrap=config.evaluation.bootstrap,
         operating_point=config.evaluation.operating_point, target=config.evaluation.target,
         explain=config.evaluation.explain, seed=config.train.seed)
