@@ -136,7 +136,8 @@ def test_keras_file_reads_class_names_from_its_run_directory(setup):
     setup["model"].save(run_dir / "checkpoints" / "best.keras")
     with pytest.raises(FileNotFoundError, match="class_names.json"):
         load_predictor(run_dir / "checkpoints" / "best.keras")
-    (run_dir / "class_names.json").write_text(json.dumps({"class_names": CLASSES, "thresholds": [0.3, 0.3, 0.3]}))
+    (run_dir / "class_names.json").write_text(json.dumps({"class_names": CLASSES, "task": "multiclass"}))
+    (run_dir / "metrics.json").write_text(json.dumps({"thresholds": [0.3, 0.3, 0.3]}))
     predictor = load_predictor(run_dir / "checkpoints" / "best.keras")
     assert predictor.name == "stamp"
     _check_answers(predictor.predict_files(setup["files"]), setup)

@@ -129,11 +129,12 @@ def infer_task(model) -> str:
 
 
 def read_run_metadata(model_path: str | Path) -> dict:
-    """Class names (and task, thresholds when present) of a ``.keras`` checkpoint's run.
+    """Class names, task and thresholds of a ``.keras`` checkpoint's run.
 
     The run directory is the parent of the ``checkpoints/`` folder holding the model (or the
-    model's own folder otherwise); it holds ``class_names.json``, either a list of names or an
-    object with ``class_names`` and optionally ``task`` and ``thresholds``.
+    model's own folder otherwise). ``class_names.json`` there is a list of names or an object
+    with ``class_names`` and optionally ``task``; the thresholds chosen by evaluation come from
+    ``metrics.json`` (``thresholds``) when ``class_names.json`` has none.
 
     Args:
         model_path: Path of the ``.keras`` file.
@@ -141,18 +142,30 @@ def read_run_metadata(model_path: str | Path) -> dict:
     model_path = Path(model_path)
     folder = model_path.parent
     run_dir = folder.parent if folder.name == "checkpoints" else folder
-    candidates = [run_dir / "class_names.json", folder / "class_names.json"]
-    for candidate in candidates:
-        if candidate.is_file():
+    candidates = list(dict.fromkeys([run_dir, folder]))
+    content = _read_json(candidates, "class_names.json")
+    if content is None:
+        raise FileNotFoundError(f"no class_names.json next to {model_path}: looked in "
+                                f"{', '.join(str(c) for c in candidates)}; pass class names explicitly")
+    if isinstance(content, list):
+        content = {"class_names": content}
+    if not isinstance(content, dict) or not isinstance(content.get("class_names"), list):
+        raise ValueError(f"class_names.json of {run_dir}: expected a list of class names or an object with "
+                         f"'class_names', got {type(content).__name__}")
+    if content.get("thresholds") is None:
+        metrics = _read_json(candidates, "metrics.json")
+        if isinstance(metrics, dict) and metrics.get("thresholds") is not None:
+            content["thresholds"] = metrics["thresholds"]
+    return content
+
+
+def _read_json(folders: list[Path], name: str):
+    """The parsed ``name`` from the first folder that has it, or None."""
+    for folder in folders:
+        path = folder / name
+        if path.is_file():
             try:
-                content = json.loads(candidate.read_text(encoding="utf-8"))
+                return json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as error:
-                raise ValueError(f"{candidate}: not valid JSON: {error}") from error
-            if isinstance(content, list):
-                content = {"class_names": content}
-            if not isinstance(content, dict) or not isinstance(content.get("class_names"), list):
-                raise ValueError(f"{candidate}: expected a list of class names or an object with "
-                                 f"'class_names', got {type(content).__name__}")
-            return content
-    raise FileNotFoundError(f"no class_names.json next to {model_path}: looked in "
-                            f"{', '.join(str(c) for c in dict.fromkeys(candidates))}; pass class names explicitly")
+                raise ValueError(f"{path}: not valid JSON: {error}") from error
+    return None
