@@ -25,13 +25,13 @@ logger = logging.getLogger(__name__)
 HAM10000_SHARES = {"akiec": 0.033, "bcc": 0.051, "bkl": 0.110, "df": 0.011, "mel": 0.111, "nv": 0.669, "vasc": 0.014}
 # Per class: lesion RGB, radius range (px at 200x150), border irregularity, texture kind.
 LESION_LOOKS = {
-    "nv": ((120, 75, 45), (22, 32), 0.04, "smooth"),
-    "mel": ((45, 30, 30), (34, 46), 0.22, "blotches"),
-    "bkl": ((175, 135, 90), (24, 34), 0.08, "stripes"),
-    "bcc": ((215, 150, 150), (18, 26), 0.06, "vessels"),
-    "akiec": ((195, 85, 70), (22, 32), 0.16, "scales"),
-    "df": ((140, 95, 70), (11, 16), 0.03, "ring"),
-    "vasc": ((150, 20, 60), (12, 18), 0.10, "lobules"),
+    "nv": ((120, 75, 45), (26, 36), 0.04, "smooth"),
+    "mel": ((45, 30, 30), (40, 52), 0.22, "blotches"),
+    "bkl": ((175, 135, 90), (28, 38), 0.08, "stripes"),
+    "bcc": ((215, 150, 150), (22, 30), 0.06, "vessels"),
+    "akiec": ((195, 85, 70), (26, 36), 0.16, "scales"),
+    "df": ((140, 95, 70), (14, 19), 0.03, "ring"),
+    "vasc": ((150, 20, 60), (15, 21), 0.10, "lobules"),
 }
 MIN_LESIONS_PER_CLASS = 8
 CHEST_FINDINGS = ["Cardiomegaly", "Effusion", "Nodule", "Pneumothorax"]
@@ -88,7 +88,7 @@ def write_ham10000_demo(out_dir: str | os.PathLike, n_images: int = 420, seed: i
 def _random_lesion(label: str, rng: np.random.Generator) -> dict:
     colour, (r_min, r_max), irregular, texture = LESION_LOOKS[label]
     return {
-        "colour": np.clip(np.array(colour) + rng.normal(0, 12, 3), 0, 255),
+        "colour": np.clip(np.array(colour) + rng.normal(0, 8, 3), 0, 255),
         "radius": rng.uniform(r_min, r_max),
         "harmonics": [(k, rng.uniform(0.3, 1.0) * irregular, rng.uniform(0, 2 * math.pi)) for k in (2, 3, 5, 7)],
         "texture": texture,
@@ -114,16 +114,17 @@ def _draw_lesion(lesion: dict, rng: np.random.Generator, size: tuple[int, int]) 
         blue = (np.sin(x / (7 * scale) + texture_rng.uniform(0, 6)) * np.cos(y / (9 * scale)) > 0.3)[..., None]
         colour = np.where(blue, np.array([90, 95, 125], np.float32), colour)
     elif kind == "stripes":
-        colour *= (1 + 0.18 * np.sin((x + y) / (3 * scale)))[..., None]
+        colour *= (1 + 0.25 * np.sin((x + y) / (5 * scale)))[..., None]
     elif kind == "vessels":
-        vessel = np.abs(np.sin((x * math.cos(turn) + y * math.sin(turn)) / (5 * scale))) < 0.12
+        vessel = np.abs(np.sin((x * math.cos(turn) + y * math.sin(turn)) / (8 * scale))) < 0.2
         colour = np.where(vessel[..., None], np.array([190, 30, 40], np.float32), colour)
     elif kind == "scales":
-        colour = np.where((rng.random((height, width)) < 0.08)[..., None], np.array([245, 235, 225], np.float32), colour)
+        flakes = np.kron(rng.random((height // 4 + 1, width // 4 + 1)) < 0.15, np.ones((4, 4), bool))[:height, :width]
+        colour = np.where(flakes[..., None], np.array([245, 235, 225], np.float32), colour)
     elif kind == "ring":
         colour = np.where((distance < 0.5 * border)[..., None], np.array([235, 215, 200], np.float32), colour)
     elif kind == "lobules":
-        colour *= (1 - 0.25 * (np.sin(x / (2.5 * scale)) * np.sin(y / (2.5 * scale)) > 0.5))[..., None]
+        colour *= (1 - 0.35 * (np.sin(x / (4 * scale)) * np.sin(y / (4 * scale)) > 0.5))[..., None]
     skin = lesion["skin"] * rng.uniform(0.92, 1.08) + rng.normal(0, 6, (height, width, 3))
     image = skin * (1 - inside[..., None]) + colour * inside[..., None] + rng.normal(0, 4, (height, width, 3))
     picture = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
