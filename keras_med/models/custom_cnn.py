@@ -32,7 +32,10 @@ def build_custom_cnn(*, output_units: int, image_size: int, task: str, dropout: 
     for index, block_filters in enumerate(filters, start=1):
         x = layers.Conv2D(max(1, int(round(block_filters * width))), 3, padding="same", use_bias=False,
                           name=f"block{index}_conv")(x)
-        x = layers.BatchNormalization(name=f"block{index}_bn")(x)
+        # momentum 0.9 rather than Keras's 0.99: medical sets are small, epochs are a few dozen
+        # steps, and with 0.99 the moving statistics lag so far that validation (inference
+        # mode) looks collapsed for the first epochs.
+        x = layers.BatchNormalization(momentum=0.9, name=f"block{index}_bn")(x)
         x = layers.ReLU(name=f"block{index}_relu")(x)
         x = layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
     x = layers.Flatten(name="head_flatten")(x) if flatten else layers.GlobalAveragePooling2D(name="head_pool")(x)

@@ -1,0 +1,217 @@
+"""Tests of keras_med.training: metric, compile pieces, fit plans, resume, runtime, LR finder."""
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+from sklearn.metrics import balanced_accuracy_score
+
+import keras_med.training.fit as fit_module
+from keras_med.config import RecipeConfig, TrainConfig
+from keras_med.models import create_model
+from keras_med.training import (BalancedAccuracy, build_loss, build_optimizer, compile_model, find_learning_rate,
+                                fit_model, monitor_mode, read_history, resolve_plan, setup_runtime)
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    keras.utils.set_random_seed(0)
+
+
+def toy_dataset(n=64, seed=0, batch=16):
+    """Dark images are class 0, bright images class 1: separable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = (rng.uniform(0, 80, (n, SIZE, SIZE, 3)) + 150 * labels[:, None, None, None]).astype("float32")
+    targets = np.eye(2, dtype="float32")[labels]
+    return tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch), images, labels
+
+
+def tiny_config(**train):
+    config = RecipeConfig()
+    config.model.model, config.model.weights = "custom_cnn", "none"
+    for key, value in {"epochs": 3, "patience": 5, "learning_rate": 3e-3, **train}.items():
+        setattr(config.train, key, value)
+    return config
+
+
+def tiny_model():
+    return create_model("custom_cnn", num_classes=2, image_size=SIZE, weights=None, head_units=16, dropout=0.1)
+
+
+# --- balanced accuracy ---------------------------------------------------------------------------
+def test_balanced_accuracy_matches_sklearn_multiclass_over_batches():
+    rng = np.random.default_rng(0)
+    labels = np.concatenate([np.zeros(50, int), np.ones(10, int), np.full(5, 2)])
+    predicted = np.where(rng.uniform(size=65) < 0.7, labels, rng.integers(0, 4, 65))
+    metric = BalancedAccuracy(num_classes=4)
+    for part in np.array_split(np.arange(65), 3):
+        metric.update_state(np.eye(4)[labels[part]] * 0.9 + 0.025, np.eye(4)[predicted[part]] * 0.8 + 0.05)
+    # class 3 never occurs in the targets: left out of the mean, as in scikit-learn
+    with pytest.warns(UserWarning):
+        expected = balanced_accuracy_score(labels, predicted)
+    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+
+
+def test_balanced_accuracy_binary_and_multilabel_average_sensitivity_and_specificity():
+    rng = np.random.default_rng(1)
+    truth = (rng.uniform(size=(40, 3)) < 0.3).astype("float32")
+    scores = np.clip(truth * 0.6 + rng.uniform(0, 0.5, (40, 3)), 0, 1).astype("float32")
+    multilabel = BalancedAccuracy(num_classes=3, task="multilabel")
+    multilabel.update_state(truth, scores)
+    per_label = [balanced_accuracy_score(truth[:, k], scores[:, k] >= 0.5) for k in range(3)]
+    assert float(multilabel.result()) == pytest.approx(np.mean(per_label), abs=1e-6)
+    binary = BalancedAccuracy(num_classes=1, task="binary")
+    binary.update_state(truth[:, :1], scores[:, :1])
+    assert float(binary.result()) == pytest.approx(per_label[0], abs=1e-6)
+    assert BalancedAccuracy.from_config(binary.get_config()).task == "binary"
+
+
+def test_balanced_accuracy_exposes_majority_class_collapse():
+    metric = BalancedAccuracy(num_classes=2)
+    metric.update_state(np.eye(2)[[0] * 9 + [1]], np.eye(2)[[0] * 10])
+    assert float(metric.result()) == pytest.approx(0.5)
+
+
+# --- compile pieces ------------------------------------------------------------------------------
+def test_losses_optimizers_and_monitor_modes():
+    assert isinstance(build_loss("multiclass", 0.1), keras.losses.CategoricalCrossentropy)
+    assert isinstance(build_loss("multiclass", focal=True), keras.losses.CategoricalFocalCrossentropy)
+    assert isinstance(build_loss("binary"), keras.losses.BinaryCrossentropy)
+    assert isinstance(build_loss("multilabel", focal=True), keras.losses.BinaryFocalCrossentropy)
+    sgd = build_optimizer(TrainConfig(optimizer="sgd", clipnorm=1.0, accumulate=4), 0.01)
+    assert (sgd.momentum, sgd.nesterov, sgd.clipnorm, sgd.gradient_accumulation_steps) == (0.9, True, 1.0, 4)
+    assert isinstance(build_optimizer(TrainConfig(), 1e-3), keras.optimizers.AdamW)
+    assert monitor_mode("val_loss") == "min" and monitor_mode("val_balanced_accuracy") == "max"
+    with pytest.raises(ValueError, match="optimizer: expected one of"):
+        build_optimizer(TrainConfig(optimizer="rmsprop"), 1e-3)
+    with pytest.raises(ValueError, match="task: a binary model has 1 output unit"):
+        compile_model(tiny_model(), TrainConfig(), "binary")
+
+
+def test_resolve_plan_auto():
+    config = tiny_config()
+    assert resolve_plan(config) == "scratch"
+    config.model.model, config.model.weights = "mobilenetv2", "imagenet"
+    assert resolve_plan(config) == "finetune"
+    config.model.weights = "none"
+    assert resolve_plan(config) == "scratch"
+
+
+# --- runtime -------------------------------------------------------------------------------------
+def test_setup_runtime_seeds_and_sets_precision():
+    try:
+        strategy = setup_runtime(TrainConfig(seed=3, mixed_precision="on"))
+        with strategy.scope():
+            first = tiny_model()
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        assert first.get_layer("block1_conv").compute_dtype == "float16"
+        assert first.get_layer("predictions").compute_dtype == "float32"
+        setup_runtime(TrainConfig(seed=3, mixed_precision="off"))
+        assert keras.mixed_precision.global_policy().name == "float32"
+        setup_runtime(TrainConfig(seed=3, mixed_precision="auto"))
+        assert keras.mixed_precision.global_policy().name == "float32"  # no GPU here
+        second = tiny_model()
+        setup_runtime(TrainConfig(seed=3))
+        third = tiny_model()
+        for a, b in zip(second.get_weights(), third.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+# --- fit plans -----------------------------------------------------------------------------------
+def test_scratch_plan_learns_and_writes_history_and_best_checkpoint(tmp_path):
+    # 8 updates of 16 images per epoch: enough steps for BatchNorm's moving statistics to follow
+    train, images, labels = toy_dataset(batch=8)
+    val, val_images, val_labels = toy_dataset(32, seed=1)
+    config = tiny_config(epochs=5, accumulate=2)
+    model = tiny_model()
+    history = fit_model(model, train, val, config, tmp_path, class_weight={0: 1.0, 1: 2.0})
+    assert list(history["epoch"]) == [0, 1, 2, 3, 4]
+    assert {"phase", "learning_rate", "val_balanced_accuracy", "val_auc"} <= set(history.columns)
+    assert (history["phase"] == 1).all() and history["learning_rate"].iloc[0] == pytest.approx(3e-3)
+    best = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
+    predicted = best.predict(val_images, verbose=0).argmax(axis=1)
+    assert (predicted == val_labels).mean() >= 0.9
+    np.testing.assert_allclose(model.predict(val_images, verbose=0), best.predict(val_images, verbose=0), atol=1e-5)
+    assert not (tmp_path / "backup").exists()
+
+
+def test_finetune_plan_trains_head_then_top_with_batchnorm_frozen(tmp_path):
+    train, _, _ = toy_dataset(32)
+    config = tiny_config(plan="finetune", head_epochs=1, epochs=2, unfreeze=4, steps_per_epoch=1)
+    model = tiny_model()
+    initial = model.get_layer("block1_conv").get_weights()[0].copy()
+    history = fit_model(model, train, train, config, tmp_path)
+    assert list(history["epoch"]) == [0, 1, 2] and list(history["phase"]) == [1, 2, 2]
+    assert list(history["learning_rate"]) == pytest.approx([3e-3, 1e-4, 1e-4])
+    assert model.get_layer("block4_conv").trainable and model.get_layer("block3_conv").trainable
+    assert not model.get_layer("block4_bn").trainable and not model.get_layer("block2_conv").trainable
+    np.testing.assert_array_equal(model.get_layer("block1_conv").get_weights()[0], initial)
+
+
+class KillAfterEpoch(keras.callbacks.Callback):
+    """Simulates a killed process once the backup of `epoch` has been written."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("killed")
+
+
+def test_killed_finetune_run_resumes_in_phase_two_without_repeating_epochs(tmp_path, monitor_epochs=None):
+    train, _, _ = toy_dataset(32)
+    config = tiny_config(plan="finetune", head_epochs=2, epochs=2, steps_per_epoch=1)
+    original = fit_module.build_callbacks
+
+    def with_kill(*args, **kwargs):
+        callbacks = original(*args, **kwargs)
+        return callbacks + [KillAfterEpoch(2)] if kwargs["phase"] == 2 else callbacks
+
+    fit_module.build_callbacks = with_kill
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_model(tiny_model(), train, train, config, tmp_path)
+    finally:
+        fit_module.build_callbacks = original
+    assert list(read_history(tmp_path)["epoch"]) == [0, 1, 2]
+    assert (tmp_path / "backup" / "phase1_done.weights.h5").is_file()
+
+    epochs_run = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_run.append(epoch)
+
+    fit_module.build_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Count()]
+    try:
+        history = fit_model(tiny_model(), train, train, config, tmp_path)
+    finally:
+        fit_module.build_callbacks = original
+    assert epochs_run == [3]
+    assert list(history["epoch"]) == [0, 1, 2, 3] and list(history["phase"]) == [1, 1, 2, 2]
+
+
+# --- learning-rate finder ------------------------------------------------------------------------
+def test_find_learning_rate_sweeps_suggests_plots_and_leaves_model_unchanged(tmp_path):
+    train, _, _ = toy_dataset(32)
+    model = compile_model(tiny_model(), TrainConfig(), "multiclass")
+    before = [weights.copy() for weights in model.get_weights()]
+    result = find_learning_rate(model, train, min_lr=1e-6, max_lr=10.0, steps=40, plot_path=tmp_path / "lr.png")
+    assert 2 <= len(result.lrs) <= 40 and np.all(np.diff(result.lrs) > 0)
+    assert result.lrs[0] == pytest.approx(1e-6)
+    assert 1e-6 <= result.suggested_lr <= 10.0
+    assert (tmp_path / "lr.png").stat().st_size > 1000
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="compile it first"):
+        find_learning_rate(tiny_model(), train)
