@@ -24,7 +24,7 @@ def image_writer():
 
 @pytest.fixture(scope="session")
 def ham_demo_dir(tmp_path_factory) -> Path:
-    """A 112-image HAM10000 demo (official two-part layout) at 64x48, written once per session."""
+    """A 140-image HAM10000 demo (official two-part layout) at 64x48, written once per session."""
     from keras_med.data.synthetic import write_ham10000_demo
 
-    return write_ham10000_demo(tmp_path_factory.mktemp("ham_demo"), n_images=112, seed=0, size=(64, 48))
+    return write_ham10000_demo(tmp_path_factory.mktemp("ham_demo"), n_images=140, seed=0, size=(64, 48))

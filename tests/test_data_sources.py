@@ -16,13 +16,13 @@ from keras_med.data.synthetic import write_chestxray14_demo, write_image_folder_
 def test_ham10000_official_two_part_layout(ham_demo_dir):
     table = load_ham10000(ham_demo_dir)
     assert table.class_names == HAM10000_CLASSES and table.task == "multiclass"
-    assert len(table) == 112
+    assert len(table) == 140
     assert set(table.frame["label"]) == set(HAM10000_CLASSES)
     assert {"age", "sex", "localization", "dx_type"} <= set(table.frame.columns)
     folders = {p.split("/")[-2] for p in table.paths}
     assert folders == {"HAM10000_images_part_1", "HAM10000_images_part_2"}
     assert (table.frame["group"] == table.frame["lesion_id"]).all()
-    assert table.targets().shape == (112, 7)
+    assert table.targets().shape == (140, 7)
     assert table.long_names["mel"] == "Melanoma"
 
 
@@ -34,7 +34,7 @@ def test_ham10000_single_images_folder(ham_demo_dir, tmp_path):
         for image in (ham_demo_dir / part).iterdir():
             shutil.copy(image, target / "images")
     table = load_ham10000(target)
-    assert len(table) == 112 and all("/images/" in path for path in table.paths)
+    assert len(table) == 140 and all("/images/" in path for path in table.paths)
 
 
 @pytest.mark.parametrize("metadata_format", ["csv", "parquet"])

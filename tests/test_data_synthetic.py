@@ -10,7 +10,7 @@ from keras_med.data.synthetic import write_ham10000_demo
 
 def test_ham_demo_is_imbalanced_with_enough_lesions_per_class(ham_demo_dir):
     metadata = pd.read_csv(ham_demo_dir / "HAM10000_metadata.csv")
-    assert len(metadata) == 112
+    assert len(metadata) == 140
     lesions = metadata.groupby("dx")["lesion_id"].nunique()
     assert set(lesions.index) == set(HAM10000_CLASSES) and (lesions >= 8).all()
     images = metadata["dx"].value_counts()
