@@ -81,6 +81,8 @@ def main() -> None:
 
         singles = {
             "model.predict (1 image)": timed(lambda: model.predict(resized[:1], verbose=0), args.repeats),
+            "model(x) eager call (1 image, for reference)": timed(
+                lambda: model(one_pixels, training=False), args.repeats),
             "serving_default (1 JPEG, decode+resize in graph)": timed(lambda: serve_bytes(image_bytes=one_bytes),
                                                                        args.repeats),
             "predict_pixels (1 image)": timed(lambda: serve_pixels(pixels=one_pixels), args.repeats),
