@@ -146,6 +146,12 @@ def test_binary_model_answers_with_the_threshold(tmp_path):
     np.testing.assert_allclose(answer["probabilities"].numpy()[:, 1], positive, atol=1e-5)
     np.testing.assert_array_equal(answer["top_class_index"].numpy(), (positive >= threshold).astype(int))
     np.testing.assert_array_equal(answer["decisions"].numpy()[:, 1], positive >= threshold)
+    np.testing.assert_array_equal(answer["decisions"].numpy()[:, 0], positive < threshold)
+    stored = tf.saved_model.load(str(path)).signatures["metadata"]()["thresholds"].numpy()
+    np.testing.assert_allclose(stored, [threshold])
+    with pytest.raises(ValueError, match="one value, on the positive class"):
+        export_for_serving(model, name="covid", base_dir=tmp_path, class_names=["normal", "covid"],
+                           thresholds=[0.5, 0.5])
 
 
 def test_describe_signatures_lists_inputs_and_outputs(exported):

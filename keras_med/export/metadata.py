@@ -20,9 +20,10 @@ class ServingMetadata:
         class_names: One name per class; for ``binary`` exactly ``[negative, positive]``.
         task: ``"multiclass"``, ``"multilabel"`` or ``"binary"`` (see docs/contracts.md).
         image_size: Side ``S`` of the square ``(S, S, 3)`` images the model takes.
-        thresholds: One decision threshold per entry of ``class_names`` (for ``binary`` the
-            negative entry is unused and kept for alignment). ``None`` for the defaults: 0.5 for
-            sigmoid outputs, and for ``multiclass`` the decision is the top class alone.
+        thresholds: One decision threshold per model output, as evaluation chooses them: one
+            per class for ``multiclass`` and ``multilabel``, a single one (on the positive
+            class's probability) for ``binary``. ``None`` for the defaults: 0.5 for sigmoid
+            outputs, and for ``multiclass`` the decision is the top class alone.
         resize: How an image of another size reaches ``S x S``: ``"resize"`` (bilinear, aspect
             ratio not kept) or ``"pad"`` (bilinear, aspect ratio kept, zero padding), as
             ``DataConfig.resize`` was in training.
@@ -59,48 +60,40 @@ class ServingMetadata:
         return 1 if self.task == "binary" else len(self.class_names)
 
     def effective_thresholds(self) -> tuple[float, ...]:
-        """Thresholds per class as served; multiclass without thresholds has none (top class wins)."""
+        """Thresholds per model output as served; multiclass without thresholds has none (top class wins)."""
         if self.thresholds is not None:
             return self.thresholds
         if self.task == "multiclass":
             return ()
-        return tuple(0.5 for _ in self.class_names)
+        return tuple(0.5 for _ in range(self.num_outputs))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
 
 def normalise_thresholds(thresholds, class_names: Sequence[str], task: str) -> tuple[float, ...] | None:
-    """Thresholds as one float per class name, or None.
-
-    A binary task also accepts a single number (the positive class's threshold), as evaluation
-    reports one operating point for it; the negative class's slot then holds the same value.
+    """Thresholds as one float per model output (binary: one, on the positive class), or None.
 
     Args:
-        thresholds: None, a number (binary only), a sequence, or a mapping class name -> threshold.
+        thresholds: None; a number or one-element sequence (binary); a sequence with one value per
+            class (multiclass, multilabel); or a mapping class name -> threshold (binary: the
+            positive class's name alone).
         class_names: The model's class names.
         task: The model's task.
     """
     if thresholds is None:
         return None
+    expected_names = list(class_names[1:]) if task == "binary" else list(class_names)
     if isinstance(thresholds, dict):
-        unknown = sorted(set(thresholds) - set(class_names))
-        missing = [name for name in class_names if name not in thresholds]
-        if task == "binary" and not unknown and missing == [class_names[0]]:
-            thresholds = [thresholds[class_names[1]]]
-        elif unknown or missing:
-            raise ValueError(f"thresholds must name every class of {list(class_names)}; "
-                             f"unknown {unknown}, missing {missing}")
-        else:
-            thresholds = [thresholds[name] for name in class_names]
+        if sorted(thresholds) != sorted(expected_names):
+            raise ValueError(f"thresholds must name exactly {expected_names}, got {sorted(thresholds)}")
+        thresholds = [thresholds[name] for name in expected_names]
     if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
         thresholds = [thresholds]
     values = [float(value) for value in thresholds]
-    if task == "binary" and len(values) == 1:
-        values = [values[0], values[0]]
-    if len(values) != len(class_names):
-        raise ValueError(f"thresholds must have one value per class ({len(class_names)}: {list(class_names)}), "
-                         f"got {len(values)}: {values}")
+    if len(values) != len(expected_names):
+        what = "one value, on the positive class" if task == "binary" else f"one value per class {expected_names}"
+        raise ValueError(f"thresholds for a {task} model must be {what}; got {len(values)}: {values}")
     if any(not math.isfinite(value) or not 0.0 <= value <= 1.0 for value in values):
         raise ValueError(f"thresholds must be probabilities in 0..1, got {values}")
     return tuple(values)

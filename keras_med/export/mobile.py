@@ -49,7 +49,7 @@ class ConversionReport:
     top1_agreement: float
 
     def to_text(self) -> str:
-        return (f"{self.format}: {self.path} ({self.size_bytes / 1e6:.2f} MB), max |diff| "
+        return (f"{self.format}: {self.path} ({self.size_bytes / 1e3:,.1f} kB), max |diff| "
                 f"{self.max_abs_difference:.2e}, top-1 agreement {self.top1_agreement:.0%}")
 
 

@@ -50,11 +50,13 @@ class Prediction:
 
     def to_text(self) -> str:
         """One human-readable line, most probable classes first."""
+        source = self.source or "''"
         if not self.valid:
-            return f"{self.source}: ERROR {self.error}"
+            # Errors raised for a file already start with its name; say it once.
+            return f"{source}: ERROR {self.error.removeprefix(self.source + ': ')}"
         ranked = sorted(self.probabilities.items(), key=lambda item: -item[1])
         probabilities = " ".join(f"{name}={value:.3f}" for name, value in ranked)
-        return (f"{self.source}: {self.top_class} ({self.probabilities[self.top_class]:.3f}) "
+        return (f"{source}: {self.top_class} ({self.probabilities[self.top_class]:.3f}) "
                 f"decisions=[{', '.join(self.decisions)}] {probabilities}")
 
 

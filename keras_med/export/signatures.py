@@ -114,7 +114,7 @@ class ServingFunctions:
         if meta.task == "binary":
             positive = raw[:, 0]
             probabilities = tf.stack([1.0 - positive, positive], axis=-1)
-            top = tf.cast(positive >= meta.effective_thresholds()[1], tf.int32)
+            top = tf.cast(positive >= meta.effective_thresholds()[0], tf.int32)
             decisions = tf.stack([tf.equal(top, 0), tf.equal(top, 1)], axis=-1)
         else:
             probabilities = raw
