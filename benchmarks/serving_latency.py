@@ -24,7 +24,6 @@ import tensorflow as tf
 from keras_med.export import export_for_serving
 from keras_med.models import create_model
 
-logger = logging.getLogger("serving_latency")
 BATCH = 32
 
 

@@ -3,7 +3,6 @@ prediction logging, bad input, and the `keras-med export` / `predict` command fu
 
 import argparse
 import base64
-import io
 import json
 import sys
 import threading

@@ -6,14 +6,10 @@ Mounted by keras_med/cli.py as ``keras-med export``; ``add_arguments`` and ``run
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from keras_med.export.metadata import read_run_metadata
-from keras_med.export.mobile import TFLITE_QUANTIZATIONS
-
-logger = logging.getLogger(__name__)
+from keras_med.export.metadata import TFLITE_QUANTIZATIONS, read_run_metadata
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

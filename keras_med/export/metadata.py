@@ -10,6 +10,7 @@ from typing import Sequence
 
 TASKS = ("multiclass", "multilabel", "binary")
 RESIZE_MODES = ("resize", "pad")
+TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_med.export.metadata import ServingMetadata
+from keras_med.export.metadata import TFLITE_QUANTIZATIONS, ServingMetadata
 from keras_med.export.saved_model import ExportVerificationError
 
 logger = logging.getLogger(__name__)
 
-TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
 # Largest |difference| in probabilities accepted after reload; quantised weights cost precision.
 TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "int8": 1e-1, "onnx": 1e-4}
 ONNX_INSTALL_HINT = "pip install tf2onnx==1.17.0 onnx==1.23.2 onnxruntime==1.32.0"

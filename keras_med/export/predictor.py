@@ -7,7 +7,6 @@ Both run the very serving functions that are exported (``signatures.ServingFunct
 from __future__ import annotations
 
 import abc
-import logging
 import tomllib
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from keras_med.export.predictions import (ImageInputError, Prediction, check_pix
                                           read_image_file, rows_from_columns, sha256)
 from keras_med.export.signatures import IMAGE_INPUT, IMAGE_SIGNATURE, PIXELS_INPUT, PIXELS_SIGNATURE, ServingFunctions
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import urllib.error
 import urllib.request
 
@@ -13,8 +12,6 @@ import numpy as np
 from keras_med.export.predictions import ServingError
 from keras_med.export.predictor import Predictor
 from keras_med.export.signatures import IMAGE_SIGNATURE, PIXELS_SIGNATURE
-
-logger = logging.getLogger(__name__)
 
 
 class RestPredictor(Predictor):
