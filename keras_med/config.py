@@ -42,6 +42,19 @@ class DataConfig:
     oversample: bool = _opt(False, "Oversample minority classes in the training stream instead.")
     on_bad_image: str = _opt("error", "What to do with a missing or unreadable image.", ["error", "skip"])
     max_images: int = _opt(0, "Use a random subset of this many images (0: all).")
+    prepared: str = _opt("", "Train from TFRecord shards written by `keras-med prepare` in this directory "
+                         "instead of decoding the original files.")
+    metadata: str = _opt("", "Metadata file (CSV or Parquet), inside --data-dir or a path; empty: the "
+                         "recipe's default (chexnet: Data_Entry_2017.csv or the one Parquet file).")
+    label_column: str = _opt("", "Metadata column with the labels; empty: the recipe's default "
+                             "(chexnet: 'Finding Labels'; a Portuguese copy may use 'patologia').")
+    image_column: str = _opt("", "Metadata column with the image file name; empty: the recipe's default.")
+    group_column: str = _opt("", "Metadata column with the patient id; empty: the recipe's default.")
+    no_finding: str = _opt("drop", "Multilabel chest X-rays: drop 'No Finding' images, or keep them "
+                           "as all-zero targets.", ["drop", "keep"])
+    views: str = _opt("PA,AP,AP Supine", "covid_cxr, ieee8023 layout: comma-separated X-ray views kept.")
+    negatives: str = _opt("all", "covid_cxr, ieee8023 layout: negatives are all other findings, or "
+                          "'No Finding' images only.", ["all", "no_finding"])
 
 
 @dataclass

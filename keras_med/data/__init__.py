@@ -33,3 +33,12 @@ __all__ = [
     "load_chestxray14", "load_external_test", "load_ham10000", "load_image", "load_image_folder",
     "load_medmnist", "load_split", "save_split", "split_by_group",
 ]
+
+from keras_med.data.sources.covid_chestxray import COVID_DEFAULT_VIEWS, load_covid_chestxray  # noqa: E402
+from keras_med.data.tfrecords import (attach_prepared_records, build_prepared_pipeline,  # noqa: E402
+                                      load_prepared_table, prepared_image_source, read_manifest,
+                                      read_prepared_pixels, sort_by_record, write_prepared_shards)
+
+__all__ += ["COVID_DEFAULT_VIEWS", "attach_prepared_records", "build_prepared_pipeline", "load_covid_chestxray",
+            "load_prepared_table", "prepared_image_source", "read_manifest", "read_prepared_pixels",
+            "sort_by_record", "write_prepared_shards"]

@@ -39,7 +39,9 @@ class RecipeSpec:
         group_name: what a group is (lesion, patient), for messages and reports.
         demo_overrides: configuration sections that `--demo` changes (a small model that learns the
             synthetic set in minutes on a CPU, with no weights to download); flags still win.
-        extra_evaluation: optional `(run_dir, metrics, table) -> None` for recipe-specific tables.
+        extra_evaluation: optional `(run_dir, metrics, data, model, y_prob, config) -> None` for
+            recipe-specific tables and plots; `data` is the `PreparedData`, `y_prob` the
+            `{"val", "test"}` probabilities the metrics came from.
     """
 
     name: str
@@ -79,7 +81,7 @@ def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         log.error("%s", error)
         return 2
-    if not config.data.data_dir and not config.data.demo:
+    if not config.data.data_dir and not config.data.demo and not config.data.prepared:
         sys.stderr.write(spec.data_help.strip() + "\n")
         return 2
     run_recipe(spec, config, run_dir=args.run_dir)
@@ -121,20 +123,32 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
     """Load the recipe's table, split it by group (or reuse a split), and build the pipelines."""
     from keras_med import data as kdata
 
-    data_dir = config.data.data_dir
-    if config.data.demo:
-        demo_dir = Path(config.output_dir) / spec.name / "demo_data"
-        stage("writing the synthetic %s demo dataset to %s", spec.name, demo_dir)
-        data_dir = str(spec.write_demo(demo_dir, config))
-    stage("loading %s from %s", spec.name, data_dir)
-    table = spec.load_table(data_dir, config)
+    data_dir, prepared_dir = config.data.data_dir, config.data.prepared
+    if prepared_dir:
+        stage("loading the table of the prepared shards in %s", prepared_dir)
+        table = kdata.load_prepared_table(prepared_dir)
+    else:
+        if config.data.demo:
+            demo_dir = Path(config.output_dir) / spec.name / "demo_data"
+            stage("writing the synthetic %s demo dataset to %s", spec.name, demo_dir)
+            data_dir = str(spec.write_demo(demo_dir, config))
+        stage("loading %s from %s", spec.name, data_dir)
+        table = spec.load_table(data_dir, config)
     if config.data.max_images and len(table.frame) > config.data.max_images:
         table = dataclasses.replace(table, frame=table.frame.sample(
             config.data.max_images, random_state=config.train.seed).reset_index(drop=True))
     if config.data.split_file:
         stage("reusing the split in %s", config.data.split_file)
         table = kdata.load_split(config.data.split_file, table.class_names, table.task, table.long_names)
-    if config.data.cache == "memory":
+        if prepared_dir:
+            table = kdata.attach_prepared_records(table, prepared_dir)
+    if prepared_dir:
+        # Shards yield images in record order; evaluation lines predictions up with this order.
+        table = kdata.sort_by_record(table)
+        if config.data.cache == "memory":
+            stage("reading %d prepared images into memory", len(table))
+            table = kdata.read_prepared_pixels(prepared_dir, table, config.data.image_size, config.data.resize)
+    elif config.data.cache == "memory":
         # Decode every image once, at the model's size: bad files are found (and, with
         # --on-bad-image skip, listed in bad_images.csv) before any training starts.
         stage("decoding %d images at %d px", len(table), config.data.image_size)
@@ -157,13 +171,15 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
                    resize=config.data.resize, seed=config.train.seed, cache=config.data.cache)
     stage("building input pipelines (%d train, %d val, %d test images)",
           *(len(parts[name].frame) for name in ("train", "val", "test")))
-    train_ds = kdata.build_image_pipeline(
-        parts["train"].images(), parts["train"].targets(), training=True,
-        augment=config.data.augment, mixup=config.data.mixup, cutmix=config.data.cutmix,
-        oversample=config.data.oversample, **options)
-    eval_ds = {name: kdata.build_image_pipeline(parts[name].images(), parts[name].targets(),
-                                                training=False, augment="none", **options)
-               for name in ("val", "test")}
+
+    def pipeline(part, **kwargs):
+        if prepared_dir and part.pixels is None:
+            return kdata.build_prepared_pipeline(prepared_dir, part, **kwargs, **options)
+        return kdata.build_image_pipeline(part.images(), part.targets(), **kwargs, **options)
+
+    train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
+                        cutmix=config.data.cutmix, oversample=config.data.oversample)
+    eval_ds = {name: pipeline(parts[name], training=False, augment="none") for name in ("val", "test")}
     class_weight = None
     if config.data.class_weights and not config.data.oversample and table.task != "multilabel":
         class_weight = kdata.balanced_class_weights(parts["train"].targets())
@@ -177,6 +193,10 @@ def test_image_source(part, config: RecipeConfig):
 
     if part.pixels is not None:
         return part.pixels
+    if config.data.prepared:
+        from keras_med.data import prepared_image_source
+
+        return prepared_image_source(config.data.prepared, part, config.data.image_size, config.data.resize)
     paths = part.paths
     return lambda index: load_image(paths[index], config.data.image_size, config.data.resize).numpy()
 
@@ -229,7 +249,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         operating_point=config.evaluation.operating_point, target=config.evaluation.target,
         explain=config.evaluation.explain, seed=config.train.seed)
     if spec.extra_evaluation is not None:
-        spec.extra_evaluation(out, metrics, table)
+        spec.extra_evaluation(out, metrics, prepared, model, y_prob, config)
 
     export_path = None
     if config.export.export:
@@ -258,7 +278,7 @@ def print_summary(spec, config, out: Path, history, metrics: dict, export_path, 
         best = column.idxmin() if "loss" in monitor else column.idxmax()
         best_epoch = f"{int(history.loc[best, 'epoch']) + 1} ({monitor} {column[best]:.3f})"
     keys = {"multiclass": ["balanced_accuracy", "accuracy", "macro_auc"],
-            "binary": ["auc", "sensitivity", "specificity", "accuracy"],
+            "binary": ["roc_auc", "sensitivity", "specificity", "accuracy"],
             "multilabel": ["mean_auc"]}[metrics.get("task", "multiclass")]
     lines = [
         "",
