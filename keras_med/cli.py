@@ -2,6 +2,7 @@
 
     keras-med train --recipe ham10000 --data-dir DIR [recipe flags]   (= python -m keras_med.recipes.ham10000)
     keras-med lr-find --recipe ham10000 --data-dir DIR
+    keras-med prepare --recipe chexnet --data-dir DIR --image-size 224 --out SHARDS   (then train --prepared SHARDS)
     keras-med evaluate --model best.keras --labels LABELS.csv --images DIR [--tta flips]
     keras-med explain --model best.keras IMAGE... [--method gradcam++] [--class mel]
     keras-med export --model best.keras --name ham10000 [--version N]
@@ -59,6 +60,13 @@ def cmd_lr_find(argv: list[str]) -> int:
     return run_lr_find(recipe_spec(name), rest)
 
 
+def cmd_prepare(argv: list[str]) -> int:
+    from keras_med.recipes.prepare import run_prepare
+
+    name, rest = _split_recipe(argv)
+    return run_prepare(recipe_spec(name), rest)
+
+
 def cmd_models(argv: list[str]) -> int:
     from keras_med.models import available_models
 
@@ -83,6 +91,7 @@ def _mounted(module: str, prog: str):
 COMMANDS = {
     "train": (cmd_train, "Train, evaluate and export a recipe (same flags as python -m keras_med.recipes.<name>)."),
     "lr-find": (cmd_lr_find, "Sweep the learning rate exponentially and plot loss against it."),
+    "prepare": (cmd_prepare, "Write a recipe's images as sharded TFRecords of resized images (train with --prepared)."),
     "evaluate": (_mounted("keras_med.evaluation.command", "evaluate"),
                  "Score trained model(s) on a labelled external test set (several --model: an ensemble)."),
     "explain": (_mounted("keras_med.explain.command", "explain"), "Grad-CAM / Grad-CAM++ overlays for images."),

@@ -373,6 +373,8 @@ def build_prepared_pipeline(prepared_dir: str | os.PathLike, table: ImageTable, 
     _warn_on_size(stored, image_size, prepared_dir)
     dataset = dataset.map(lambda position, image: (_fit_size(image, stored, image_size, resize),
                                                    tf.gather(targets, position)), num_parallel_calls=AUTOTUNE)
+    # The filter hides the count from tf.data; stating it lets Keras know an epoch's steps.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(table)))
     if cache not in ("none", "memory"):
         dataset = dataset.cache(cache)
     if training:

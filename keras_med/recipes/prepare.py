@@ -1,0 +1,96 @@
+"""`keras-med prepare`: a recipe's data decoded, resized and split once, into sharded TFRecords.
+
+    keras-med prepare --recipe chexnet --data-dir /data/ChestX-ray14 --image-size 224 --out /fast/cxr14_224
+    keras-med train --recipe chexnet --prepared /fast/cxr14_224
+
+The table comes from the recipe's own loader (so its options apply: `--no-finding`, `--label-column`,
+`--views`, ...), the split is made here (by group, or the official one the loader sets, or
+`--split-file`) and stored in the manifest, so every run on the shards shares it. Only the data
+settings of the recipe's flags matter here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+from keras_med.config import RecipeConfig, config_from_arguments
+from keras_med.recipes.base import RecipeSpec, build_parser, configure_logging, stage
+
+log = logging.getLogger("keras_med")
+
+
+def build_prepare_parser(spec: RecipeSpec) -> argparse.ArgumentParser:
+    """The recipe's flags plus the output options of `prepare`."""
+    parser = build_parser(spec, argparse.ArgumentParser(
+        prog=f"keras-med prepare --recipe {spec.name}",
+        description=f"Write {spec.name}'s images as sharded TFRecords of resized images (train later with --prepared).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    group = parser.add_argument_group("[prepare]")
+    group.add_argument("--out", required=True, help="Directory for the shards and manifest.json (must not hold shards).")
+    group.add_argument("--encoding", default="jpeg", choices=["jpeg", "raw"],
+                       help="How images are stored: JPEG (small, decoded on read) or raw uint8 pixels (exact, larger).")
+    group.add_argument("--quality", type=int, default=95, help="JPEG quality.")
+    group.add_argument("--shard-size", type=int, default=2048, help="Images per shard.")
+    return parser
+
+
+def run_prepare(spec: RecipeSpec, argv: list[str]) -> int:
+    """Parse `argv` for `spec` and write its prepared shards; returns the exit code."""
+    args = build_prepare_parser(spec).parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        defaults = spec.defaults
+        if getattr(args, "data.demo", None):
+            defaults = RecipeConfig.from_dict(spec.demo_overrides, base=defaults, source="demo defaults")
+        config = dataclasses.replace(config_from_arguments(args, defaults), recipe=spec.name)
+    except (ValueError, FileNotFoundError) as error:
+        log.error("%s", error)
+        return 2
+    if not config.data.data_dir and not config.data.demo:
+        log.error("prepare needs --data-dir (or --demo)")
+        return 2
+    manifest = prepare_shards(spec, config, Path(args.out), encoding=args.encoding, quality=args.quality,
+                              shard_size=args.shard_size)
+    log.info("prepared %s: %s images per split in %d shards at %s; train with --prepared %s",
+             spec.name, manifest["counts"], len(manifest["shards"]), args.out, args.out)
+    return 0
+
+
+def prepare_shards(spec: RecipeSpec, config: RecipeConfig, out: Path, *, encoding: str = "jpeg",
+                   quality: int = 95, shard_size: int = 2048) -> dict:
+    """Load the recipe's table, split it as training would, and write it as shards; returns the manifest.
+
+    Args:
+        spec: the recipe (its `load_table` and `write_demo`).
+        config: uses the `data` section (data_dir, demo, image_size, resize, fractions, split_file,
+            max_images, on_bad_image) and `train.seed`.
+        out: the prepared directory.
+        encoding: `"jpeg"` or `"raw"`.
+        quality: JPEG quality.
+        shard_size: images per shard.
+    """
+    from keras_med import data as kdata
+
+    data_dir = config.data.data_dir
+    if config.data.demo:
+        demo_dir = Path(config.output_dir) / spec.name / "demo_data"
+        stage("writing the synthetic %s demo dataset to %s", spec.name, demo_dir)
+        data_dir = str(spec.write_demo(demo_dir, config))
+    stage("loading %s from %s", spec.name, data_dir)
+    table = spec.load_table(data_dir, config)
+    if config.data.max_images and len(table.frame) > config.data.max_images:
+        table = dataclasses.replace(table, frame=table.frame.sample(
+            config.data.max_images, random_state=config.train.seed).reset_index(drop=True))
+    if config.data.split_file:
+        table = kdata.load_split(config.data.split_file, table.class_names, table.task, table.long_names)
+    else:
+        table = kdata.split_by_group(table, val_fraction=config.data.val_fraction,
+                                     test_fraction=config.data.test_fraction, seed=config.train.seed)
+    stage("writing %d images at %d px as %s shards to %s", len(table), config.data.image_size, encoding, out)
+    return kdata.write_prepared_shards(
+        table, out, image_size=config.data.image_size, resize=config.data.resize, encoding=encoding,
+        quality=quality, shard_size=shard_size, on_bad_image=config.data.on_bad_image, recipe=spec.name,
+        source=data_dir)
