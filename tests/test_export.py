@@ -121,6 +121,12 @@ def test_garbage_bytes_and_bad_pixels_are_flagged_not_fatal(exported):
     good = png_bytes(random_images(1)[0])
     served = loaded.signatures["serving_default"](image_bytes=tf.constant([b"", b"not an image", good]))
     np.testing.assert_array_equal(served["valid"].numpy(), [False, False, True])
+    corrupt_jpeg = b"\xff\xd8\xff\xe0" + b"garbage" * 10
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures["serving_default"](image_bytes=tf.constant([corrupt_jpeg, good]))
+    assert loaded.signatures["serving_default"](image_bytes=tf.constant([good]))["valid"].numpy().all()
+    empty = loaded.signatures["serving_default"](image_bytes=tf.constant([], tf.string))
+    assert empty["probabilities"].shape == (0, 3)
     np.testing.assert_array_equal(served["top_class_index"].numpy()[:2], [-1, -1])
     assert served["top_class_name"].numpy()[0] == b"" and not served["decisions"].numpy()[:2].any()
     assert (served["probabilities"].numpy()[:2] == 0).all()

@@ -82,10 +82,13 @@ class FakeTFServing(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         signature = self.loaded.signatures[body.get("signature_name", "serving_default")]
         instances = body["instances"]
-        if instances and isinstance(instances[0], dict):
-            outputs = signature(image_bytes=tf.constant([base64.b64decode(item["b64"]) for item in instances]))
-        else:
-            outputs = signature(pixels=tf.constant(instances, tf.float32))
+        try:
+            if instances and isinstance(instances[0], dict):
+                outputs = signature(image_bytes=tf.constant([base64.b64decode(item["b64"]) for item in instances]))
+            else:
+                outputs = signature(pixels=tf.constant(instances, tf.float32))
+        except tf.errors.InvalidArgumentError as error:
+            return self._reply(400, {"error": error.message})
         columns = {key: value.numpy().tolist() for key, value in outputs.items()}
         rows = [{key: _jsonable(column[i]) for key, column in columns.items()} for i in range(len(instances))]
         self._reply(200, {"predictions": rows})
@@ -142,7 +145,7 @@ def test_keras_file_reads_class_names_from_its_run_directory(setup):
     _check_answers(predictor.predict_files(setup["files"]), setup)
 
 
-def test_bad_files_are_named_and_others_still_answered(setup, tmp_path):
+def test_bad_files_are_named_and_others_still_answered(setup, server, tmp_path):
     predictor = load_predictor(setup["saved"])
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -152,10 +155,12 @@ def test_bad_files_are_named_and_others_still_answered(setup, tmp_path):
     assert "notes.txt: not a JPEG or PNG image" in answers[0].error
     assert "empty input" in answers[2].error and "no such file" in answers[3].error
 
-    truncated = tmp_path / "fake.png"
-    truncated.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        predictor.predict_files([str(truncated)])
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    for client in (predictor, RestPredictor(server, "cxr")):
+        answers = client.predict_files([setup["files"][0], str(corrupt), setup["files"][1]])
+        assert [a.valid for a in answers] == [True, False, True]
+        assert "could not decode" in answers[1].error
 
 
 @pytest.mark.parametrize("pixels, message", [

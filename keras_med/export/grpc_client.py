@@ -56,7 +56,8 @@ class GrpcPredictor(Predictor):
         try:
             response = self._stub.Predict(request, timeout=self.timeout)
         except self._grpc.RpcError as error:
-            raise ServingError(f"{self.target} model {self.name}: {error.code().name}: {error.details()}") from error
+            raise ServingError(f"{self.target} model {self.name}: {error.code().name}: {error.details()}",
+                               bad_request=error.code() == self._grpc.StatusCode.INVALID_ARGUMENT) from error
         if response.model_spec.version.value:
             self.version = response.model_spec.version.value
         return rows_from_columns({key: tf.make_ndarray(value) for key, value in response.outputs.items()})

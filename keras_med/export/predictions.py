@@ -18,7 +18,17 @@ class ImageInputError(ValueError):
 
 
 class ServingError(RuntimeError):
-    """The model server refused a request or could not be reached; the message says which and why."""
+    """The model server refused a request or could not be reached; the message says which and why.
+
+    Args:
+        message: What failed, naming the server and model.
+        bad_request: True when the server rejected the request's content (HTTP 400, gRPC
+            INVALID_ARGUMENT), e.g. an image it could not decode, rather than failing itself.
+    """
+
+    def __init__(self, message: str, bad_request: bool = False):
+        super().__init__(message)
+        self.bad_request = bad_request
 
 
 @dataclass

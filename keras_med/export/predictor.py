@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_med.export.metadata import read_run_metadata
-from keras_med.export.predictions import (ImageInputError, Prediction, check_pixels, predictions_from_rows,
+from keras_med.export.predictions import (ImageInputError, Prediction, ServingError, check_pixels, predictions_from_rows,
                                           read_image_file, rows_from_columns, sha256)
 from keras_med.export.signatures import IMAGE_INPUT, IMAGE_SIGNATURE, PIXELS_INPUT, PIXELS_SIGNATURE, ServingFunctions
 
@@ -59,11 +59,25 @@ class Predictor(abc.ABC):
                 answers[index] = Prediction(path, "", False, error=str(error))
         for start in range(0, len(pending), batch_size):
             chunk = pending[start:start + batch_size]
-            rows = self.answer_image_bytes([data for _, data in chunk])
-            sources = [paths[index] for index, _ in chunk]
-            for (index, _), answer in zip(chunk, predictions_from_rows(rows, sources, [sha256(d) for _, d in chunk])):
+            for (index, _), answer in zip(chunk, self._predict_chunk(chunk, paths)):
                 answers[index] = answer
         return answers
+
+    def _predict_chunk(self, chunk: list[tuple[int, bytes]], paths: list[str]) -> list[Prediction]:
+        sources = [paths[index] for index, _ in chunk]
+        hashes = [sha256(data) for _, data in chunk]
+        try:
+            rows = self.answer_image_bytes([data for _, data in chunk])
+        except (ServingError, tf.errors.InvalidArgumentError) as error:
+            if isinstance(error, ServingError) and not error.bad_request:
+                raise
+            # A file that starts like a JPEG/PNG but is corrupt fails its whole request; retrying
+            # image by image keeps the others' answers and names the bad file.
+            if len(chunk) > 1:
+                return [answer for item in chunk for answer in self._predict_chunk([item], paths)]
+            message = getattr(error, "message", None) or str(error)
+            return [Prediction(sources[0], hashes[0], False, error=f"the model could not decode it: {message}")]
+        return predictions_from_rows(rows, sources, hashes)
 
     def predict_pixels(self, pixels, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
         """Predict pixel arrays (uint8 or float, 0..255, (N, H, W, 3) or one (H, W, 3) image).

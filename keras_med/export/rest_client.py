@@ -71,6 +71,6 @@ class RestPredictor(Predictor):
                 detail = json.loads(detail).get("error", detail)
             except (json.JSONDecodeError, AttributeError):
                 pass
-            raise ServingError(f"{url}: HTTP {error.code}: {detail}") from error
+            raise ServingError(f"{url}: HTTP {error.code}: {detail}", bad_request=error.code == 400) from error
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             raise ServingError(f"{url}: cannot reach the model server: {getattr(error, 'reason', error)}") from error

@@ -4,8 +4,8 @@ Both serving signatures end in the same post-processing so that a JPEG sent to T
 same pixels sent as an array get the same answer. Decoding and resizing are the training
 pipeline's own functions (``keras_med.data.decode``: JPEG decoded at reduced scale when the size
 allows, bilinear resize or pad, rounded to uint8), so served images are prepared exactly as the
-training images were. Everything here is TensorFlow graph code (it is
-traced into the SavedModel), which is why it lives in keras_med/export.
+training images were. Everything here is TensorFlow graph code (it is traced into the
+SavedModel), which is why it lives in keras_med/export.
 """
 
 from __future__ import annotations
@@ -53,10 +53,13 @@ class ServingFunctions:
         size = self.metadata.image_size
 
         def decode_one(data):
-            ok = tf.logical_or(tf.equal(tf.strings.substr(data, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC),
-                               tf.equal(tf.strings.substr(data, 0, len(_PNG_MAGIC)), _PNG_MAGIC))
+            ok = _looks_like_jpeg_or_png(data)
             # Only bytes that start like a JPEG or PNG reach the decoder, so that an empty string or
-            # a stray text file becomes valid=False for that row instead of failing the whole batch.
+            # a stray text file becomes valid=False for its row instead of failing the whole batch.
+            # Bytes that start like one but are corrupt still fail the request (TF Serving: HTTP
+            # 400): a graph cannot catch a decode error, and decoding in a tf.data pass with
+            # ignore_errors made single-image requests 40-100x slower (measured); the client
+            # retries such a batch image by image instead (Predictor.predict_files).
             image = tf.cond(ok, lambda: self._decode_and_resize(data), lambda: tf.zeros([size, size, 3]))
             return image, ok
 
@@ -110,7 +113,10 @@ class ServingFunctions:
     def _answer(self, images, valid):
         meta = self.metadata
         names = tf.constant(meta.class_names, tf.string)
-        raw = tf.cast(self.model(images, training=False), tf.float32)
+        # An empty batch skips the model: some CPU kernels mis-shape zero-row convolutions.
+        raw = tf.cond(tf.shape(images)[0] > 0,
+                      lambda: tf.cast(self.model(images, training=False), tf.float32),
+                      lambda: tf.zeros([0, meta.num_outputs], tf.float32))
         if meta.task == "binary":
             positive = raw[:, 0]
             probabilities = tf.stack([1.0 - positive, positive], axis=-1)
@@ -133,3 +139,9 @@ class ServingFunctions:
             "valid": valid,
             "class_names": tf.tile(names[None, :], [batch, 1]),
         }
+
+
+def _looks_like_jpeg_or_png(data):
+    """True for bytes that start with a JPEG or PNG signature (cheap check before decoding)."""
+    return tf.logical_or(tf.equal(tf.strings.substr(data, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC),
+                         tf.equal(tf.strings.substr(data, 0, len(_PNG_MAGIC)), _PNG_MAGIC))
