@@ -86,6 +86,15 @@ def test_oversampling_draws_classes_equally():
     assert 30 <= targets[:, 1].sum() <= 70
 
 
+def test_streaming_oversampling_keeps_labels_aligned(coded_images):
+    labels = (np.arange(COUNT) >= COUNT - 4).astype(np.float32)[:, None]
+    images, targets = _collect(build_image_pipeline(coded_images, labels, image_size=16, batch_size=6,
+                                                    training=True, oversample=True, cache="none", seed=0))
+    assert len(targets) == COUNT and 6 <= targets.sum() <= 18
+    rare_levels = images[targets[:, 0] == 1].mean(axis=(1, 2, 3))
+    assert np.all(rare_levels >= 10 * (COUNT - 4) - 1.0)
+
+
 def test_reduced_scale_jpeg_decode_gives_the_asked_size(tmp_path, image_writer):
     path = image_writer(tmp_path / "big.jpg", np.full((200, 260, 3), 128, np.uint8))
     contents = path.read_bytes()

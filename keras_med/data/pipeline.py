@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from keras_med.data.augment import build_augmenter, build_mixers
 from keras_med.data.balance import sampling_strata
-from keras_med.data.decode import RESIZE_MODES, check_images, load_image, resize_image
+from keras_med.data.decode import RESIZE_MODES, check_images, load_image, plan_decoding, resize_image
 from keras_med.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -137,8 +137,9 @@ def _oversampled_indices(targets: np.ndarray, seed: int) -> tf.data.Dataset:
 
 def _streaming(paths: list[str], targets: np.ndarray, image_size: int, resize: str, cache: str, batch_size: int,
                training: bool, oversample: bool, seed: int) -> tf.data.Dataset:
+    plan = plan_decoding(paths, image_size, resize)
     dataset = tf.data.Dataset.from_tensor_slices((paths, targets)).map(
-        lambda path, target: (load_image(path, image_size, resize), target), num_parallel_calls=AUTOTUNE)
+        lambda path, target: (load_image(path, image_size, resize, plan), target), num_parallel_calls=AUTOTUNE)
     if cache != "none":
         dataset = dataset.cache(cache)
     if training and oversample:
