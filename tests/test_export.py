@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_med.data.decode import decode_image
+from keras_med.data.decode import decode_image, resize_image
 from keras_med.export import ServingMetadata, describe_signatures, export_for_serving, next_version
 from keras_med.export.saved_model import ExportVerificationError, keras_probabilities
 
@@ -104,7 +104,7 @@ def test_other_sizes_are_prepared_like_the_training_pipeline(exported):
     model, _, _, loaded = exported
     big = random_images(2, size=64)
     via_graph = loaded.signatures["predict_pixels"](pixels=tf.constant(big))["probabilities"].numpy()
-    prepared = np.clip(np.round(tf.image.resize(big, [SIZE, SIZE]).numpy()), 0, 255)
+    prepared = resize_image(big, SIZE, "resize").numpy().astype(np.float32)
     np.testing.assert_allclose(via_graph, keras_probabilities(model, prepared, "multiclass"), atol=1e-5)
 
     buffer = io.BytesIO()

@@ -189,7 +189,7 @@ def verify_saved_model(path: str | Path, model, metadata: ServingMetadata, image
         raise ValueError(f"verify_images must be (N, {size}, {size}, 3), got {images.shape}")
     # The serving graph brings every image to the training pipeline's uint8 grid (and PNG needs
     # integers anyway), so the reference is the Keras model on the rounded images.
-    rounded = np.clip(np.round(images), 0, 255)
+    rounded = np.clip(np.floor(images + 0.5), 0, 255)
     expected = keras_probabilities(model, rounded, metadata.task)
     loaded = tf.saved_model.load(str(path))
     encoded = tf.constant([tf.io.encode_png(image.astype(np.uint8)).numpy() for image in rounded])
