@@ -220,7 +220,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     `history.csv`, `metrics.json`, plots and the report into the run directory.
     """
     # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
-    from keras_med.evaluation import evaluate_run
+    from keras_med.evaluation import evaluate_run, predict_with_tta
     from keras_med.export import export_for_serving
     from keras_med.training import fit_model, setup_runtime
 
@@ -237,7 +237,10 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
                         class_weight=prepared.class_weight, class_names=table.class_names)
 
     stage("evaluating on the validation and test splits")
-    y_prob = {name: model.predict(prepared.eval_ds[name], verbose=0) for name in ("val", "test")}
+    # With --tta flips the reported figures are those of flip-averaged predictions; the exported
+    # model serves single predictions, so the default (none) keeps report and service identical.
+    y_prob = {name: predict_with_tta(model, prepared.eval_ds[name], config.evaluation.tta)
+              for name in ("val", "test")}
     metrics = evaluate_run(
         out, class_names=table.class_names, task=table.task, long_names=table.long_names,
         y_true_test=parts["test"].targets(), y_prob_test=y_prob["test"],
@@ -257,7 +260,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         export_path = export_for_serving(
             model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
             class_names=table.class_names, image_size=config.data.image_size, task=table.task,
-            thresholds=metrics.get("thresholds"))
+            thresholds=metrics.get("thresholds"), resize=config.data.resize)
     print_summary(spec, config, out, history, metrics, export_path, time.time() - started)
     return metrics
 
