@@ -190,7 +190,9 @@ def check_images(paths: Sequence[str], on_bad_image: str = "error", report_dir: 
         raise error(f"{first['path']}: {first['reason']}; expected a readable JPEG or PNG "
                     f"({len(bad)} bad image(s) of {count}; on_bad_image='skip' lists and skips them)")
     write_bad_images(report_dir, bad)
-    return CheckResult(ok=seen, pixels=None if pixels is None else pixels[seen], bad=bad)
+    if pixels is not None and not seen.all():
+        pixels = pixels[seen]  # a copy, so only when some images were bad
+    return CheckResult(ok=seen, pixels=pixels, bad=bad)
 
 
 def _failure_reason(path: str) -> str:
