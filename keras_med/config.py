@@ -27,7 +27,7 @@ def _opt(default, help_text: str, choices=None):
 class DataConfig:
     data_dir: str = _opt("", "Dataset directory (metadata plus images). Empty: use --demo.")
     demo: bool = _opt(False, "Generate a small synthetic dataset in the real layout and use it.")
-    demo_size: int = _opt(420, "Number of images the demo dataset has.")
+    demo_size: int = _opt(700, "Number of images the demo dataset has.")
     image_size: int = _opt(128, "Side of the square images the model sees, in pixels.")
     batch_size: int = _opt(32, "Images per training step.")
     val_fraction: float = _opt(0.15, "Share of groups (lesions, patients) held out for validation.")
