@@ -144,3 +144,16 @@ def test_prepare_then_train_from_prepared_shards(tmp_path):
     prepared_split = pd.DataFrame(manifest["table"]).set_index("path")["split"]
     assert split.sort_index().equals(prepared_split.sort_index())
     assert json.loads((run_dir / "metrics.json").read_text())["n_samples"] == manifest["counts"]["test"]
+
+
+def test_in_memory_test_images_reach_the_report_at_the_model_size(tmp_path):
+    from keras_med.recipes.base import test_image_source
+
+    rng = np.random.default_rng(0)
+    arrays = {f"{split}_{kind}": (rng.integers(0, 255, (4, 28, 28), dtype=np.uint8) if kind == "images"
+                                  else (np.arange(4) % 2)[:, None])
+              for split in ("train", "val", "test") for kind in ("images", "labels")}
+    np.savez(tmp_path / "pneumoniamnist.npz", **arrays)
+    test = covid_cxr.load_table(tmp_path / "pneumoniamnist.npz", config()).subset("test")
+    images = test_image_source(test, config(image_size=32))
+    assert images.shape == (4, 32, 32, 3)

@@ -192,7 +192,10 @@ def test_image_source(part, config: RecipeConfig):
     from keras_med.data import load_image
 
     if part.pixels is not None:
-        return part.pixels
+        # In-memory sources such as MedMNIST keep their own size and channels (28 px gray).
+        from keras_med.data.pipeline import fit_pixels
+
+        return fit_pixels(part.pixels, config.data.image_size, config.data.resize)
     if config.data.prepared:
         from keras_med.data import prepared_image_source
 
