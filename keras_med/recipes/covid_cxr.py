@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 from keras_med.config import DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
-from keras_med.data.errors import DataError
 from keras_med.recipes.base import RecipeSpec, main
 
 DATA_HELP = """
@@ -79,6 +78,8 @@ def binary_class_folders(root: Path) -> list[str]:
     Raises:
         DataError: not exactly two class folders, or none of them named like a negative class.
     """
+    from keras_med.data.errors import DataError
+
     if not root.is_dir():
         raise DataError(f"--data-dir {root}: no such directory or .npz file")
     base = root / "train" if (root / "train").is_dir() else root
