@@ -76,7 +76,7 @@ def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray
             check_images(images, "error")
         dataset = _streaming(list(map(str, images)), targets, image_size, resize, cache, batch_size, training,
                              oversample, seed)
-    return _finish(dataset, training, augment, mixup, cutmix, seed)
+    return finish_pipeline(dataset, training, augment, mixup, cutmix, seed)
 
 
 def fit_pixels(pixels: np.ndarray, image_size: int, resize: str = "resize") -> np.ndarray:
@@ -154,8 +154,13 @@ def _streaming(paths: list[str], targets: np.ndarray, image_size: int, resize: s
     return dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
 
 
-def _finish(dataset: tf.data.Dataset, training: bool, augment: str, mixup: float, cutmix: float,
-            seed: int) -> tf.data.Dataset:
+def finish_pipeline(dataset: tf.data.Dataset, training: bool, augment: str, mixup: float, cutmix: float,
+                    seed: int) -> tf.data.Dataset:
+    """The stages every source shares after its uint8 batches: float32, augmentation, MixUp/CutMix, prefetch.
+
+    Used by the file and in-memory pipelines here and by the prepared TFRecord shards, so that all
+    three train on identically augmented batches.
+    """
     augmenter = build_augmenter(augment, seed) if training else None
     mixers = build_mixers(mixup, cutmix, seed) if training else []
 

@@ -159,7 +159,7 @@ def write_chestxray14_demo(out_dir: str | os.PathLike, n_images: int = 240, seed
         findings = [] if rng.random() < 0.33 else sorted(
             rng.choice(CHEST_FINDINGS, size=int(rng.integers(1, 3)), replace=False).tolist())
         name = f"{patient:08d}_{follow_up:03d}.png"
-        Image.fromarray(_draw_chest(findings, rng, image_size)).save(out_dir / "images" / name)
+        Image.fromarray(draw_chest(findings, rng, image_size)).save(out_dir / "images" / name)
         rows.append({"Image Index": name, "Finding Labels": "|".join(findings) or "No Finding",
                      "Follow-up #": follow_up, "Patient ID": patient, "Patient Age": int(rng.integers(20, 80)),
                      "Patient Gender": str(rng.choice(["M", "F"])), "View Position": "PA"})
@@ -196,13 +196,13 @@ def write_image_folder_demo(out_dir: str | os.PathLike, n_images: int = 160, see
                 else f"person{patient}_{'bacteria' if patient % 2 else 'virus'}_{shot}.jpeg")
         folder = out_dir / split / label
         folder.mkdir(parents=True, exist_ok=True)
-        pixels = _draw_chest(["Pneumonia"] if label == "PNEUMONIA" else [], rng, image_size)
+        pixels = draw_chest(["Pneumonia"] if label == "PNEUMONIA" else [], rng, image_size)
         Image.fromarray(pixels, mode="L").save(folder / name, quality=90)
     logger.info("wrote a folder-per-class demo of %d images to %s", n_images, out_dir)
     return out_dir
 
 
-def _draw_chest(findings: list[str], rng: np.random.Generator, size: int) -> np.ndarray:
+def draw_chest(findings: list[str], rng: np.random.Generator, size: int) -> np.ndarray:
     """A grayscale frontal chest film: body, two dark lungs, heart, ribs, plus the findings."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     image = 0.55 + 0.05 * rng.standard_normal()

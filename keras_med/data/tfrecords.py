@@ -36,7 +36,7 @@ from keras_med.data.errors import DataError, MissingColumnError
 from keras_med.data.files import check_on_bad_image
 # The batch-level tail (cast to float32, augment, MixUp/CutMix, prefetch) is shared with the
 # file pipeline so that both give the same batches from the same pixels.
-from keras_med.data.pipeline import STREAM_SHUFFLE_BUFFER, _finish, fit_pixels
+from keras_med.data.pipeline import STREAM_SHUFFLE_BUFFER, finish_pipeline, fit_pixels
 from keras_med.data.table import SPLITS, ImageTable
 
 logger = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ def build_prepared_pipeline(prepared_dir: str | os.PathLike, table: ImageTable, 
     if training:
         dataset = dataset.shuffle(min(len(table), STREAM_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
-    return _finish(dataset, training, augment, mixup, cutmix, seed)
+    return finish_pipeline(dataset, training, augment, mixup, cutmix, seed)
 
 
 def prepared_image_source(prepared_dir: str | os.PathLike, table: ImageTable,

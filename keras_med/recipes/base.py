@@ -119,24 +119,31 @@ class PreparedData:
     summary: object
 
 
+def load_source_table(spec: RecipeSpec, config: RecipeConfig):
+    """The recipe's table from --data-dir (or freshly written demo data), subsampled by --max-images."""
+    data_dir = config.data.data_dir
+    if config.data.demo:
+        demo_dir = Path(config.output_dir) / spec.name / "demo_data"
+        stage("writing the synthetic %s demo dataset to %s", spec.name, demo_dir)
+        data_dir = str(spec.write_demo(demo_dir, config))
+    stage("loading %s from %s", spec.name, data_dir)
+    table = spec.load_table(data_dir, config)
+    if config.data.max_images and len(table.frame) > config.data.max_images:
+        table = dataclasses.replace(table, frame=table.frame.sample(
+            config.data.max_images, random_state=config.train.seed).reset_index(drop=True))
+    return table
+
+
 def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedData:
     """Load the recipe's table, split it by group (or reuse a split), and build the pipelines."""
     from keras_med import data as kdata
 
-    data_dir, prepared_dir = config.data.data_dir, config.data.prepared
+    prepared_dir = config.data.prepared
     if prepared_dir:
         stage("loading the table of the prepared shards in %s", prepared_dir)
         table = kdata.load_prepared_table(prepared_dir)
     else:
-        if config.data.demo:
-            demo_dir = Path(config.output_dir) / spec.name / "demo_data"
-            stage("writing the synthetic %s demo dataset to %s", spec.name, demo_dir)
-            data_dir = str(spec.write_demo(demo_dir, config))
-        stage("loading %s from %s", spec.name, data_dir)
-        table = spec.load_table(data_dir, config)
-    if config.data.max_images and len(table.frame) > config.data.max_images:
-        table = dataclasses.replace(table, frame=table.frame.sample(
-            config.data.max_images, random_state=config.train.seed).reset_index(drop=True))
+        table = load_source_table(spec, config)
     if config.data.split_file:
         stage("reusing the split in %s", config.data.split_file)
         table = kdata.load_split(config.data.split_file, table.class_names, table.task, table.long_names)

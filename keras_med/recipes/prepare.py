@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from keras_med.config import RecipeConfig, config_from_arguments
-from keras_med.recipes.base import RecipeSpec, build_parser, configure_logging, stage
+from keras_med.recipes.base import RecipeSpec, build_parser, configure_logging, load_source_table, stage
 
 log = logging.getLogger("keras_med")
 
@@ -74,16 +74,7 @@ def prepare_shards(spec: RecipeSpec, config: RecipeConfig, out: Path, *, encodin
     """
     from keras_med import data as kdata
 
-    data_dir = config.data.data_dir
-    if config.data.demo:
-        demo_dir = Path(config.output_dir) / spec.name / "demo_data"
-        stage("writing the synthetic %s demo dataset to %s", spec.name, demo_dir)
-        data_dir = str(spec.write_demo(demo_dir, config))
-    stage("loading %s from %s", spec.name, data_dir)
-    table = spec.load_table(data_dir, config)
-    if config.data.max_images and len(table.frame) > config.data.max_images:
-        table = dataclasses.replace(table, frame=table.frame.sample(
-            config.data.max_images, random_state=config.train.seed).reset_index(drop=True))
+    table = load_source_table(spec, config)
     if config.data.split_file:
         table = kdata.load_split(config.data.split_file, table.class_names, table.task, table.long_names)
     else:
@@ -93,4 +84,4 @@ def prepare_shards(spec: RecipeSpec, config: RecipeConfig, out: Path, *, encodin
     return kdata.write_prepared_shards(
         table, out, image_size=config.data.image_size, resize=config.data.resize, encoding=encoding,
         quality=quality, shard_size=shard_size, on_bad_image=config.data.on_bad_image, recipe=spec.name,
-        source=data_dir)
+        source=config.data.data_dir or "demo")

@@ -122,10 +122,10 @@ def write_covid_chestxray_demo(out_dir: str | os.PathLike, n_images: int = 240, 
 def _demo_row(out_dir: Path, patient: int, shot: int, finding: str, view: str, modality: str, look: list[str],
               rng: np.random.Generator, image_size: int) -> dict:
     # The chest drawing is shared with the other chest X-ray demos so every demo looks alike.
-    from keras_med.data.synthetic import _draw_chest
+    from keras_med.data.synthetic import draw_chest
 
     name = f"patient{patient:04d}_{shot}_{view.replace(' ', '')}.jpg"
-    Image.fromarray(_draw_chest(look, rng, image_size), mode="L").save(out_dir / "images" / name, quality=90)
+    Image.fromarray(draw_chest(look, rng, image_size), mode="L").save(out_dir / "images" / name, quality=90)
     return {"patientid": str(patient), "offset": "", "sex": str(rng.choice(["M", "F"])),
             "age": int(rng.integers(20, 90)), "finding": finding, "view": view, "modality": modality,
             "folder": "images", "filename": name}
