@@ -91,3 +91,14 @@ def test_console_script_train_is_the_same_entry(tmp_path):
     from keras_med.cli import main as cli_main
 
     assert cli_main(["train", "--recipe", "ham10000"]) == 2
+
+
+def test_lr_find_command_writes_plot_and_suggestion(tmp_path):
+    from keras_med.cli import main as cli_main
+
+    run_dir = tmp_path / "lr"
+    assert cli_main(["lr-find", "--recipe", "ham10000", "--demo", "--demo-size", "160", "--image-size", "32",
+                     "--steps", "30", "--output-dir", str(tmp_path), "--run-dir", str(run_dir)]) == 0
+    assert (run_dir / "lr_find.png").stat().st_size > 0
+    suggested = json.loads((run_dir / "lr_find.json").read_text())["suggested_learning_rate"]
+    assert 1e-7 <= suggested <= 1.0

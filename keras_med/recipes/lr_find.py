@@ -38,7 +38,7 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     stage("sweeping the learning rate from %g to %g over %d steps", args.min_lr, args.max_lr, args.steps)
     result = find_learning_rate(model, prepared.train_ds, min_lr=args.min_lr, max_lr=args.max_lr,
                                 steps=args.steps, plot_path=out / "lr_find.png")
-    suggested = result["suggested"] if isinstance(result, dict) else result[2]
+    suggested = result.suggested_lr
     (out / "lr_find.json").write_text(json.dumps({"suggested_learning_rate": float(suggested)}, indent=2))
     stage("suggested learning rate %.2e (plot: %s)", suggested, out / "lr_find.png")
     return 0
