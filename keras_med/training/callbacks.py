@@ -100,11 +100,8 @@ def build_callbacks(config: RecipeConfig, run_dir: str | Path, *, phase: int = 1
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         PhaseTag(phase),
-        # The learning rate follows the loss, not the checkpoint metric: accuracy-like metrics on a
-        # small validation split jump by several points between epochs, and cutting the rate on that
-        # noise starved HAM10000 fine-tuning (rate at 1/8 by epoch 19 while val_loss still fell).
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss" if monitor.startswith("val_") else "loss",
-                                          mode="min", factor=0.5, patience=max(2, patience // 3), min_lr=1e-7),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
+                                          patience=max(1, patience // 3), min_lr=1e-7),
         keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode=mode,
                                         save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
