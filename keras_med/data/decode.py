@@ -118,13 +118,10 @@ def decode_image(contents: tf.Tensor, image_size: int | None = None, resize: str
 
 def resize_image(image: tf.Tensor, image_size: int, resize: str = "resize") -> tf.Tensor:
     """Resize uint8 image(s) to `image_size` square and return uint8 (4x less cache than float32)."""
-    # antialias: external test images are often several times larger than the training copies
-    # (HAM10000's 600x450 originals against a 200x150 copy); plain bilinear downscaling would alias
-    # them into a different-looking image than the one the model learnt from.
     if resize == "pad":
-        resized = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
+        resized = tf.image.resize_with_pad(image, image_size, image_size)
     else:
-        resized = tf.image.resize(image, [image_size, image_size], antialias=True)
+        resized = tf.image.resize(image, [image_size, image_size])
     # Bilinear resizing (and zero padding) of 0..255 input stays in 0..255, so +0.5 and truncation
     # rounds without a clip.
     return tf.cast(resized + 0.5, tf.uint8)
