@@ -126,6 +126,8 @@ def load_source_table(spec: RecipeSpec, config: RecipeConfig):
         demo_dir = Path(config.output_dir) / spec.name / "demo_data"
         stage("writing the synthetic %s demo dataset to %s", spec.name, demo_dir)
         data_dir = str(spec.write_demo(demo_dir, config))
+    # Absolute, so that split.csv and the report name the same files from any working directory.
+    data_dir = str(Path(data_dir).expanduser().resolve())
     stage("loading %s from %s", spec.name, data_dir)
     table = spec.load_table(data_dir, config)
     if config.data.max_images and len(table.frame) > config.data.max_images:
