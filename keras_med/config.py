@@ -83,6 +83,8 @@ class TrainConfig:
     monitor: str = _opt("val_balanced_accuracy", "Validation metric that picks the best checkpoint.")
     patience: int = _opt(6, "EarlyStopping patience, in epochs.")
     accumulate: int = _opt(1, "Gradient accumulation steps.")
+    ema: float = _opt(0.0, "Exponential moving average of the weights (momentum, e.g. 0.999; 0: off); "
+                      "validation, checkpoints and the exported model use the averaged weights.")
     mixed_precision: str = _opt("auto", "mixed_float16 on GPU: 'auto', 'on' or 'off'.", ["auto", "on", "off"])
     jit_compile: str = _opt("auto", "XLA compilation: 'auto' (GPU only), 'on' or 'off'.", ["auto", "on", "off"])
     strategy: str = _opt("default", "tf.distribute strategy.", ["default", "mirrored", "multiworker", "tpu"])

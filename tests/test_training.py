@@ -142,6 +142,23 @@ def test_scratch_plan_learns_and_writes_history_and_best_checkpoint(tmp_path):
     assert not (tmp_path / "backup").exists()
 
 
+def test_weight_averaging_validates_and_checkpoints_the_averaged_weights(tmp_path):
+    train, _, _ = toy_dataset(batch=8)
+    val, val_images, val_labels = toy_dataset(32, seed=1)
+    # The averaged weights lag the raw ones by about 1 / (1 - momentum) steps: give them epochs.
+    config = tiny_config(epochs=7, ema=0.9)
+    model = tiny_model()
+    history = fit_model(model, train, val, config, tmp_path)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(0.9)
+    best = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
+    assert (best.predict(val_images, verbose=0).argmax(axis=1) == val_labels).mean() >= 0.9
+    # The model left by fit is the best checkpoint, whose weights are the averaged ones.
+    np.testing.assert_allclose(model.predict(val_images, verbose=0), best.predict(val_images, verbose=0), atol=1e-5)
+    assert history["val_balanced_accuracy"].max() >= 0.9
+    with pytest.raises(ValueError, match="ema"):
+        build_optimizer(tiny_config(ema=1.5).train, 1e-3)
+
+
 def test_finetune_plan_trains_head_then_top_with_batchnorm_frozen(tmp_path):
     train, _, _ = toy_dataset(32)
     config = tiny_config(plan="finetune", head_epochs=1, epochs=2, unfreeze=4, steps_per_epoch=1)

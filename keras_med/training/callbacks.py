@@ -102,6 +102,7 @@ def build_callbacks(config: RecipeConfig, run_dir: str | Path, *, phase: int = 1
         PhaseTag(phase),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
                                           patience=max(1, patience // 3), min_lr=1e-7),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.train.ema > 0 else []),
         keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode=mode,
                                         save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),

@@ -32,7 +32,7 @@ def build_optimizer(train_config: TrainConfig, learning_rate: float) -> keras.op
     """The optimizer named by `train_config.optimizer`, with clipping and gradient accumulation.
 
     Args:
-        train_config: Uses `optimizer`, `weight_decay`, `clipnorm` and `accumulate`.
+        train_config: Uses `optimizer`, `weight_decay`, `clipnorm`, `accumulate` and `ema`.
         learning_rate: Initial learning rate.
     """
     if train_config.optimizer not in OPTIMIZERS:
@@ -46,6 +46,10 @@ def build_optimizer(train_config: TrainConfig, learning_rate: float) -> keras.op
         kwargs["clipnorm"] = train_config.clipnorm
     if train_config.accumulate > 1:
         kwargs["gradient_accumulation_steps"] = train_config.accumulate
+    if not 0.0 <= train_config.ema < 1.0:
+        raise ValueError(f"ema: expected 0 (off) or a momentum in (0, 1), got {train_config.ema!r}")
+    if train_config.ema > 0:
+        kwargs.update(use_ema=True, ema_momentum=train_config.ema)
     return OPTIMIZERS[train_config.optimizer](learning_rate, train_config, **kwargs)
 
 
