@@ -34,7 +34,8 @@ def default_config() -> RecipeConfig:
         data=DataConfig(image_size=160, batch_size=32, augment="dermoscopy"),
         model=ModelConfig(model="mobilenetv2", weights="imagenet", dropout=0.3, head_units=256),
         train=TrainConfig(plan="auto", head_epochs=2, epochs=25, learning_rate=1e-3,
-                          finetune_learning_rate=1e-4, monitor="val_balanced_accuracy", patience=8),
+                          finetune_learning_rate=1e-4, monitor="val_balanced_accuracy", patience=8,
+                          ema=0.998),
     )
 
 
@@ -61,7 +62,8 @@ SPEC = RecipeSpec(
     demo_overrides={
         "data": {"image_size": 64, "batch_size": 32},
         "model": {"model": "custom_cnn", "weights": "none", "dropout": 0.3, "head_units": 128},
-        "train": {"plan": "scratch", "epochs": 25, "learning_rate": 2e-3, "patience": 8},
+        # no weight averaging: a few hundred steps are shorter than the average's memory
+        "train": {"plan": "scratch", "epochs": 25, "learning_rate": 2e-3, "patience": 8, "ema": 0.0},
         "evaluation": {"bootstrap": 300},
     },
 )
