@@ -5,7 +5,13 @@ Usage:
 
 Both halves train the same architecture (keras_med's custom CNN and MobileNetV2, no pretrained
 weights) on one random batch repeated, so only the training step is measured: forward, loss,
-backward and an AdamW update. Both use the same number of CPU threads. The PyTorch half runs
+backward and an AdamW update. Both use the same number of CPU threads. Two plans:
+- scratch: every layer trains, BatchNorm in training mode (batch statistics);
+- finetune (MobileNetV2 only): as the HAM10000 recipe's second phase trains it, every layer
+  trains except BatchNorm, which is frozen in inference mode (keras_med's `unfreeze_top`;
+  PyTorch: `eval()` and no gradient for the BatchNorm modules).
+`--rounds` alternates the two frameworks and reports the median of the per-round ratios, so a
+burst of load from other processes hits both. The PyTorch half runs
 in a subprocess under `--torch-python` (PyTorch is not a project dependency), via this same
 file with `--backend torch`. Keras runs as keras_med trains on a CPU (XLA off; `--xla` adds an
 XLA-compiled run, which is much slower on CPU); PyTorch runs in its default and channels_last
@@ -18,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -27,7 +34,15 @@ logger = logging.getLogger("benchmarks.training_throughput")
 NUM_CLASSES = 7
 
 
-def keras_rates(models: list[str], image_size: int, batch_size: int, steps: int, warmup: int,
+PLANS = ("scratch", "finetune")
+
+
+def variants(models: list[str], plans: list[str]) -> list[tuple[str, str]]:
+    """(model, plan) pairs to time; the custom CNN is always trained from scratch."""
+    return [(name, plan) for name in models for plan in plans if plan == "scratch" or name != "custom_cnn"]
+
+
+def keras_rates(models: list[str], plans: list[str], image_size: int, batch_size: int, steps: int, warmup: int,
                 threads: int, xla: bool = False) -> dict[str, float]:
     """Images/s per (model, variant) for Keras, TF backend."""
     import numpy as np
@@ -38,25 +53,30 @@ def keras_rates(models: list[str], image_size: int, batch_size: int, steps: int,
     from keras_med.config import TrainConfig
     from keras_med.models import create_model
     from keras_med.training import compile_model
+    from keras_med.training.fit import freeze_backbone, unfreeze_top
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
     targets = np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, batch_size)]
     dataset = tf.data.Dataset.from_tensors((images, targets)).repeat().prefetch(2)
     rates = {}
-    for name in models:
+    for name, plan in variants(models, plans):
         for variant, jit in (("default", "off"), ("xla", "on"))[:2 if xla else 1]:
             model = create_model(name, num_classes=NUM_CLASSES, image_size=image_size, weights=None)
+            if plan == "finetune":
+                freeze_backbone(model)
+                unfreeze_top(model, -1)
             compile_model(model, TrainConfig(jit_compile=jit), "multiclass")
             model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0)
             start = time.perf_counter()
             model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-            rates[f"{name}/{variant}"] = steps * batch_size / (time.perf_counter() - start)
-            logger.info("keras %s %s: %.1f images/s", name, variant, rates[f"{name}/{variant}"])
+            key = f"{name}/{plan}/{variant}"
+            rates[key] = steps * batch_size / (time.perf_counter() - start)
+            logger.info("keras %s: %.1f images/s", key, rates[key])
     return rates
 
 
-def torch_rates(models: list[str], image_size: int, batch_size: int, steps: int, warmup: int,
+def torch_rates(models: list[str], plans: list[str], image_size: int, batch_size: int, steps: int, warmup: int,
                 threads: int) -> dict[str, float]:
     """Images/s per (model, variant) for PyTorch/torchvision, same architectures."""
     import torch
@@ -87,11 +107,17 @@ def torch_rates(models: list[str], image_size: int, batch_size: int, steps: int,
     images = torch.rand(batch_size, 3, image_size, image_size) * 255
     labels = torch.randint(0, NUM_CLASSES, (batch_size,))
     rates = {}
-    for name in models:
+    for name, plan in variants(models, plans):
         for variant, memory_format in (("default", torch.contiguous_format), ("channels_last", torch.channels_last)):
             model = builders[name]().to(memory_format=memory_format).train()
+            if plan == "finetune":
+                for module in model.modules():
+                    if isinstance(module, nn.BatchNorm2d):
+                        module.eval()
+                        module.requires_grad_(False)
             batch = images.contiguous(memory_format=memory_format)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3,
+                                          weight_decay=1e-4)
             loss_fn = nn.CrossEntropyLoss()
 
             def step():
@@ -106,7 +132,7 @@ def torch_rates(models: list[str], image_size: int, batch_size: int, steps: int,
             start = time.perf_counter()
             for _ in range(steps):
                 step()
-            rates[f"{name}/{variant}"] = steps * batch_size / (time.perf_counter() - start)
+            rates[f"{name}/{plan}/{variant}"] = steps * batch_size / (time.perf_counter() - start)
     return rates
 
 
@@ -117,15 +143,17 @@ def main() -> None:
     parser.add_argument("--torch-python", default="/tmp/venv-torch/bin/python",
                         help="Python interpreter with torch and torchvision installed.")
     parser.add_argument("--models", nargs="+", default=["custom_cnn", "mobilenetv2"])
+    parser.add_argument("--plans", nargs="+", choices=PLANS, default=list(PLANS))
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=15, help="Timed training steps per model.")
     parser.add_argument("--warmup", type=int, default=3, help="Untimed steps first (tracing, allocation).")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both frameworks.")
+    parser.add_argument("--rounds", type=int, default=1, help="Alternate the frameworks this many times.")
     parser.add_argument("--xla", action="store_true", help="Also time Keras with jit_compile=True.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    measure = (args.models, args.image_size, args.batch_size, args.steps, args.warmup, args.threads)
+    measure = (args.models, args.plans, args.image_size, args.batch_size, args.steps, args.warmup, args.threads)
     if args.backend == "keras":
         print(json.dumps(keras_rates(*measure, xla=args.xla)))
         return
@@ -135,19 +163,30 @@ def main() -> None:
     if not os.path.isfile(args.torch_python):
         raise SystemExit(f"--torch-python: {args.torch_python} does not exist; create a venv with torch and "
                          "torchvision (see BENCHMARKS.md)")
-    common = ["--models", *args.models, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
-              "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
-    torch_result = subprocess.run([args.torch_python, __file__, "--backend", "torch", *common],
-                                  check=True, capture_output=True, text=True)
-    torch = json.loads(torch_result.stdout.strip().splitlines()[-1])
-    keras = keras_rates(*measure, xla=args.xla)
-    print("| model | Keras (images/s) | PyTorch default | PyTorch channels_last | Keras / best PyTorch |")
-    print("|---|---|---|---|---|")
-    for name in args.models:
-        best_torch = max(torch[f"{name}/default"], torch[f"{name}/channels_last"])
-        xla = f" (XLA: {keras[f'{name}/xla']:.1f})" if args.xla else ""
-        print(f"| {name} | {keras[f'{name}/default']:.1f}{xla} | {torch[f'{name}/default']:.1f} | "
-              f"{torch[f'{name}/channels_last']:.1f} | {keras[f'{name}/default'] / best_torch:.2f}x |")
+    common = ["--models", *args.models, "--plans", *args.plans, "--image-size", str(args.image_size),
+              "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--threads", str(args.threads)]
+    rounds = []
+    for number in range(args.rounds):
+        torch_result = subprocess.run([args.torch_python, __file__, "--backend", "torch", *common],
+                                      check=True, capture_output=True, text=True)
+        torch = json.loads(torch_result.stdout.strip().splitlines()[-1])
+        keras = keras_rates(*measure, xla=args.xla)
+        rounds.append((keras, torch))
+        logger.info("round %d: keras %s torch %s", number + 1, keras, torch)
+    print(f"{args.image_size} px, batch {args.batch_size}, {args.threads} threads, {args.steps} timed steps, "
+          f"median of {args.rounds} round(s); load average at the end {os.getloadavg()[0]:.1f}")
+    print("| model | plan | Keras (images/s) | PyTorch default | PyTorch channels_last | Keras / best PyTorch |")
+    print("|---|---|---|---|---|---|")
+    median = statistics.median
+    for name, plan in variants(args.models, args.plans):
+        key = f"{name}/{plan}"
+        ratios = [keras[f"{key}/default"] / max(torch[f"{key}/default"], torch[f"{key}/channels_last"])
+                  for keras, torch in rounds]
+        xla = f" (XLA: {median(k[f'{key}/xla'] for k, _ in rounds):.1f})" if args.xla else ""
+        print(f"| {name} | {plan} | {median(k[f'{key}/default'] for k, _ in rounds):.1f}{xla} | "
+              f"{median(t[f'{key}/default'] for _, t in rounds):.1f} | "
+              f"{median(t[f'{key}/channels_last'] for _, t in rounds):.1f} | {median(ratios):.2f}x |")
 
 
 if __name__ == "__main__":

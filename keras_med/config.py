@@ -74,6 +74,8 @@ class TrainConfig:
     head_epochs: int = _opt(3, "Finetune plan: epochs training only the head, backbone frozen.")
     learning_rate: float = _opt(1e-3, "Learning rate (of the head phase for the finetune plan).")
     finetune_learning_rate: float = _opt(1e-4, "Finetune plan: learning rate once layers are unfrozen.")
+    warmup_epochs: float = _opt(0.0, "Finetune plan: epochs of linear learning-rate warm-up when the "
+                                "backbone is unfrozen (0: off).")
     unfreeze: int = _opt(-1, "Finetune plan: how many top backbone layers to unfreeze (-1: all).")
     optimizer: str = _opt("adamw", "Optimizer.", ["adamw", "adam", "sgd"])
     weight_decay: float = _opt(1e-4, "Weight decay for AdamW.")

@@ -232,3 +232,46 @@ def test_find_learning_rate_sweeps_suggests_plots_and_leaves_model_unchanged(tmp
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="compile it first"):
         find_learning_rate(tiny_model(), train)
+
+
+class RecordLearningRate(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_linear_warm_up_ramps_over_the_first_epoch_then_holds_the_target():
+    from keras_med.training.callbacks import LinearWarmUp
+
+    dataset, _, _ = toy_dataset(n=64, batch=16)  # 4 batches per epoch
+    model = tiny_model()
+    compile_model(model, TrainConfig(), "multiclass", 1e-3)
+    recorder = RecordLearningRate()
+    model.fit(dataset, epochs=3, initial_epoch=1, verbose=0,
+              callbacks=[LinearWarmUp(1e-3, 1, first_epoch=1), recorder])
+    np.testing.assert_allclose(recorder.rates[:4], [2.5e-4, 5e-4, 7.5e-4, 1e-3], rtol=1e-5)
+    np.testing.assert_allclose(recorder.rates[4:], [1e-3] * 4, rtol=1e-5)
+
+
+def test_finetune_plan_warms_up_the_unfrozen_phase(tmp_path, monkeypatch):
+    from keras_med.training.callbacks import LinearWarmUp
+
+    seen = []
+    original = fit_module._fit_phase
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["phase"], kwargs.get("warmup_epochs", 0.0)))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "_fit_phase", spy)
+    dataset, _, _ = toy_dataset()
+    model = tiny_model()
+    config = tiny_config(plan="finetune", head_epochs=1, epochs=1, unfreeze=2, warmup_epochs=0.5)
+    history = fit_model(model, dataset, dataset, config, tmp_path)
+    assert seen == [(1, 0.0), (2, 0.5)]
+    assert len(history) == 2 and np.isfinite(history["loss"]).all()
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        LinearWarmUp(1e-3, -1)

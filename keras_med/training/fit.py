@@ -21,7 +21,7 @@ import pandas as pd
 from keras_med.config import RecipeConfig
 from keras_med.models import model_spec
 from keras_med.models.registry import normalize_weights
-from keras_med.training.callbacks import build_callbacks, monitor_mode
+from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_mode
 from keras_med.training.compile import compile_model
 
 logger = logging.getLogger(__name__)
@@ -106,13 +106,15 @@ def resolve_plan(config: RecipeConfig) -> str:
 
 
 def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate, initial_epoch, epochs,
-               backup_dir, class_weight, monitor, sample_batch=None, class_names=None):
+               backup_dir, class_weight, monitor, sample_batch=None, class_names=None, warmup_epochs=0.0):
     task = infer_task(model)
     with model.distribute_strategy.scope():
         compile_model(model, config.train, task, learning_rate)
     callbacks = build_callbacks(config, run_dir, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
                                 sample_batch=sample_batch, class_names=class_names, monitor=monitor)
+    if warmup_epochs > 0:
+        callbacks.insert(0, LinearWarmUp(learning_rate, warmup_epochs, first_epoch=initial_epoch))
     steps = config.train.steps_per_epoch
     if steps < 0:
         raise ValueError(f"steps_per_epoch: expected 0 (whole split) or a positive number, got {steps}")
@@ -153,7 +155,7 @@ def _fit_finetune(model, train_ds, val_ds, config, run_dir, **kwargs):
     logger.info("fine-tuning: %d backbone layers unfrozen (BatchNorm kept frozen)", unfrozen)
     _fit_phase(model, train_ds, val_ds, config, run_dir, phase=2, learning_rate=train.finetune_learning_rate,
                initial_epoch=train.head_epochs, epochs=train.head_epochs + train.epochs,
-               backup_dir=backup_root / "phase2", **kwargs)
+               backup_dir=backup_root / "phase2", warmup_epochs=train.warmup_epochs, **kwargs)
 
 
 FIT_PLANS = {"scratch": _fit_scratch, "finetune": _fit_finetune}
