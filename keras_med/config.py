@@ -38,7 +38,8 @@ class DataConfig:
     augment: str = _opt("dermoscopy", "Augmentation preset.", ["dermoscopy", "xray", "light", "none"])
     mixup: float = _opt(0.0, "MixUp alpha; 0 turns it off.")
     cutmix: float = _opt(0.0, "CutMix alpha; 0 turns it off.")
-    class_weights: bool = _opt(True, "Weight the loss by inverse class frequency of the training split.")
+    class_weights: bool = _opt(True, "Weight the loss by inverse class frequency of the training split "
+                               "(multi-label: each label's positives and negatives, CheXNet's weighted cross-entropy).")
     oversample: bool = _opt(False, "Oversample minority classes in the training stream instead.")
     on_bad_image: str = _opt("error", "What to do with a missing or unreadable image.", ["error", "skip"])
     max_images: int = _opt(0, "Use a random subset of this many images (0: all).")

@@ -29,7 +29,8 @@ def demo_dir(tmp_path_factory):
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("chexnet")
     run_dir = root / "runs" / "chexnet" / "tiny"
-    code = main(chexnet.SPEC, TINY + ["--output-dir", str(root / "runs"), "--run-dir", str(run_dir),
+    # --class-weights: the per-label weighted cross-entropy (CheXNet's loss) end to end
+    code = main(chexnet.SPEC, TINY + ["--class-weights", "--output-dir", str(root / "runs"), "--run-dir", str(run_dir),
                                       "--saved-models", str(root / "saved_models")])
     assert code == 0
     return root, run_dir
@@ -136,3 +137,16 @@ def test_without_data_it_says_where_chestxray14_is(capsys):
     assert main(chexnet.SPEC, []) == 2
     message = capsys.readouterr().err
     assert "nihcc" in message and "--demo" in message and "prepare" in message
+
+
+def test_class_weights_train_with_a_per_label_weighted_loss(finished_run):
+    import keras
+
+    from keras_med.training.losses import WeightedBinaryCrossentropy
+
+    _, run_dir = finished_run
+    model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
+    assert isinstance(model.loss, WeightedBinaryCrossentropy)
+    assert len(model.loss.positive_weights) == model.output_shape[-1]
+    # rare labels weigh their positives more than their negatives
+    assert max(p / n for p, n in zip(model.loss.positive_weights, model.loss.negative_weights)) > 1

@@ -275,3 +275,57 @@ def test_finetune_plan_warms_up_the_unfrozen_phase(tmp_path, monkeypatch):
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
     with pytest.raises(ValueError, match="warmup_epochs"):
         LinearWarmUp(1e-3, -1)
+
+
+# --- per-label weighted binary cross-entropy (multilabel) -----------------------------------------
+def test_balanced_label_weights_balance_each_label_and_name_an_empty_one():
+    from keras_med.data import DataError, balanced_label_weights
+
+    targets = np.array([[1, 0], [0, 1], [0, 1], [0, 1]], dtype="float32")
+    positive, negative = balanced_label_weights(targets)
+    np.testing.assert_allclose(positive, [2.0, 4 / 6])
+    np.testing.assert_allclose(negative, [4 / 6, 2.0])
+    # each label's positives and negatives carry the same total weight
+    np.testing.assert_allclose(targets.sum(0) * positive, (1 - targets).sum(0) * negative)
+    with pytest.raises(DataError, match=r"label index\(es\) \[1\]"):
+        balanced_label_weights(np.array([[1, 1], [0, 1]], dtype="float32"))
+
+
+def test_weighted_binary_crossentropy_matches_the_formula_and_keras_when_unweighted():
+    from keras_med.training.losses import WeightedBinaryCrossentropy
+
+    rng = np.random.default_rng(0)
+    y_true = (rng.uniform(size=(6, 3)) < 0.3).astype("float32")
+    y_pred = rng.uniform(0.05, 0.95, size=(6, 3)).astype("float32")
+    w_pos, w_neg = [3.0, 1.0, 0.5], [0.6, 1.0, 2.0]
+    expected = -(np.array(w_pos) * y_true * np.log(y_pred) + np.array(w_neg) * (1 - y_true) * np.log(1 - y_pred))
+    loss = WeightedBinaryCrossentropy(w_pos, w_neg)
+    np.testing.assert_allclose(float(loss(y_true, y_pred)), expected.mean(), rtol=1e-5)
+    plain = WeightedBinaryCrossentropy([1.0] * 3, [1.0] * 3)
+    np.testing.assert_allclose(float(plain(y_true, y_pred)),
+                               float(keras.losses.BinaryCrossentropy()(y_true, y_pred)), rtol=1e-5)
+    with pytest.raises(ValueError, match="one weight per label"):
+        WeightedBinaryCrossentropy([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="only for the multilabel task"):
+        build_loss("multiclass", label_weights=([1.0], [1.0]))
+
+
+def test_multilabel_fit_with_label_weights_trains_and_its_checkpoint_reloads(tmp_path):
+    from keras_med.training.losses import WeightedBinaryCrossentropy
+
+    rng = np.random.default_rng(0)
+    labels = (rng.uniform(size=(48, 3)) < [0.5, 0.2, 0.1]).astype("float32")
+    # label j lights up its own third of the image, so the labels are learnable independently
+    images = rng.uniform(0, 40, (48, SIZE, SIZE, 3)).astype("float32")
+    for j in range(3):
+        images[:, :, j * 10:(j + 1) * 10, :] += 200 * labels[:, j, None, None, None]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    model = create_model("custom_cnn", num_classes=3, image_size=SIZE, weights=None, head_units=16,
+                         task="multilabel")
+    config = tiny_config(epochs=2, monitor="val_loss")
+    history = fit_model(model, dataset, dataset, config, tmp_path, label_weights=([1.0, 4.0, 9.0], [1.0, 0.6, 0.55]))
+    assert isinstance(model.loss, WeightedBinaryCrossentropy) and np.isfinite(history["loss"]).all()
+    reloaded = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras")
+    assert reloaded.loss.positive_weights == [1.0, 4.0, 9.0]
+    np.testing.assert_allclose(reloaded.predict(images[:4], verbose=0), model.predict(images[:4], verbose=0),
+                               atol=1e-6)

@@ -54,3 +54,29 @@ def sampling_strata(targets: np.ndarray) -> np.ndarray:
         counts = targets.sum(axis=0)
         masked = np.where(targets > 0, counts[None, :], np.inf)
         return np.where(targets.sum(axis=1) > 0, masked.argmin(axis=1), targets.shape[1]).astype(np.int64)
+
+
+def balanced_label_weights(targets: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-label `(positive_weights, negative_weights)` for multi-hot targets, balanced per label.
+
+    For label j with P positives and N negatives among the training rows: w+ = (P + N) / (2 P),
+    w- = (P + N) / (2 N), so positives and negatives of each label carry equal total weight and
+    the mean weight is 1. The ratio w+ / w- = N / P is CheXNet's weighting (Rajpurkar et al. 2017,
+    which writes it as w+ = N / (P + N), w- = P / (P + N)); scikit-learn's `compute_class_weight`
+    is the single-label form of the same "balanced" rule, applied here to each label.
+
+    Args:
+        targets: multi-hot `(N, L)` training targets. A label with no positive or no negative row
+            cannot be balanced, so that is an error naming it.
+    """
+    targets = np.asarray(targets, dtype=np.float64)
+    if targets.ndim != 2:
+        raise DataError(f"expected multi-hot (N, L) targets, got shape {targets.shape}")
+    positives = targets.sum(axis=0)
+    negatives = len(targets) - positives
+    empty = [int(j) for j in np.flatnonzero((positives == 0) | (negatives == 0))]
+    if empty:
+        raise DataError(f"label index(es) {empty} are positive in none or in all training rows; "
+                        "balanced label weights need both (turn class_weights off, or add data)")
+    total = float(len(targets))
+    return ([float(w) for w in total / (2 * positives)], [float(w) for w in total / (2 * negatives)])

@@ -117,6 +117,7 @@ class PreparedData:
     eval_ds: dict
     class_weight: dict | None
     summary: object
+    label_weights: tuple | None = None
 
 
 def load_source_table(spec: RecipeSpec, config: RecipeConfig):
@@ -189,11 +190,16 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
     train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
                         cutmix=config.data.cutmix, oversample=config.data.oversample)
     eval_ds = {name: pipeline(parts[name], training=False, augment="none") for name in ("val", "test")}
-    class_weight = None
-    if config.data.class_weights and not config.data.oversample and table.task != "multilabel":
-        class_weight = kdata.balanced_class_weights(parts["train"].targets())
-        log.info("class weights: %s", {key: round(float(value), 3) for key, value in class_weight.items()})
-    return PreparedData(table, parts, train_ds, eval_ds, class_weight, summary)
+    class_weight = label_weights = None
+    if config.data.class_weights and not config.data.oversample:
+        if table.task == "multilabel":
+            # Keras's class_weight needs one class per row; multi-hot rows get a weighted loss instead.
+            label_weights = kdata.balanced_label_weights(parts["train"].targets())
+            log.info("label weights (positive): %s", dict(zip(table.class_names, np.round(label_weights[0], 2))))
+        else:
+            class_weight = kdata.balanced_class_weights(parts["train"].targets())
+            log.info("class weights: %s", {key: round(float(value), 3) for key, value in class_weight.items()})
+    return PreparedData(table, parts, train_ds, eval_ds, class_weight, summary, label_weights)
 
 
 def test_image_source(part, config: RecipeConfig):
@@ -246,7 +252,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     model = build_model(config, table, strategy)
     stage("training (%s plan)", config.train.plan)
     history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], config, out,
-                        class_weight=prepared.class_weight, class_names=table.class_names)
+                        class_weight=prepared.class_weight, class_names=table.class_names,
+                        label_weights=prepared.label_weights)
 
     stage("evaluating on the validation and test splits")
     # With --tta flips the reported figures are those of flip-averaged predictions; the exported

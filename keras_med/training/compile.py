@@ -7,6 +7,7 @@ import logging
 import keras
 
 from keras_med.config import TrainConfig
+from keras_med.training.losses import WeightedBinaryCrossentropy
 from keras_med.training.metrics import TASKS, BalancedAccuracy
 from keras_med.training.runtime import use_jit_compile
 
@@ -53,18 +54,28 @@ def build_optimizer(train_config: TrainConfig, learning_rate: float) -> keras.op
     return OPTIMIZERS[train_config.optimizer](learning_rate, train_config, **kwargs)
 
 
-def build_loss(task: str, label_smoothing: float = 0.0, focal: bool = False) -> keras.losses.Loss:
+def build_loss(task: str, label_smoothing: float = 0.0, focal: bool = False,
+               label_weights: tuple | None = None) -> keras.losses.Loss:
     """Cross-entropy (or focal) loss for the task; targets are one-hot / multi-hot / (B, 1).
 
     Args:
         task: "multiclass" (categorical) or "multilabel"/"binary" (binary cross-entropy).
         label_smoothing: Label smoothing in [0, 1).
         focal: Use the focal variant, which down-weights easy examples.
+        label_weights: Multilabel only: `(positive_weights, negative_weights)`, one per label
+            (`keras_med.data.balanced_label_weights`), for a per-label weighted cross-entropy.
     """
     if task not in TASKS:
         raise ValueError(f"task: expected one of {list(TASKS)}, got {task!r}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing!r}")
+    if label_weights is not None:
+        if task != "multilabel":
+            raise ValueError(f"label_weights: only for the multilabel task (got {task!r}); "
+                             "single-label tasks take class weights in fit()")
+        if focal:
+            raise ValueError("label_weights and focal_loss: choose one (the weighted loss is not focal)")
+        return WeightedBinaryCrossentropy(*label_weights, label_smoothing=label_smoothing)
     if task == "multiclass":
         loss = keras.losses.CategoricalFocalCrossentropy if focal else keras.losses.CategoricalCrossentropy
     else:
@@ -88,7 +99,7 @@ def build_metrics(task: str, num_outputs: int) -> list[keras.metrics.Metric]:
 
 
 def compile_model(model: keras.Model, train_config: TrainConfig, task: str,
-                  learning_rate: float | None = None) -> keras.Model:
+                  learning_rate: float | None = None, label_weights: tuple | None = None) -> keras.Model:
     """Compile `model` for `task` with the configured optimizer, loss and metrics.
 
     Call inside the strategy scope returned by `setup_runtime` (fit plans recompile inside
@@ -99,6 +110,7 @@ def compile_model(model: keras.Model, train_config: TrainConfig, task: str,
         train_config: Uses optimizer settings, `label_smoothing`, `focal_loss`, `jit_compile`.
         task: "multiclass", "multilabel" or "binary".
         learning_rate: Defaults to `train_config.learning_rate`.
+        label_weights: Multilabel per-label `(positive, negative)` loss weights (see `build_loss`).
 
     Returns:
         The same model, compiled.
@@ -108,7 +120,7 @@ def compile_model(model: keras.Model, train_config: TrainConfig, task: str,
     if task == "binary" and num_outputs != 1:
         raise ValueError(f"task: a binary model has 1 output unit, this model has {num_outputs}")
     model.compile(optimizer=build_optimizer(train_config, learning_rate),
-                  loss=build_loss(task, train_config.label_smoothing, train_config.focal_loss),
+                  loss=build_loss(task, train_config.label_smoothing, train_config.focal_loss, label_weights),
                   metrics=build_metrics(task, num_outputs),
                   jit_compile=use_jit_compile(train_config))
     logger.info("compiled %s: %s lr=%g, %s", model.name, train_config.optimizer, learning_rate,

@@ -106,10 +106,11 @@ def resolve_plan(config: RecipeConfig) -> str:
 
 
 def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate, initial_epoch, epochs,
-               backup_dir, class_weight, monitor, sample_batch=None, class_names=None, warmup_epochs=0.0):
+               backup_dir, class_weight, monitor, sample_batch=None, class_names=None, warmup_epochs=0.0,
+               label_weights=None):
     task = infer_task(model)
     with model.distribute_strategy.scope():
-        compile_model(model, config.train, task, learning_rate)
+        compile_model(model, config.train, task, learning_rate, label_weights=label_weights)
     callbacks = build_callbacks(config, run_dir, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
                                 sample_batch=sample_batch, class_names=class_names, monitor=monitor)
@@ -199,7 +200,8 @@ def _sample_batch(train_ds) -> tuple | None:
 
 
 def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_dir: str | Path,
-              class_weight: dict | None = None, *, class_names: list[str] | None = None) -> pd.DataFrame:
+              class_weight: dict | None = None, *, class_names: list[str] | None = None,
+              label_weights: tuple | None = None) -> pd.DataFrame:
     """Train `model` with the plan of `config.train.plan`; compiles the model itself.
 
     Args:
@@ -209,6 +211,8 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
         config: The recipe configuration (uses `train` and `model`).
         run_dir: Run directory; created if missing. Reusing one resumes a killed run.
         class_weight: Optional `{class_index: weight}` for the loss.
+        label_weights: Optional multilabel `(positive_weights, negative_weights)` per label, for a
+            weighted binary cross-entropy (`keras_med.data.balanced_label_weights`).
         class_names: Names to caption the sample images shown in TensorBoard.
 
     Returns:
@@ -224,7 +228,7 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
         monitor = monitor[4:]
     logger.info("fit plan %s, run directory %s", plan, run_dir)
     FIT_PLANS[plan](model, train_ds, val_ds, config, run_dir, class_weight=class_weight, monitor=monitor,
-                    sample_batch=_sample_batch(train_ds), class_names=class_names)
+                    sample_batch=_sample_batch(train_ds), class_names=class_names, label_weights=label_weights)
     best = run_dir / BEST_CHECKPOINT
     if best.is_file():
         # best.keras also holds the optimizer state of the phase that saved it, which may not
