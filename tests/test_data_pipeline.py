@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_med.data import balanced_class_weights, build_image_pipeline, check_images, decode_image
 from keras_med.data.pipeline import fit_pixels
@@ -121,3 +122,23 @@ def test_balanced_class_weights_inverse_frequency():
     assert balanced_class_weights(targets) == pytest.approx({0: 12 / 18, 1: 12 / 9, 2: 12 / 9})
     binary = np.array([[0.0]] * 3 + [[1.0]])
     assert balanced_class_weights(binary) == pytest.approx({0: 4 / 6, 1: 2.0})
+
+
+def test_pixels_reach_tensorflow_without_a_copy_and_outlive_the_array():
+    import gc
+
+    from keras_med.data.memory import aligned_empty, pixels_tensor
+
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3)).astype(np.uint8)
+    unaligned = np.frombuffer(b"\0" + pixels.tobytes(), np.uint8, offset=1).reshape(pixels.shape)
+    assert unaligned.ctypes.data % 64
+    tensor = pixels_tensor(unaligned)  # copied by numpy into an aligned buffer first
+    del unaligned
+    gc.collect()
+    np.testing.assert_array_equal(tf.gather(tensor, [4, 0]).numpy(), pixels[[4, 0]])
+
+    shared = aligned_empty(pixels.shape)
+    shared[...] = pixels
+    view = pixels_tensor(shared)
+    shared[1, 0, 0, 0] = 255 - shared[1, 0, 0, 0]  # the tensor reads the same memory
+    assert int(view[1, 0, 0, 0]) == int(shared[1, 0, 0, 0])

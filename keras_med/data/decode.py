@@ -23,6 +23,7 @@ from PIL import Image
 
 from keras_med.data.errors import BadImageError, DataError, MissingImageError
 from keras_med.data.files import check_on_bad_image, write_bad_images
+from keras_med.data.memory import aligned_empty
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,8 @@ def check_images(paths: Sequence[str], on_bad_image: str = "error", report_dir: 
     check_on_bad_image(on_bad_image)
     paths = [str(path) for path in paths]
     count = len(paths)
-    pixels = np.empty((count, image_size, image_size, 3), np.uint8) if image_size else None
+    # aligned, so the in-memory pipeline hands this very buffer to TensorFlow (pipeline.pixels_tensor)
+    pixels = aligned_empty((count, image_size, image_size, 3)) if image_size else None
     seen = np.zeros(count, dtype=bool)
 
     plan = plan_decoding(paths, image_size, resize)

@@ -25,6 +25,7 @@ from keras_med.data.augment import build_augmenter, build_mixers
 from keras_med.data.balance import sampling_strata
 from keras_med.data.decode import RESIZE_MODES, check_images, load_image, plan_decoding, resize_image
 from keras_med.data.errors import DataError
+from keras_med.data.memory import pixels_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def _check_arguments(images, targets, image_size, batch_size, resize, cache) -> 
 def _in_memory(pixels: np.ndarray, targets: np.ndarray, batch_size: int, training: bool, oversample: bool,
                seed: int) -> tf.data.Dataset:
     count = len(pixels)
-    pixels_tensor = tf.constant(pixels)
+    pixels_tensor_ = pixels_tensor(pixels)
     targets_tensor = tf.constant(targets)
     indices = _oversampled_indices(targets, seed) if training and oversample else (
         tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True) if training
@@ -122,7 +123,7 @@ def _in_memory(pixels: np.ndarray, targets: np.ndarray, batch_size: int, trainin
     batches = indices.batch(batch_size)
     if training and oversample:
         batches = batches.take(math.ceil(count / batch_size))
-    return batches.map(lambda index: (tf.gather(pixels_tensor, index), tf.gather(targets_tensor, index)),
+    return batches.map(lambda index: (tf.gather(pixels_tensor_, index), tf.gather(targets_tensor, index)),
                        num_parallel_calls=AUTOTUNE)
 
 
