@@ -26,13 +26,17 @@ def blend_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) ->
     return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
 
 
-def save_overlay(path: str | Path, image: np.ndarray, heatmap: np.ndarray, title: str = "") -> Path:
-    """Write a PNG with the image and its Grad-CAM overlay side by side."""
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+
+
+def save_overlay(path: str | Path, image: np.ndarray, heatmap: np.ndarray, title: str = "",
+                 method: str = "gradcam") -> Path:
+    """Write a PNG with the image and its Grad-CAM (or Grad-CAM++) overlay side by side."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure = Figure(figsize=(6, 3.3))
     for index, (picture, caption) in enumerate(((np.clip(image, 0, 255).astype(np.uint8), "image"),
-                                                (blend_heatmap(image, heatmap), "Grad-CAM"))):
+                                                (blend_heatmap(image, heatmap), METHOD_NAMES.get(method, method)))):
         axes = figure.add_subplot(1, 2, index + 1)
         axes.imshow(picture)
         axes.set_title(caption, fontsize=8)
@@ -61,5 +65,5 @@ def save_overlays(model, images, out_dir: str | Path, names, class_indices=None,
         raise ValueError(f"names: expected one name per image ({len(images)}), got {len(names)}")
     heatmaps = compute_gradcam(model, images, class_index=class_indices, method=method)
     titles = list(titles) if titles is not None else [""] * len(names)
-    return [save_overlay(Path(out_dir) / f"{name}.png", image, heatmap, title)
+    return [save_overlay(Path(out_dir) / f"{name}.png", image, heatmap, title, method)
             for name, image, heatmap, title in zip(names, images, heatmaps, titles)]
