@@ -28,7 +28,8 @@ from keras_med.data.table import ImageTable, encode_labels
 __all__ = [
     "AUGMENT_PRESETS", "BadImageError", "CheckResult", "DataError", "EmptyClassError", "HAM10000_CLASSES",
     "HAM10000_LONG_NAMES", "ImageTable", "KERMANY_GROUP_PATTERN", "MissingColumnError", "MissingImageError", "UnknownLabelError",
-    "UnsafePathError", "balanced_class_weights", "balanced_label_weights", "build_augmenter", "build_image_pipeline", "build_mixers",
+    "UnsafePathError", "balanced_class_weights", "balanced_label_weights", "build_augmenter",
+    "build_image_pipeline", "build_mixers",
     "check_images", "check_split", "check_table_images", "decode_image", "encode_labels", "kfold_by_group",
     "load_chestxray14", "load_external_test", "load_ham10000", "load_image", "load_image_folder",
     "load_medmnist", "load_split", "save_split", "split_by_group",

@@ -23,11 +23,11 @@ def aligned_empty(shape: tuple, dtype=np.uint8) -> np.ndarray:
 def pixels_tensor(pixels: np.ndarray) -> tf.Tensor:
     """A tensor over the decoded pixels without TensorFlow's own copy.
 
-    `tf.constant` copies a numpy array element by element on one thread: 2-3 s for HAM10000's
-    492 MB at 128 px, longer than decoding the JPEGs (measured). DLPack hands TensorFlow the
-    numpy buffer itself; TensorFlow requires it 64-byte aligned, so an unaligned array (a
-    split's fancy-indexed subset, say) is first copied by numpy into an aligned one, which is
-    ~10x faster than `tf.constant`.
+    `tf.constant` and `tf.convert_to_tensor` copy the array, even an aligned one: 2.2-3.5 s for
+    HAM10000's 492 MB at 128 px on the 2-core machine under load, longer than decoding the JPEGs.
+    DLPack hands TensorFlow the numpy buffer itself; TensorFlow requires it 64-byte aligned, so
+    an unaligned array (a split's fancy-indexed subset, say) is first copied by numpy into an
+    aligned one (tens of milliseconds for the same size once the memory is mapped).
     """
     pixels = np.asarray(pixels)
     if not pixels.flags.c_contiguous or pixels.ctypes.data % TF_ALIGNMENT:

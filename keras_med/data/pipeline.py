@@ -115,7 +115,7 @@ def _check_arguments(images, targets, image_size, batch_size, resize, cache) -> 
 def _in_memory(pixels: np.ndarray, targets: np.ndarray, batch_size: int, training: bool, oversample: bool,
                seed: int) -> tf.data.Dataset:
     count = len(pixels)
-    pixels_tensor_ = pixels_tensor(pixels)
+    cached = pixels_tensor(pixels)
     targets_tensor = tf.constant(targets)
     indices = _oversampled_indices(targets, seed) if training and oversample else (
         tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True) if training
@@ -123,7 +123,7 @@ def _in_memory(pixels: np.ndarray, targets: np.ndarray, batch_size: int, trainin
     batches = indices.batch(batch_size)
     if training and oversample:
         batches = batches.take(math.ceil(count / batch_size))
-    return batches.map(lambda index: (tf.gather(pixels_tensor_, index), tf.gather(targets_tensor, index)),
+    return batches.map(lambda index: (tf.gather(cached, index), tf.gather(targets_tensor, index)),
                        num_parallel_calls=AUTOTUNE)
 
 

@@ -49,9 +49,9 @@ class LinearWarmUp(keras.callbacks.Callback):
     """Raise the learning rate linearly from near 0 to `target` over the first `epochs` of a phase.
 
     Fine-tuning a whole pretrained backbone with a fresh Adam optimizer moves every weight by about
-    the full learning rate on the first steps (Adam's first updates are sign-like), which wrecked
-    the ImageNet features on HAM10000 (training accuracy fell from 0.47 to 0.34 in the first
-    fine-tuning epoch, and took two epochs to recover). Keras's schedules can warm up
+    the full learning rate on the first steps (Adam's first updates are sign-like); on HAM10000
+    training accuracy fell from 0.47 to 0.34 in the first fine-tuning epoch and took two epochs to
+    recover, which the warm-up avoids (BENCHMARKS.md, run F; it did not raise the test figure). Keras's schedules can warm up
     (`CosineDecay(warmup_steps=...)`), but an optimizer driven by a schedule refuses
     ReduceLROnPlateau's changes, so the ramp is a callback that sets the learning-rate variable
     per batch and leaves it at `target` for ReduceLROnPlateau afterwards.
