@@ -165,7 +165,7 @@ def check_images(paths: Sequence[str], on_bad_image: str = "error", report_dir: 
     check_on_bad_image(on_bad_image)
     paths = [str(path) for path in paths]
     count = len(paths)
-    # aligned, so the in-memory pipeline hands this very buffer to TensorFlow (pipeline.pixels_tensor)
+    # aligned, so the in-memory pipeline hands this very buffer to TensorFlow (memory.pixels_tensor)
     pixels = aligned_empty((count, image_size, image_size, 3)) if image_size else None
     seen = np.zeros(count, dtype=bool)
 

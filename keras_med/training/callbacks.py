@@ -51,10 +51,10 @@ class LinearWarmUp(keras.callbacks.Callback):
     Fine-tuning a whole pretrained backbone with a fresh Adam optimizer moves every weight by about
     the full learning rate on the first steps (Adam's first updates are sign-like); on HAM10000
     training accuracy fell from 0.47 to 0.34 in the first fine-tuning epoch and took two epochs to
-    recover, which the warm-up avoids (BENCHMARKS.md, run F; it did not raise the test figure). Keras's schedules can warm up
-    (`CosineDecay(warmup_steps=...)`), but an optimizer driven by a schedule refuses
-    ReduceLROnPlateau's changes, so the ramp is a callback that sets the learning-rate variable
-    per batch and leaves it at `target` for ReduceLROnPlateau afterwards.
+    recover, which the warm-up avoids (BENCHMARKS.md, run F; it did not raise the test figure).
+    Keras's schedules can warm up (`CosineDecay(warmup_steps=...)`), but an optimizer driven by a
+    schedule refuses ReduceLROnPlateau's changes, so the ramp is a callback that sets the
+    learning-rate variable per batch and leaves it at `target` for ReduceLROnPlateau afterwards.
 
     Args:
         target: Learning rate at the end of the warm-up.
@@ -77,7 +77,7 @@ class LinearWarmUp(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         steps = self.params.get("steps")
-        if steps is None or self.epochs == 0:
+        if steps is None:
             return
         before = (self._epoch - self.first_epoch) + batch / steps  # epochs finished before this batch
         if 0 <= before < self.epochs:
