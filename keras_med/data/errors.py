@@ -1,13 +1,15 @@
 """Errors raised for bad input data, each naming the file, row or column and what was expected.
 
-All derive from `DataError`, itself a `ValueError`, so a caller can catch every data problem at once
-or a single kind of problem.
+All derive from `DataError`, itself a `keras_med.errors.UserError` (one line, exit status 2 at the
+command line) and a `ValueError`, so a caller can catch every data problem at once or a single kind.
 """
 
 from __future__ import annotations
 
+from keras_med.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Bad input data: the message names the file, row or column and what was expected."""
 
 
