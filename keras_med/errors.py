@@ -25,3 +25,12 @@ class ConfigError(UserError, ValueError):
 
 class RunFileError(UserError, FileNotFoundError):
     """A run directory, checkpoint or SavedModel is missing a file or its files disagree."""
+
+
+class RunDivergedError(KerasMedError):
+    """Training produced a non-finite loss; the message names the epoch, the loss and what to try.
+
+    Not a user's mistake in the file-or-flag sense, but not a bug either: one line, exit status 3.
+    """
+
+    exit_code = 3
