@@ -19,6 +19,9 @@ import importlib
 import logging
 import sys
 
+from keras_med.command_line import CommandParser, add_verbose_flag, run_command
+from keras_med.errors import ConfigError
+
 RECIPES = {
     "ham10000": "keras_med.recipes.ham10000",
     "chexnet": "keras_med.recipes.chexnet",
@@ -30,13 +33,13 @@ log = logging.getLogger("keras_med")
 
 def recipe_spec(name: str):
     if name not in RECIPES:
-        raise SystemExit(f"unknown recipe '{name}'; expected one of {sorted(RECIPES)}")
+        raise ConfigError(f"--recipe: expected one of {sorted(RECIPES)}, got {name!r}")
     return importlib.import_module(RECIPES[name]).SPEC
 
 
-def _split_recipe(argv: list[str]) -> tuple[str, list[str]]:
+def _split_recipe(argv: list[str], prog: str) -> tuple[str, list[str]]:
     """Pull `--recipe NAME` out of argv so the rest can go to that recipe's own parser."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = CommandParser(prog=prog, add_help=False)
     parser.add_argument("--recipe", default="ham10000", choices=sorted(RECIPES))
     known, rest = parser.parse_known_args(argv)
     return known.recipe, rest
@@ -45,9 +48,9 @@ def _split_recipe(argv: list[str]) -> tuple[str, list[str]]:
 def cmd_train(argv: list[str]) -> int:
     from keras_med.recipes.base import build_parser, run_from_arguments
 
-    name, rest = _split_recipe(argv)
+    name, rest = _split_recipe(argv, "keras-med train")
     spec = recipe_spec(name)
-    parser = build_parser(spec, argparse.ArgumentParser(
+    parser = build_parser(spec, CommandParser(
         prog=f"keras-med train --recipe {name}", description=spec.description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     return run_from_arguments(spec, parser.parse_args(rest))
@@ -56,18 +59,21 @@ def cmd_train(argv: list[str]) -> int:
 def cmd_lr_find(argv: list[str]) -> int:
     from keras_med.recipes.lr_find import run_lr_find
 
-    name, rest = _split_recipe(argv)
+    name, rest = _split_recipe(argv, "keras-med lr-find")
     return run_lr_find(recipe_spec(name), rest)
 
 
 def cmd_prepare(argv: list[str]) -> int:
     from keras_med.recipes.prepare import run_prepare
 
-    name, rest = _split_recipe(argv)
+    name, rest = _split_recipe(argv, "keras-med prepare")
     return run_prepare(recipe_spec(name), rest)
 
 
 def cmd_models(argv: list[str]) -> int:
+    parser = CommandParser(prog="keras-med models", description="List the registered model names.")
+    add_verbose_flag(parser)
+    parser.parse_args(argv)
     from keras_med.models import available_models
 
     for name in available_models():
@@ -80,9 +86,10 @@ def _mounted(module: str, prog: str):
 
     def command(argv: list[str]) -> int:
         target = importlib.import_module(module)
-        parser = argparse.ArgumentParser(prog=f"keras-med {prog}", description=target.__doc__.splitlines()[0],
-                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser = CommandParser(prog=f"keras-med {prog}", description=target.__doc__.splitlines()[0],
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         target.add_arguments(parser)
+        add_verbose_flag(parser)
         return int(target.run(parser.parse_args(argv)) or 0)
 
     return command
@@ -104,18 +111,18 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`keras-med COMMAND ...`; a user's mistake prints one line and returns 2 (see keras_med.command_line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         lines = ["usage: keras-med COMMAND [options]   (keras-med COMMAND --help for its options)", "", "commands:"]
         lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
         sys.stdout.write("\n".join(lines) + "\n")
         if argv and argv[0] not in ("-h", "--help"):
-            sys.stderr.write(f"keras-med: unknown command '{argv[0]}'\n")
+            sys.stderr.write(f"keras-med: error: unknown command '{argv[0]}'; expected one of {list(COMMANDS)}\n")
             return 2
         return 0 if argv else 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     command, _ = COMMANDS[argv[0]]
-    return command(argv[1:])
+    return run_command(f"keras-med {argv[0]}", command, argv[1:])
 
 
 if __name__ == "__main__":

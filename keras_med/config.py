@@ -18,31 +18,70 @@ from pathlib import Path
 
 import tomli_w
 
+from keras_med.atomic import write_text_atomic
+from keras_med.errors import ConfigError
 
-def _opt(default, help_text: str, choices=None):
-    return field(default=default, metadata={"help": help_text, "choices": choices})
+
+@dataclass(frozen=True)
+class Rule:
+    """A range a field's value must lie in; `expected` completes "expected ...".
+
+    Args:
+        accepts: predicate on the value.
+        expected: what a valid value is, in words (e.g. "an integer of at least 1").
+    """
+
+    accepts: typing.Callable[[typing.Any], bool]
+    expected: str
+
+
+def at_least(low, what: str = "an integer") -> Rule:
+    return Rule(lambda value: value >= low, f"{what} of at least {low}")
+
+
+def above(low, what: str = "a number") -> Rule:
+    return Rule(lambda value: value > low, f"{what} above {low}")
+
+
+def in_range(low, high, what: str = "a number", closed: bool = False) -> Rule:
+    """Values in [low, high) (or [low, high] when `closed`)."""
+    if closed:
+        return Rule(lambda value: low <= value <= high, f"{what} in [{low}, {high}]")
+    return Rule(lambda value: low <= value < high, f"{what} in [{low}, {high})")
+
+
+NOT_EMPTY = Rule(lambda value: bool(str(value).strip()), "a non-empty value")
+MIN_IMAGE_SIZE = 32  # the smallest input every registered model builds at (keras_med.models.create_model)
+
+
+def _opt(default, help_text: str, choices=None, rule: Rule | None = None):
+    return field(default=default, metadata={"help": help_text, "choices": choices, "rule": rule})
 
 
 @dataclass
 class DataConfig:
     data_dir: str = _opt("", "Dataset directory (metadata plus images). Empty: use --demo.")
     demo: bool = _opt(False, "Generate a small synthetic dataset in the real layout and use it.")
-    demo_size: int = _opt(700, "Number of images the demo dataset has.")
-    image_size: int = _opt(128, "Side of the square images the model sees, in pixels.")
-    batch_size: int = _opt(32, "Images per training step.")
-    val_fraction: float = _opt(0.15, "Share of groups (lesions, patients) held out for validation.")
-    test_fraction: float = _opt(0.15, "Share of groups held out for the test split.")
+    demo_size: int = _opt(700, "Number of images the demo dataset has.", rule=at_least(1))
+    image_size: int = _opt(128, "Side of the square images the model sees, in pixels.",
+                         rule=at_least(MIN_IMAGE_SIZE, "an integer number of pixels"))
+    batch_size: int = _opt(32, "Images per training step.", rule=at_least(1))
+    val_fraction: float = _opt(0.15, "Share of groups (lesions, patients) held out for validation.",
+                                rule=in_range(0.0, 1.0, "a fraction"))
+    test_fraction: float = _opt(0.15, "Share of groups held out for the test split.",
+                                 rule=in_range(0.0, 1.0, "a fraction"))
     split_file: str = _opt("", "A split.csv from an earlier run to repeat its split exactly.")
     resize: str = _opt("resize", "How images reach the model size.", ["resize", "pad"])
-    cache: str = _opt("memory", "Cache decoded, resized images: 'memory', 'none' or a file path.")
+    cache: str = _opt("memory", "Cache decoded, resized images: 'memory', 'none' or a file path.",
+                     rule=NOT_EMPTY)
     augment: str = _opt("dermoscopy", "Augmentation preset.", ["dermoscopy", "xray", "light", "none"])
-    mixup: float = _opt(0.0, "MixUp alpha; 0 turns it off.")
-    cutmix: float = _opt(0.0, "CutMix alpha; 0 turns it off.")
+    mixup: float = _opt(0.0, "MixUp alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
+    cutmix: float = _opt(0.0, "CutMix alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
     class_weights: bool = _opt(True, "Weight the loss by inverse class frequency of the training split "
                                "(multi-label: each label's positives and negatives, CheXNet's weighted cross-entropy).")
     oversample: bool = _opt(False, "Oversample minority classes in the training stream instead.")
     on_bad_image: str = _opt("error", "What to do with a missing or unreadable image.", ["error", "skip"])
-    max_images: int = _opt(0, "Use a random subset of this many images (0: all).")
+    max_images: int = _opt(0, "Use a random subset of this many images (0: all).", rule=at_least(0))
     prepared: str = _opt("", "Train from TFRecord shards written by `keras-med prepare` in this directory "
                          "instead of decoding the original files.")
     metadata: str = _opt("", "Metadata file (CSV or Parquet), inside --data-dir or a path; empty: the "
@@ -53,62 +92,79 @@ class DataConfig:
     group_column: str = _opt("", "Metadata column with the patient id; empty: the recipe's default.")
     no_finding: str = _opt("drop", "Multilabel chest X-rays: drop 'No Finding' images, or keep them "
                            "as all-zero targets.", ["drop", "keep"])
-    views: str = _opt("PA,AP,AP Supine", "covid_cxr, ieee8023 layout: comma-separated X-ray views kept.")
+    views: str = _opt("PA,AP,AP Supine", "covid_cxr, ieee8023 layout: comma-separated X-ray views kept.",
+                      rule=NOT_EMPTY)
     negatives: str = _opt("all", "covid_cxr, ieee8023 layout: negatives are all other findings, or "
                           "'No Finding' images only.", ["all", "no_finding"])
 
 
 @dataclass
 class ModelConfig:
-    model: str = _opt("mobilenetv2", "Model name in the registry (keras-med models lists them).")
+    model: str = _opt("mobilenetv2", "Model name in the registry (keras-med models lists them).",
+                      rule=NOT_EMPTY)
     weights: str = _opt("imagenet", "Backbone weights: 'imagenet', 'none' or a path to a weights file.")
-    dropout: float = _opt(0.3, "Dropout rate of the classification head.")
-    head_units: int = _opt(256, "Width of the head's hidden Dense layer.")
-    width: float = _opt(1.0, "Width multiplier (MobileNetV2's alpha); 1.0 for other models.")
+    dropout: float = _opt(0.3, "Dropout rate of the classification head.", rule=in_range(0.0, 1.0, "a rate"))
+    head_units: int = _opt(256, "Width of the head's hidden Dense layer.", rule=at_least(0))
+    width: float = _opt(1.0, "Width multiplier (MobileNetV2's alpha); 1.0 for other models.",
+                       rule=above(0.0))
 
 
 @dataclass
 class TrainConfig:
     plan: str = _opt("auto", "Fit plan: 'scratch', 'finetune', or 'auto' (finetune when weights are given).",
                      ["auto", "scratch", "finetune"])
-    epochs: int = _opt(20, "Epochs of training (of the fine-tuning phase for the finetune plan).")
-    head_epochs: int = _opt(3, "Finetune plan: epochs training only the head, backbone frozen.")
-    learning_rate: float = _opt(1e-3, "Learning rate (of the head phase for the finetune plan).")
-    finetune_learning_rate: float = _opt(1e-4, "Finetune plan: learning rate once layers are unfrozen.")
+    epochs: int = _opt(20, "Epochs of training (of the fine-tuning phase for the finetune plan).",
+                      rule=at_least(1))
+    head_epochs: int = _opt(3, "Finetune plan: epochs training only the head, backbone frozen.",
+                       rule=at_least(0))
+    learning_rate: float = _opt(1e-3, "Learning rate (of the head phase for the finetune plan).",
+                                rule=above(0.0))
+    finetune_learning_rate: float = _opt(1e-4, "Finetune plan: learning rate once layers are unfrozen.",
+                                         rule=above(0.0))
     warmup_epochs: float = _opt(0.0, "Finetune plan: epochs of linear learning-rate warm-up when the "
-                                "backbone is unfrozen (0: off).")
-    unfreeze: int = _opt(-1, "Finetune plan: how many top backbone layers to unfreeze (-1: all).")
+                                "backbone is unfrozen (0: off).", rule=at_least(0.0, "a number"))
+    unfreeze: int = _opt(-1, "Finetune plan: how many top backbone layers to unfreeze (-1: all).",
+                        rule=at_least(-1))
     optimizer: str = _opt("adamw", "Optimizer.", ["adamw", "adam", "sgd"])
-    weight_decay: float = _opt(1e-4, "Weight decay for AdamW.")
-    label_smoothing: float = _opt(0.0, "Label smoothing for the cross-entropy loss.")
-    clipnorm: float = _opt(0.0, "Clip each gradient to this norm; 0 turns it off.")
+    weight_decay: float = _opt(1e-4, "Weight decay for AdamW.", rule=at_least(0.0, "a number"))
+    label_smoothing: float = _opt(0.0, "Label smoothing for the cross-entropy loss.",
+                                 rule=in_range(0.0, 1.0, "a fraction"))
+    clipnorm: float = _opt(0.0, "Clip each gradient to this norm; 0 turns it off.",
+                          rule=at_least(0.0, "a number"))
     focal_loss: bool = _opt(False, "Use focal loss instead of cross-entropy.")
-    monitor: str = _opt("val_balanced_accuracy", "Validation metric that picks the best checkpoint.")
-    patience: int = _opt(6, "EarlyStopping patience, in epochs.")
-    accumulate: int = _opt(1, "Gradient accumulation steps.")
+    monitor: str = _opt("val_balanced_accuracy", "Validation metric that picks the best checkpoint.",
+                       rule=Rule(lambda value: value.startswith("val_") and len(value) > 4,
+                                 "a validation metric name starting with 'val_'"))
+    patience: int = _opt(6, "EarlyStopping patience, in epochs.", rule=at_least(0))
+    accumulate: int = _opt(1, "Gradient accumulation steps.", rule=at_least(1))
     ema: float = _opt(0.0, "Exponential moving average of the weights (momentum, e.g. 0.999; 0: off); "
-                      "validation, checkpoints and the exported model use the averaged weights.")
+                      "validation, checkpoints and the exported model use the averaged weights.",
+                      rule=in_range(0.0, 1.0, "a momentum"))
     mixed_precision: str = _opt("auto", "mixed_float16 on GPU: 'auto', 'on' or 'off'.", ["auto", "on", "off"])
     jit_compile: str = _opt("auto", "XLA compilation: 'auto' (GPU only), 'on' or 'off'.", ["auto", "on", "off"])
     strategy: str = _opt("default", "tf.distribute strategy.", ["default", "mirrored", "multiworker", "tpu"])
-    seed: int = _opt(42, "Random seed for splits, initialisation and augmentation.")
-    steps_per_epoch: int = _opt(0, "Limit steps per epoch (0: whole split); for smoke runs.")
+    seed: int = _opt(42, "Random seed for splits, initialisation and augmentation.",
+                    rule=in_range(0, 2**32 - 1, "an integer", closed=True))
+    steps_per_epoch: int = _opt(0, "Limit steps per epoch (0: whole split); for smoke runs.",
+                               rule=at_least(0))
 
 
 @dataclass
 class EvaluationConfig:
-    bootstrap: int = _opt(1000, "Bootstrap resamples for confidence intervals.")
+    bootstrap: int = _opt(1000, "Bootstrap resamples for confidence intervals.", rule=at_least(0))
     operating_point: str = _opt("youden", "How per-class thresholds are chosen on validation.",
                                 ["youden", "f1", "sensitivity", "specificity"])
-    target: float = _opt(0.9, "Target sensitivity or specificity for that operating point.")
-    explain: int = _opt(4, "Grad-CAM overlays for this many right and wrong test predictions.")
+    target: float = _opt(0.9, "Target sensitivity or specificity for that operating point.",
+                         rule=Rule(lambda value: 0.0 < value < 1.0, "a fraction in (0, 1)"))
+    explain: int = _opt(4, "Grad-CAM overlays for this many right and wrong test predictions.",
+                      rule=at_least(0))
     tta: str = _opt("none", "Test-time augmentation.", ["none", "flips"])
 
 
 @dataclass
 class ExportConfig:
     export: bool = _opt(True, "Export the best model to saved_models/<name>/<version>/ at the end.")
-    saved_models: str = _opt("saved_models", "TF Serving model base path.")
+    saved_models: str = _opt("saved_models", "TF Serving model base path.", rule=NOT_EMPTY)
     name: str = _opt("", "Name of the served model (default: the recipe's name).")
 
 
@@ -129,7 +185,8 @@ class RecipeConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(tomli_w.dumps(self.to_dict()).encode("utf-8"))
+        # Atomic: a resumed or repeated run reads this file back.
+        write_text_atomic(path, tomli_w.dumps(self.to_dict()))
 
     @classmethod
     def from_dict(cls, values: dict, base: "RecipeConfig | None" = None, source: str = "config") -> "RecipeConfig":
@@ -137,18 +194,18 @@ class RecipeConfig:
         for key, value in values.items():
             if key in cls.SECTIONS:
                 if not isinstance(value, dict):
-                    raise ValueError(f"{source}: [{key}] must be a table, got {value!r}")
+                    raise ConfigError(f"{source}: [{key}] must be a table, got {value!r}")
                 section = dataclasses.replace(getattr(config, key))
                 known = {f.name: f for f in dataclasses.fields(section)}
                 for name, item in value.items():
                     if name not in known:
-                        raise ValueError(f"{source}: unknown key '{name}' in [{key}]; expected one of {sorted(known)}")
+                        raise ConfigError(f"{source}: unknown key '{name}' in [{key}]; expected one of {sorted(known)}")
                     setattr(section, name, _coerce(item, known[name], f"{source}: [{key}] {name}"))
                 setattr(config, key, section)
             elif key in ("recipe", "output_dir"):
                 setattr(config, key, str(value))
             else:
-                raise ValueError(f"{source}: unknown key or section '{key}'; expected one of "
+                raise ConfigError(f"{source}: unknown key or section '{key}'; expected one of "
                                  f"{['recipe', 'output_dir', *cls.SECTIONS]}")
         return config
 
@@ -156,27 +213,154 @@ class RecipeConfig:
     def load(cls, path: str | Path, base: "RecipeConfig | None" = None) -> "RecipeConfig":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+            raise ConfigError(f"--config {path}: no such file; expected a TOML file such as recipes/ham10000.toml")
         with path.open("rb") as handle:
             try:
                 values = tomllib.load(handle)
             except tomllib.TOMLDecodeError as error:
-                raise ValueError(f"{path}: not valid TOML: {error}") from error
+                raise ConfigError(f"{path}: not valid TOML: {error}") from error
         return cls.from_dict(values, base=base, source=str(path))
 
+    # --- validation ---------------------------------------------------------------------------
+    def validate(self) -> "RecipeConfig":
+        """Check every value (types, choices, ranges, files it names) before any data is read.
 
-def _coerce(value, spec: dataclasses.Field, where: str):
-    kind = type(spec.default)
+        Every entry point calls this right after resolving defaults, TOML and flags, so a bad
+        value costs a second, not a decoded dataset. All problems are reported at once.
+
+        Returns:
+            The configuration itself.
+
+        Raises:
+            ConfigError: one line naming each bad flag and TOML key, what was expected and what
+                was given.
+
+        Example:
+            >>> config = RecipeConfig()
+            >>> config.train.epochs = 0
+            >>> config.validate()
+            Traceback (most recent call last):
+            ...
+            keras_med.errors.ConfigError: --epochs ([train] epochs): expected an integer of at least 1, got 0
+        """
+        problems, bad = [], set()
+        for section_name in self.SECTIONS:
+            section = getattr(self, section_name)
+            for spec in dataclasses.fields(section):
+                problem = _field_problem(getattr(section, spec.name), spec)
+                if problem:
+                    problems.append(f"{where(section_name, spec.name)}: {problem}")
+                    bad.add(spec.name)
+        problems += _cross_field_problems(self, bad)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+
+def where(section: str, name: str) -> str:
+    """How a message names a setting: its flag and its TOML key, e.g. `--epochs ([train] epochs)`."""
+    return f"{_flag(name)} ([{section}] {name})"
+
+
+def _type_problem(value, kind: type) -> str | None:
     if kind is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true or false, got {value!r}")
-    elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    elif not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        raise ValueError(f"{where}: expected {kind.__name__}, got {value!r}")
+        return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        return f"expected {kind.__name__}, got {value!r}"
+    return None
+
+
+def _field_problem(value, spec: dataclasses.Field) -> str | None:
+    """What is wrong with one field's value (type, choice, range), or None."""
+    problem = _type_problem(value, type(spec.default))
+    if problem:
+        return problem
     choices = spec.metadata.get("choices")
     if choices and value not in choices:
-        raise ValueError(f"{where}: expected one of {choices}, got {value!r}")
+        return f"expected one of {choices}, got {value!r}"
+    rule = spec.metadata.get("rule")
+    if rule is not None and not rule.accepts(value):
+        return f"expected {rule.expected}, got {value!r}"
+    return None
+
+
+def _path_problem(value: str, section: str, name: str, kind: str, inside: str = "") -> str | None:
+    """A missing file or directory named by a setting (`kind` is "file" or "directory")."""
+    path = Path(value).expanduser()
+    candidates = [path] + ([Path(inside).expanduser() / value] if inside and not path.is_absolute() else [])
+    found = any(p.is_file() if kind == "file" else p.is_dir() for p in candidates)
+    if found:
+        return None
+    also = f" (also looked in {inside})" if len(candidates) > 1 else ""
+    return f"{where(section, name)}: expected an existing {kind}, got {value!r}{also}"
+
+
+def _cross_field_problems(config: RecipeConfig, bad: set[str]) -> list[str]:
+    """Checks that need several values, the model registry or the file system.
+
+    Args:
+        config: the configuration.
+        bad: names of the fields already reported (their checks here are skipped).
+    """
+    data, model = config.data, config.model
+    problems = []
+    if not bad & {"val_fraction", "test_fraction"} and data.val_fraction + data.test_fraction >= 1.0:
+        problems.append(f"{where('data', 'val_fraction')} + {where('data', 'test_fraction')}: expected a sum "
+                        f"below 1 (some groups must be left to train on), got {data.val_fraction} + {data.test_fraction}")
+    if not bad & {"model", "weights"}:
+        problems += _model_problems(model)
+    # Imported here: the export package imports TensorFlow.
+    from keras_med.export.metadata import is_valid_served_name
+
+    name = config.export.name
+    if "name" not in bad and name and not is_valid_served_name(name):
+        problems.append(f"{where('export', 'name')}: expected letters, digits, '-', '_' or '.' "
+                        f"(a folder name for TF Serving), got {name!r}")
+    if bad & {"data_dir", "metadata", "split_file", "prepared", "demo"}:
+        return problems
+    if data.data_dir and not data.demo and not data.prepared:
+        problems.append(_path_problem(data.data_dir, "data", "data_dir", "directory"))
+        if data.metadata:
+            problems.append(_path_problem(data.metadata, "data", "metadata", "file", inside=data.data_dir))
+    if data.split_file:
+        problems.append(_path_problem(data.split_file, "data", "split_file", "file"))
+    if data.prepared and not (Path(data.prepared).expanduser() / "manifest.json").is_file():
+        problems.append(f"{where('data', 'prepared')}: expected a folder written by `keras-med prepare` "
+                        f"(with manifest.json), got {data.prepared!r}")
+    return [problem for problem in problems if problem]
+
+
+def _model_problems(model: ModelConfig) -> list[str]:
+    """The model name is registered; weights are 'imagenet', 'none' or a file, and only for pretrained models."""
+    # Imported here: the registry imports Keras, which `--help` should not wait for.
+    from keras_med.models.registry import available_models, model_spec
+
+    if model.model not in available_models():
+        return [f"{where('model', 'model')}: expected one of {available_models()} (keras-med models lists them), "
+                f"got {model.model!r}"]
+    weights = model.weights.strip()
+    if weights.lower() in ("", "none"):
+        return []
+    if not model_spec(model.model).pretrained:
+        return [f"{where('model', 'weights')}: model {model.model!r} has no pretrained backbone; expected 'none', "
+                f"got {model.weights!r}"]
+    if weights != "imagenet" and not Path(weights).expanduser().is_file():
+        return [f"{where('model', 'weights')}: expected 'imagenet', 'none' or an existing weights file, "
+                f"got {model.weights!r}"]
+    return []
+
+
+def _coerce(value, spec: dataclasses.Field, source: str):
+    problem = _type_problem(value, type(spec.default))
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+    if type(spec.default) is float:
+        value = float(value)
+    choices = spec.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{source}: expected one of {choices}, got {value!r}")
     return value
 
 
@@ -205,9 +389,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: RecipeConfig
                                    choices=spec.metadata.get("choices"), help=help_text)
 
 
-def config_from_arguments(args: argparse.Namespace, defaults: RecipeConfig) -> RecipeConfig:
-    """Recipe defaults, then the --config file, then flags."""
+def config_from_arguments(args: argparse.Namespace, defaults: RecipeConfig,
+                          demo_overrides: dict | None = None) -> RecipeConfig:
+    """Recipe defaults (with the demo's overrides under `--demo`), then the --config file, then flags.
+
+    Args:
+        args: parsed flags of `add_config_arguments` (`--config`, `--output-dir`, `section.field`).
+        defaults: the recipe's default configuration.
+        demo_overrides: sections `--demo` changes (`RecipeSpec.demo_overrides`); flags still win.
+
+    Returns:
+        The resolved configuration, not yet validated (see `RecipeConfig.validate`).
+    """
     config = defaults
+    if demo_overrides and getattr(args, "data.demo", None):
+        config = RecipeConfig.from_dict(demo_overrides, base=config, source="demo defaults")
     if getattr(args, "config", None):
         config = RecipeConfig.load(args.config, base=config)
     overrides: dict = {}

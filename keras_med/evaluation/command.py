@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
+from keras_med.errors import ConfigError
 from keras_med.evaluation.external import TTA_MODES, evaluate_external
 
 logger = logging.getLogger(__name__)
@@ -29,8 +31,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Grad-CAM overlays for this many right and wrong images (single model).")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad counts and missing files before any model or image is read."""
+    problems = []
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--bootstrap", args.bootstrap, 0),
+                             ("--explain", args.explain, 0)):
+        if value < low:
+            problems.append(f"{flag}: expected an integer of at least {low}, got {value}")
+    if not Path(args.labels).is_file():
+        problems.append(f"--labels {args.labels}: no such file; expected a CSV of image_id,label or one-hot columns")
+    if not Path(args.images).is_dir():
+        problems.append(f"--images {args.images}: no such directory")
+    problems += [f"--model {path}: no such file; expected a .keras model in its run directory"
+                 for path in args.model if not Path(path).is_file()]
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation the parsed flags describe; returns the exit status."""
+    check_arguments(args)
     metrics = evaluate_external(args.model, args.labels, args.images, args.out, tta=args.tta,
                                 batch_size=args.batch_size, n_bootstrap=args.bootstrap, explain=args.explain)
     headline = {key: round(value["value"], 4) for key, value in metrics.items()

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_med.evaluation.evaluate import evaluate_run
-from keras_med.evaluation.run_files import load_run_metadata, load_trained_model
+from keras_med.errors import ConfigError
+from keras_med.run_directory import load_trained_model
 
 logger = logging.getLogger(__name__)
 
@@ -72,28 +73,26 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
         raise ValueError(f"tta: expected one of {list(TTA_MODES)}, got {tta!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive number of images, got {batch_size}")
-    metadata = [load_run_metadata(path) for path in paths]
-    first = metadata[0]
-    for path, other in zip(paths[1:], metadata[1:]):
-        if other["class_names"] != first["class_names"] or other["task"] != first["task"]:
-            raise ValueError(f"model_paths: {path} predicts {other['task']} {other['class_names']}, but "
-                             f"{paths[0]} predicts {first['task']} {first['class_names']}; an ensemble needs the same classes")
-    class_names, task = first["class_names"], first["task"]
+    trained = [load_trained_model(path) for path in paths]
+    first = trained[0].run
+    for path, other in zip(paths[1:], trained[1:]):
+        if other.run.class_names != first.class_names or other.run.task != first.task:
+            raise ConfigError(f"--model {path} predicts {other.run.task} {other.run.class_names}, but {paths[0]} "
+                              f"predicts {first.task} {first.class_names}; an ensemble needs the same classes")
+    class_names, task = first.class_names, first.task
     table = kdata.load_external_test(labels_csv, image_dir, class_names, task=task)
     targets = table.targets()
 
-    probabilities, models = [], []
-    for path, info in zip(paths, metadata):
-        model = load_trained_model(path)
-        image_size = int(model.input_shape[1])
-        dataset = kdata.build_image_pipeline(table.images(), targets, image_size=image_size, batch_size=batch_size,
-                                             training=False, augment="none", resize=info["resize"], cache="none")
-        probabilities.append(predict_with_tta(model, dataset, tta))
-        models.append((model, image_size, info["resize"]))
+    probabilities = []
+    for path, member in zip(paths, trained):
+        dataset = kdata.build_image_pipeline(table.images(), targets, image_size=member.image_size,
+                                             batch_size=batch_size, training=False, augment="none",
+                                             resize=member.run.resize, cache="none")
+        probabilities.append(predict_with_tta(member.model, dataset, tta))
         logger.info("Predicted %d external images with %s (tta=%s)", len(targets), path, tta)
     y_prob = np.mean(probabilities, axis=0)
 
-    stored = [info["thresholds"] for info in metadata]
+    stored = [member.run.thresholds for member in trained]
     thresholds = None
     if all(t is not None for t in stored):
         # An ensemble's members each chose their thresholds on their own validation split; their
@@ -101,7 +100,7 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
         thresholds = np.mean(np.asarray(stored, dtype=np.float64), axis=0).tolist()
         if len(paths) > 1:
             logger.warning("Ensemble thresholds are the mean of the members' stored thresholds: %s", thresholds)
-    model, image_size, resize = models[0]
+    model, image_size, resize = trained[0].model, trained[0].image_size, first.resize
     image_paths = table.paths
 
     def load_test_image(index: int) -> np.ndarray:
@@ -112,7 +111,7 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
     metrics = evaluate_run(
         out_dir, class_names=class_names, task=task, y_true_test=targets, y_prob_test=y_prob,
         groups_test=table.frame["group"].to_numpy(), data_summary=summary, test_images=load_test_image,
-        model=model if len(paths) == 1 else None, long_names=first["long_names"], n_bootstrap=n_bootstrap,
+        model=model if len(paths) == 1 else None, long_names=first.long_names, n_bootstrap=n_bootstrap,
         explain=explain, thresholds=thresholds, seed=seed,
         title=f"External evaluation of {names} on {Path(labels_csv).name}" + (" (flip TTA)" if tta == "flips" else ""))
     metrics_path = Path(out_dir) / "metrics.json"

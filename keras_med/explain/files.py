@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_med.evaluation.run_files import load_run_metadata, load_trained_model
+from keras_med.errors import ConfigError, RunFileError
 from keras_med.explain.gradcam import METHODS
+from keras_med.run_directory import load_trained_model, read_run_info
 from keras_med.explain.overlay import save_overlays
 
 logger = logging.getLogger(__name__)
@@ -35,24 +36,24 @@ def explain_files(model_path, image_paths, out_dir, method: str = "gradcam", cla
     from keras_med.data import load_image
 
     if method not in METHODS:
-        raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
+        raise ConfigError(f"method: expected one of {list(METHODS)}, got {method!r}")
     image_paths = [Path(p) for p in ([image_paths] if isinstance(image_paths, (str, Path)) else image_paths)]
     if not image_paths:
-        raise ValueError("image_paths: expected at least one image file, got none")
+        raise ConfigError("image_paths: expected at least one image file, got none")
     missing = [str(p) for p in image_paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"image_paths: no such file(s): {missing}")
-    metadata = load_run_metadata(model_path)
-    class_names = metadata["class_names"]
+        raise RunFileError(f"image_paths: no such file(s): {missing}")
+    # The class is checked against the run's names before the model is loaded, to fail fast.
+    class_names = read_run_info(model_path).class_names
     class_index = None
     if class_name is not None:
         if class_name not in class_names:
-            raise ValueError(f"class_name: expected one of {class_names}, got {class_name!r}")
+            raise ConfigError(f"class_name: expected one of {class_names}, got {class_name!r}")
         class_index = class_names.index(class_name)
 
-    model = load_trained_model(model_path)
-    image_size = int(model.input_shape[1])
-    images = np.stack([np.asarray(load_image(str(p), image_size, metadata["resize"]), dtype=np.float32)
+    trained = load_trained_model(model_path)
+    model, image_size = trained.model, trained.image_size
+    images = np.stack([np.asarray(load_image(str(p), image_size, trained.run.resize), dtype=np.float32)
                        for p in image_paths])
     probabilities = np.asarray(model.predict(images, verbose=0))
     titles = []

@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from keras_med.export.metadata import TFLITE_QUANTIZATIONS, read_run_metadata
+from keras_med.errors import ConfigError
+from keras_med.export.metadata import TFLITE_QUANTIZATIONS, is_valid_served_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,36 +32,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", action="store_true", help="Also write an ONNX file (needs tf2onnx, onnxruntime).")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse a bad --name or --version before the model is loaded."""
+    problems = []
+    if not is_valid_served_name(args.name):
+        problems.append(f"--name: expected letters, digits, '-', '_' or '.' (a folder name for TF Serving), "
+                        f"got {args.name!r}")
+    if args.version is not None:
+        if args.version < 1:
+            problems.append(f"--version: expected an integer of at least 1, got {args.version}")
+        elif (Path(args.base_dir) / args.name / str(args.version)).exists():
+            problems.append(f"--version {args.version}: {Path(args.base_dir) / args.name / str(args.version)} "
+                            "already exists; expected a new version number (or none for the next one)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def run(args: argparse.Namespace) -> int:
     """Export, verify after reload, print the signatures (and TFLite/ONNX reports); 0 on success."""
-    import keras
-
     from keras_med.export.mobile import export_other_formats
-    from keras_med.export.predictor import run_resize_mode
     from keras_med.export.saved_model import build_metadata, describe_signatures, export_for_serving
+    from keras_med.run_directory import load_trained_model
 
-    model_path = Path(args.model)
-    if model_path.suffix != ".keras" or not model_path.is_file():
-        sys.stderr.write(f"keras-med export: --model {model_path}: expected an existing .keras file\n")
-        return 2
+    check_arguments(args)
+    class_names = None
     if args.class_names is not None:
         class_names = [name.strip() for name in args.class_names.split(",") if name.strip()]
-        run_info = {}
-    else:
-        run_info = read_run_metadata(model_path)
-        class_names = run_info["class_names"]
-    model = keras.saving.load_model(model_path, compile=False)
-    resize = args.resize or run_resize_mode(model_path)
+    trained = load_trained_model(args.model, class_names=class_names, task=args.task, resize=args.resize)
+    model, run_info = trained.model, trained.run
     target = export_for_serving(model, name=args.name, base_dir=args.base_dir, version=args.version,
-                                class_names=class_names, task=args.task or run_info.get("task"),
-                                thresholds=run_info.get("thresholds"), resize=resize,
+                                class_names=run_info.class_names, task=run_info.task,
+                                thresholds=run_info.thresholds, resize=run_info.resize,
                                 container_base=args.container_base)
     out = sys.stdout
     out.write(f"SavedModel written to {target}\n{describe_signatures(target)}\n")
     out.write(f"models.config: {Path(args.base_dir) / 'models.config'}\n")
     if args.tflite or args.onnx:
-        metadata = build_metadata(model, class_names, task=args.task or run_info.get("task"),
-                                  thresholds=run_info.get("thresholds"), resize=resize)
+        metadata = build_metadata(model, run_info.class_names, task=run_info.task,
+                                  thresholds=run_info.thresholds, resize=run_info.resize)
         folder = target.parent / "other_formats" / target.name
         for report in export_other_formats(model, metadata, folder, tuple(args.tflite), args.onnx):
             out.write(report.to_text() + "\n")

@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Sequence
+
+from keras_med.errors import UserError
 
 TASKS = ("multiclass", "multilabel", "binary")
 RESIZE_MODES = ("resize", "pad")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
+
+
+class ServingMetadataError(UserError, ValueError):
+    """Class names, task, image size, thresholds or resize mode that a served model cannot carry."""
+
+
+def is_valid_served_name(name: str) -> bool:
+    """Whether `name` can be a served model's name: a folder under the base path and TF Serving's name."""
+    return bool(name) and not name.startswith(".") and all(char.isalnum() or char in "-_." for char in name)
 
 
 @dataclass(frozen=True)
@@ -40,19 +50,19 @@ class ServingMetadata:
         names = tuple(str(name) for name in self.class_names)
         object.__setattr__(self, "class_names", names)
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+            raise ServingMetadataError(f"task must be one of {TASKS}, got {self.task!r}")
         if not names or any(not name for name in names):
-            raise ValueError(f"class_names must be non-empty names, got {list(self.class_names)!r}")
+            raise ServingMetadataError(f"class_names must be non-empty names, got {list(self.class_names)!r}")
         if len(set(names)) != len(names):
-            raise ValueError(f"class_names must be unique, got {list(names)!r}")
+            raise ServingMetadataError(f"class_names must be unique, got {list(names)!r}")
         if self.task == "binary" and len(names) != 2:
-            raise ValueError(f"a binary task needs class_names [negative, positive], got {list(names)!r}")
+            raise ServingMetadataError(f"a binary task needs class_names [negative, positive], got {list(names)!r}")
         if self.task != "binary" and len(names) < 2:
-            raise ValueError(f"a {self.task} task needs at least two class_names, got {list(names)!r}")
+            raise ServingMetadataError(f"a {self.task} task needs at least two class_names, got {list(names)!r}")
         if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or self.image_size < 8:
-            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {self.image_size!r}")
+            raise ServingMetadataError(f"image_size must be an integer of at least 8 pixels, got {self.image_size!r}")
         if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+            raise ServingMetadataError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         object.__setattr__(self, "thresholds", normalise_thresholds(self.thresholds, names, self.task))
 
     @property
@@ -87,16 +97,16 @@ def normalise_thresholds(thresholds, class_names: Sequence[str], task: str) -> t
     expected_names = list(class_names[1:]) if task == "binary" else list(class_names)
     if isinstance(thresholds, dict):
         if sorted(thresholds) != sorted(expected_names):
-            raise ValueError(f"thresholds must name exactly {expected_names}, got {sorted(thresholds)}")
+            raise ServingMetadataError(f"thresholds must name exactly {expected_names}, got {sorted(thresholds)}")
         thresholds = [thresholds[name] for name in expected_names]
     if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
         thresholds = [thresholds]
     values = [float(value) for value in thresholds]
     if len(values) != len(expected_names):
         what = "one value, on the positive class" if task == "binary" else f"one value per class {expected_names}"
-        raise ValueError(f"thresholds for a {task} model must be {what}; got {len(values)}: {values}")
+        raise ServingMetadataError(f"thresholds for a {task} model must be {what}; got {len(values)}: {values}")
     if any(not math.isfinite(value) or not 0.0 <= value <= 1.0 for value in values):
-        raise ValueError(f"thresholds must be probabilities in 0..1, got {values}")
+        raise ServingMetadataError(f"thresholds must be probabilities in 0..1, got {values}")
     return tuple(values)
 
 
@@ -109,7 +119,7 @@ def infer_task(model) -> str:
     try:
         layer = model.get_layer("predictions")
     except ValueError as error:
-        raise ValueError("the model has no layer named 'predictions' (see docs/contracts.md)") from error
+        raise ServingMetadataError("the model has no layer named 'predictions' (see docs/contracts.md)") from error
     units = model.outputs[0].shape[-1]
     if units == 1:
         return "binary"
@@ -118,48 +128,5 @@ def infer_task(model) -> str:
         return "multiclass"
     if activation == "sigmoid":
         return "multilabel"
-    raise ValueError(f"cannot tell the task from the 'predictions' layer's activation {activation!r}; "
+    raise ServingMetadataError(f"cannot tell the task from the 'predictions' layer's activation {activation!r}; "
                      "pass task= explicitly")
-
-
-def read_run_metadata(model_path: str | Path) -> dict:
-    """Class names, task and thresholds of a ``.keras`` checkpoint's run.
-
-    The run directory is the parent of the ``checkpoints/`` folder holding the model (or the
-    model's own folder otherwise). ``class_names.json`` there is a list of names or an object
-    with ``class_names`` and optionally ``task``; the thresholds chosen by evaluation come from
-    ``metrics.json`` (``thresholds``) when ``class_names.json`` has none.
-
-    Args:
-        model_path: Path of the ``.keras`` file.
-    """
-    model_path = Path(model_path)
-    folder = model_path.parent
-    run_dir = folder.parent if folder.name == "checkpoints" else folder
-    candidates = list(dict.fromkeys([run_dir, folder]))
-    content = _read_json(candidates, "class_names.json")
-    if content is None:
-        raise FileNotFoundError(f"no class_names.json next to {model_path}: looked in "
-                                f"{', '.join(str(c) for c in candidates)}; pass class names explicitly")
-    if isinstance(content, list):
-        content = {"class_names": content}
-    if not isinstance(content, dict) or not isinstance(content.get("class_names"), list):
-        raise ValueError(f"class_names.json of {run_dir}: expected a list of class names or an object with "
-                         f"'class_names', got {type(content).__name__}")
-    if content.get("thresholds") is None:
-        metrics = _read_json(candidates, "metrics.json")
-        if isinstance(metrics, dict) and metrics.get("thresholds") is not None:
-            content["thresholds"] = metrics["thresholds"]
-    return content
-
-
-def _read_json(folders: list[Path], name: str):
-    """The parsed ``name`` from the first folder that has it, or None."""
-    for folder in folders:
-        path = folder / name
-        if path.is_file():
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: not valid JSON: {error}") from error
-    return None

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_med.errors import UserError
 from keras_med.export.signatures import OUTPUT_KEYS
 
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 
 
-class ImageInputError(ValueError):
+class ImageInputError(UserError, ValueError):
     """An input that is not a JPEG/PNG file or not a valid pixel array; the message names it."""
 
 

@@ -7,17 +7,16 @@ Both run the very serving functions that are exported (``signatures.ServingFunct
 from __future__ import annotations
 
 import abc
-import tomllib
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_med.export.metadata import read_run_metadata
 from keras_med.export.predictions import (ImageInputError, Prediction, ServingError, check_pixels, predictions_from_rows,
                                           read_image_file, rows_from_columns, sha256)
 from keras_med.export.signatures import IMAGE_INPUT, IMAGE_SIGNATURE, PIXELS_INPUT, PIXELS_SIGNATURE, ServingFunctions
+from keras_med.errors import RunFileError
+from keras_med.run_directory import load_saved_model, load_trained_model
 
 
 DEFAULT_BATCH_SIZE = 32
@@ -124,51 +123,31 @@ class LocalPredictor(Predictor):
 def load_predictor(path: str | Path, class_names=None, task: str | None = None, thresholds=None) -> LocalPredictor:
     """A predictor for a SavedModel folder (``saved_models/<name>/<version>``) or a ``.keras`` file.
 
-    A ``.keras`` file takes its class names (and task, thresholds when present) from the
-    ``class_names.json`` of its run directory, and its resize mode from the run's ``config.toml``;
-    arguments given here win.
+    Both are read through ``keras_med.run_directory``: a ``.keras`` file takes its class names,
+    task, thresholds and resize mode from its run directory (arguments given here win), and is
+    refused when they do not fit its outputs.
 
     Args:
         path: SavedModel folder or ``.keras`` file.
         class_names: Class names for a ``.keras`` file (overrides class_names.json).
         task: Task for a ``.keras`` file (default: class_names.json, else read from the model).
-        thresholds: Thresholds for a ``.keras`` file (default: class_names.json, else none).
+        thresholds: Thresholds for a ``.keras`` file (default: the run's, else none).
     """
     path = Path(path)
+    if not path.exists():
+        raise RunFileError(f"{path}: no such .keras file or SavedModel folder (saved_models/<name>/<version>)")
     if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise FileNotFoundError(f"{path} is not a SavedModel folder (no saved_model.pb); expected e.g. "
-                                    "saved_models/<name>/<version>")
-        loaded = tf.saved_model.load(str(path))
-        missing = [s for s in (IMAGE_SIGNATURE, PIXELS_SIGNATURE) if s not in loaded.signatures]
-        if missing:
-            raise ValueError(f"{path}: SavedModel lacks signatures {missing}; export it with keras-med export")
+        loaded = load_saved_model(path, signatures=(IMAGE_SIGNATURE, PIXELS_SIGNATURE))
         version = int(path.name) if path.name.isdigit() else None
         name = path.parent.name if version is not None else path.name
         return LocalPredictor(loaded.signatures[IMAGE_SIGNATURE], loaded.signatures[PIXELS_SIGNATURE], name, version)
-    if path.suffix != ".keras" or not path.is_file():
-        raise FileNotFoundError(f"{path}: expected a SavedModel folder or an existing .keras file")
     from keras_med.export.saved_model import build_metadata
 
-    model = keras.saving.load_model(path, compile=False)
-    run = read_run_metadata(path) if class_names is None else {}
-    metadata = build_metadata(model, class_names if class_names is not None else run["class_names"],
-                              task=task or run.get("task"),
-                              thresholds=thresholds if thresholds is not None else run.get("thresholds"),
-                              resize=run_resize_mode(path))
-    functions = ServingFunctions(model, metadata)
+    trained = load_trained_model(path, class_names=class_names, task=task, thresholds=thresholds)
+    metadata = build_metadata(trained.model, trained.run.class_names, task=trained.run.task,
+                              thresholds=trained.run.thresholds, resize=trained.run.resize)
+    functions = ServingFunctions(trained.model, metadata)
     specs = functions.input_signatures()
     image_fn = tf.function(functions.predict_image_bytes, input_signature=specs[IMAGE_SIGNATURE])
     pixels_fn = tf.function(functions.predict_pixels, input_signature=specs[PIXELS_SIGNATURE])
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return LocalPredictor(image_fn, pixels_fn, run_dir.name or path.stem)
-
-
-def run_resize_mode(model_path: Path) -> str:
-    """``data.resize`` of the run's config.toml (how training resized), "resize" when absent."""
-    folder = model_path.parent
-    config = (folder.parent if folder.name == "checkpoints" else folder) / "config.toml"
-    if not config.is_file():
-        return "resize"
-    with config.open("rb") as handle:
-        return tomllib.load(handle).get("data", {}).get("resize", "resize")
+    return LocalPredictor(image_fn, pixels_fn, trained.name)

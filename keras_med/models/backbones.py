@@ -13,6 +13,7 @@ from typing import Callable
 
 import keras
 
+from keras_med.errors import ConfigError, UserError
 from keras_med.models.heads import classification_head, image_input
 from keras_med.models.preprocessing import preprocess_images
 from keras_med.models.registry import register_model
@@ -63,8 +64,8 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
-class WeightsUnavailableError(RuntimeError):
-    """ImageNet weights could not be downloaded (e.g. an offline machine)."""
+class WeightsUnavailableError(UserError, RuntimeError):
+    """ImageNet weights could not be downloaded (e.g. an offline machine); the message says where to put them."""
 
 
 def build_backbone_model(name: str, *, output_units: int, image_size: int, task: str, weights: str | None,
@@ -72,7 +73,7 @@ def build_backbone_model(name: str, *, output_units: int, image_size: int, task:
     """Build backbone `name` flat with preprocessing and head; see `create_model` for Args."""
     backbone = BACKBONES[name]
     if width != 1.0 and not backbone.has_width:
-        raise ValueError(f"width: model '{name}' has no width multiplier; use 1.0, got {width}")
+        raise ConfigError(f"width: model '{name}' has no width multiplier; use 1.0, got {width}")
     extra = {"alpha": width} if backbone.has_width else {}
     inputs = image_input(image_size)
     x = preprocess_images(inputs, backbone.preprocessing)

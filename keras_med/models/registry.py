@@ -13,6 +13,8 @@ from typing import Callable
 
 import keras
 
+from keras_med.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 TASKS = ("multiclass", "multilabel", "binary")
@@ -66,7 +68,7 @@ def model_spec(name: str) -> ModelSpec:
         name: Registry name.
     """
     if name not in _REGISTRY:
-        raise ValueError(f"model: unknown model '{name}'; expected one of {available_models()}")
+        raise ConfigError(f"model: unknown model '{name}'; expected one of {available_models()}")
     return _REGISTRY[name]
 
 
@@ -84,7 +86,7 @@ def normalize_weights(weights: str | None) -> str | None:
 
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"weights: expected 'imagenet', 'none' or a path to a weights file; {weights!r} is not a file")
     return str(path)
 
@@ -115,24 +117,24 @@ def create_model(name: str, *, num_classes: int, image_size: int, task: str = "m
     """
     spec = model_spec(name)
     if task not in TASKS:
-        raise ValueError(f"task: expected one of {list(TASKS)}, got {task!r}")
+        raise ConfigError(f"task: expected one of {list(TASKS)}, got {task!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
+        raise ConfigError(f"num_classes: expected a positive integer, got {num_classes!r}")
     if task == "binary" and num_classes not in (1, 2):
-        raise ValueError(f"num_classes: a binary task has 2 classes (negative, positive), got {num_classes}")
+        raise ConfigError(f"num_classes: a binary task has 2 classes (negative, positive), got {num_classes}")
     if task == "multiclass" and num_classes < 2:
-        raise ValueError(f"num_classes: a multiclass task needs at least 2 classes, got {num_classes}")
+        raise ConfigError(f"num_classes: a multiclass task needs at least 2 classes, got {num_classes}")
     if not isinstance(image_size, int) or image_size < 32:
-        raise ValueError(f"image_size: expected an integer of at least 32 pixels, got {image_size!r}")
+        raise ConfigError(f"image_size: expected an integer of at least 32 pixels, got {image_size!r}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout: expected a rate in [0, 1), got {dropout!r}")
+        raise ConfigError(f"dropout: expected a rate in [0, 1), got {dropout!r}")
     if not isinstance(head_units, int) or head_units < 0:
-        raise ValueError(f"head_units: expected a non-negative integer, got {head_units!r}")
+        raise ConfigError(f"head_units: expected a non-negative integer, got {head_units!r}")
     if not width > 0:
-        raise ValueError(f"width: expected a positive multiplier, got {width!r}")
+        raise ConfigError(f"width: expected a positive multiplier, got {width!r}")
     weights = normalize_weights(weights)
     if weights is not None and not spec.pretrained:
-        raise ValueError(f"weights: model '{name}' has no pretrained backbone; use weights='none', "
+        raise ConfigError(f"weights: model '{name}' has no pretrained backbone; use weights='none', "
                          f"got {weights!r}")
     output_units = 1 if task == "binary" else num_classes
     logger.info("building %s: %d outputs (%s), %dpx, weights=%s", name, output_units, task, image_size, weights)

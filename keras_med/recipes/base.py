@@ -20,7 +20,9 @@ from typing import Callable
 
 import numpy as np
 
+from keras_med.command_line import CommandParser, add_verbose_flag, run_command
 from keras_med.config import RecipeConfig, add_config_arguments, config_from_arguments
+from keras_med.errors import ConfigError
 
 log = logging.getLogger("keras_med")
 
@@ -56,41 +58,50 @@ class RecipeSpec:
 
 
 def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
+    """The recipe's flags (one per configuration field, `--config`, `--run-dir`, `--verbose`) on `parser`."""
+    parser = parser or CommandParser(
         prog=f"python -m keras_med.recipes.{spec.name}", description=spec.description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(parser, spec.defaults)
     parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
                         "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
-    parser.add_argument("--verbose", "-v", action="store_true", help="Debug logging.")
+    add_verbose_flag(parser)
     return parser
 
 
 def main(spec: RecipeSpec, argv: list[str] | None = None) -> int:
-    args = build_parser(spec).parse_args(argv)
-    return run_from_arguments(spec, args)
+    """`python -m keras_med.recipes.<name>`: parse, validate, train; a user's mistake is one line, exit 2."""
+    parser = build_parser(spec)
+    return run_command(parser.prog, lambda rest: run_from_arguments(spec, parser.parse_args(rest)),
+                       sys.argv[1:] if argv is None else argv)
+
+
+def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allowed: bool = True) -> RecipeConfig:
+    """The run's configuration: the recipe's defaults (and demo overrides), `--config`, flags; validated.
+
+    Every recipe-level command (train, lr-find, prepare) resolves its configuration here, before
+    touching any data.
+
+    Args:
+        spec: the recipe.
+        args: the parsed flags of `build_parser`.
+        prepared_allowed: whether `--prepared DIR` is a data source for this command.
+
+    Raises:
+        ConfigError: a bad value, or no data source (after printing where the recipe's data is).
+    """
+    config = config_from_arguments(args, spec.defaults, spec.demo_overrides).validate()
+    if not config.data.data_dir and not config.data.demo and not (prepared_allowed and config.data.prepared):
+        sys.stderr.write(spec.data_help.strip() + "\n")
+        sources = "--data-dir DIR, --demo" + (" or --prepared DIR" if prepared_allowed else "")
+        raise ConfigError(f"no data: expected {sources}")
+    return dataclasses.replace(config, recipe=spec.name)
 
 
 def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
-    configure_logging(args.verbose)
-    try:
-        defaults = spec.defaults
-        if getattr(args, "data.demo", None):
-            defaults = RecipeConfig.from_dict(spec.demo_overrides, base=defaults, source="demo defaults")
-        config = config_from_arguments(args, defaults)
-    except (ValueError, FileNotFoundError) as error:
-        log.error("%s", error)
-        return 2
-    if not config.data.data_dir and not config.data.demo and not config.data.prepared:
-        sys.stderr.write(spec.data_help.strip() + "\n")
-        return 2
-    run_recipe(spec, config, run_dir=args.run_dir)
+    """Resolve and validate the configuration, then run the recipe; returns the exit status."""
+    run_recipe(spec, resolve_config(spec, args), run_dir=args.run_dir)
     return 0
-
-
-def configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
 def make_run_dir(config: RecipeConfig, run_dir: str | None) -> Path:

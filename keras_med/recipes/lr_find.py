@@ -5,13 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 
-from keras_med.recipes.base import (RecipeSpec, build_model, build_parser, configure_logging,
-                                    make_run_dir, prepare_data, stage)
-from keras_med.config import RecipeConfig, config_from_arguments
+from keras_med.atomic import write_text_atomic
+from keras_med.command_line import CommandParser
+from keras_med.errors import ConfigError
+from keras_med.recipes.base import RecipeSpec, build_model, build_parser, make_run_dir, prepare_data, resolve_config, stage
+
+
+def check_sweep(min_lr: float, max_lr: float, steps: int) -> None:
+    """The sweep's own flags: 0 < --min-lr < --max-lr, --steps at least 2 (a slope needs two points)."""
+    problems = []
+    if not min_lr > 0:
+        problems.append(f"--min-lr: expected a learning rate above 0, got {min_lr}")
+    if not max_lr > min_lr:
+        problems.append(f"--max-lr: expected a learning rate above --min-lr {min_lr}, got {max_lr}")
+    if steps < 2:
+        problems.append(f"--steps: expected an integer of at least 2, got {steps}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
-    parser = build_parser(spec, argparse.ArgumentParser(
+    """Parse `argv` for `spec`, sweep the learning rate, write lr_find.png/json; returns the exit status."""
+    parser = build_parser(spec, CommandParser(
         prog=f"keras-med lr-find --recipe {spec.name}",
         description="Exponential learning-rate sweep on the recipe's training split; writes lr_find.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter))
@@ -19,13 +34,8 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     parser.add_argument("--max-lr", type=float, default=1.0, help="Last learning rate of the sweep.")
     parser.add_argument("--steps", type=int, default=200, help="Training steps the sweep takes.")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
-    defaults = spec.defaults
-    if getattr(args, "data.demo", None):
-        defaults = RecipeConfig.from_dict(spec.demo_overrides, base=defaults, source="demo defaults")
-    config = config_from_arguments(args, defaults)
-    if not config.data.data_dir and not config.data.demo:
-        parser.error("give --data-dir DIR or --demo")
+    check_sweep(args.min_lr, args.max_lr, args.steps)
+    config = resolve_config(spec, args)
 
     from keras_med.training import compile_model, find_learning_rate, setup_runtime
 
@@ -39,6 +49,6 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     result = find_learning_rate(model, prepared.train_ds, min_lr=args.min_lr, max_lr=args.max_lr,
                                 steps=args.steps, plot_path=out / "lr_find.png")
     suggested = result.suggested_lr
-    (out / "lr_find.json").write_text(json.dumps({"suggested_learning_rate": float(suggested)}, indent=2))
+    write_text_atomic(out / "lr_find.json", json.dumps({"suggested_learning_rate": float(suggested)}, indent=2))
     stage("suggested learning rate %.2e (plot: %s)", suggested, out / "lr_find.png")
     return 0

@@ -12,19 +12,20 @@ settings of the recipe's flags matter here.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
-from keras_med.config import RecipeConfig, config_from_arguments
-from keras_med.recipes.base import RecipeSpec, build_parser, configure_logging, load_source_table, stage
+from keras_med.command_line import CommandParser
+from keras_med.config import RecipeConfig
+from keras_med.errors import ConfigError
+from keras_med.recipes.base import RecipeSpec, build_parser, load_source_table, resolve_config, stage
 
 log = logging.getLogger("keras_med")
 
 
 def build_prepare_parser(spec: RecipeSpec) -> argparse.ArgumentParser:
     """The recipe's flags plus the output options of `prepare`."""
-    parser = build_parser(spec, argparse.ArgumentParser(
+    parser = build_parser(spec, CommandParser(
         prog=f"keras-med prepare --recipe {spec.name}",
         description=f"Write {spec.name}'s images as sharded TFRecords of resized images (train later with --prepared).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter))
@@ -40,18 +41,12 @@ def build_prepare_parser(spec: RecipeSpec) -> argparse.ArgumentParser:
 def run_prepare(spec: RecipeSpec, argv: list[str]) -> int:
     """Parse `argv` for `spec` and write its prepared shards; returns the exit code."""
     args = build_prepare_parser(spec).parse_args(argv)
-    configure_logging(args.verbose)
-    try:
-        defaults = spec.defaults
-        if getattr(args, "data.demo", None):
-            defaults = RecipeConfig.from_dict(spec.demo_overrides, base=defaults, source="demo defaults")
-        config = dataclasses.replace(config_from_arguments(args, defaults), recipe=spec.name)
-    except (ValueError, FileNotFoundError) as error:
-        log.error("%s", error)
-        return 2
-    if not config.data.data_dir and not config.data.demo:
-        log.error("prepare needs --data-dir (or --demo)")
-        return 2
+    problems = [f"--quality: expected an integer in [1, 100], got {args.quality}"] if not 1 <= args.quality <= 100 else []
+    if args.shard_size < 1:
+        problems.append(f"--shard-size: expected an integer of at least 1, got {args.shard_size}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    config = resolve_config(spec, args, prepared_allowed=False)
     manifest = prepare_shards(spec, config, Path(args.out), encoding=args.encoding, quality=args.quality,
                               shard_size=args.shard_size)
     log.info("prepared %s: %s images per split in %d shards at %s; train with --prepared %s",
