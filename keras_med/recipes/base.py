@@ -299,7 +299,8 @@ def _headline(metrics: dict, key: str) -> str:
     item = metrics.get(key)
     if not isinstance(item, dict) or item.get("value") is None:
         return "n/a"
-    lo, hi = item.get("ci95", [np.nan, np.nan])
+    # ci95 is None with --bootstrap 0
+    lo, hi = item.get("ci95") or [np.nan, np.nan]
     return f"{item['value']:.3f} (95% CI {lo:.3f}-{hi:.3f})"
 
 
