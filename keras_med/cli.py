@@ -14,12 +14,11 @@ Each subcommand imports its room lazily so `--help` answers at once.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import sys
 
-from keras_med.command_line import CommandParser, add_verbose_flag, run_command
+from keras_med.command_line import CommandParser, HelpFormatter, add_verbose_flag, run_command
 from keras_med.errors import ConfigError
 
 RECIPES = {
@@ -52,7 +51,7 @@ def cmd_train(argv: list[str]) -> int:
     spec = recipe_spec(name)
     parser = build_parser(spec, CommandParser(
         prog=f"keras-med train --recipe {name}", description=spec.description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+        formatter_class=HelpFormatter))
     return run_from_arguments(spec, parser.parse_args(rest))
 
 
@@ -87,7 +86,7 @@ def _mounted(module: str, prog: str):
     def command(argv: list[str]) -> int:
         target = importlib.import_module(module)
         parser = CommandParser(prog=f"keras-med {prog}", description=target.__doc__.splitlines()[0],
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                               formatter_class=HelpFormatter)
         target.add_arguments(parser)
         add_verbose_flag(parser)
         return int(target.run(parser.parse_args(argv)) or 0)

@@ -37,6 +37,16 @@ class CommandParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default once: configuration flags state the recipe's own default in their
+    help and have None as argparse's default, which `ArgumentDefaultsHelpFormatter` would add again."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     """`--verbose`/`-v`: debug logging and the traceback of a user's mistake."""
     parser.add_argument(*VERBOSE_FLAGS, dest="verbose", action="store_true",

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from keras_med.errors import RunFileError
 from keras_med.export import command_export, command_predict, export_for_serving
 from keras_med.export.predictions import ImageInputError, ServingError, check_pixels
 from keras_med.export.predictor import load_predictor
@@ -240,4 +241,6 @@ def test_export_command_writes_next_version_and_prints_signatures(setup, tmp_pat
     out = capsys.readouterr().out
     assert "signature_def['serving_default']" in out and "inputs['image_bytes']" in out
     assert sorted(p.name for p in (tmp_path / "sm" / "cxr").iterdir()) == ["1", "2"]
-    assert command_export.run(_parse(command_export, ["--model", str(tmp_path / "nope.keras"), "--name", "x"])) == 2
+    # A user's mistake is raised; keras_med.command_line.run_command turns it into one line and exit 2.
+    with pytest.raises(RunFileError, match="nope.keras"):
+        command_export.run(_parse(command_export, ["--model", str(tmp_path / "nope.keras"), "--name", "x"]))

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from keras_med.command_line import CommandParser, add_verbose_flag, run_command
+from keras_med.command_line import CommandParser, HelpFormatter, add_verbose_flag, run_command
 from keras_med.config import RecipeConfig, add_config_arguments, config_from_arguments
 from keras_med.errors import ConfigError
 
@@ -61,7 +61,7 @@ def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None
     """The recipe's flags (one per configuration field, `--config`, `--run-dir`, `--verbose`) on `parser`."""
     parser = parser or CommandParser(
         prog=f"python -m keras_med.recipes.{spec.name}", description=spec.description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     add_config_arguments(parser, spec.defaults)
     parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
                         "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")

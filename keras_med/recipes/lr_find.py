@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from keras_med.atomic import write_text_atomic
-from keras_med.command_line import CommandParser
+from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.errors import ConfigError
 from keras_med.recipes.base import RecipeSpec, build_model, build_parser, make_run_dir, prepare_data, resolve_config, stage
 
@@ -29,7 +28,7 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     parser = build_parser(spec, CommandParser(
         prog=f"keras-med lr-find --recipe {spec.name}",
         description="Exponential learning-rate sweep on the recipe's training split; writes lr_find.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+        formatter_class=HelpFormatter))
     parser.add_argument("--min-lr", type=float, default=1e-7, help="First learning rate of the sweep.")
     parser.add_argument("--max-lr", type=float, default=1.0, help="Last learning rate of the sweep.")
     parser.add_argument("--steps", type=int, default=200, help="Training steps the sweep takes.")

@@ -15,7 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from keras_med.command_line import CommandParser
+from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.config import RecipeConfig
 from keras_med.errors import ConfigError
 from keras_med.recipes.base import RecipeSpec, build_parser, load_source_table, resolve_config, stage
@@ -28,7 +28,7 @@ def build_prepare_parser(spec: RecipeSpec) -> argparse.ArgumentParser:
     parser = build_parser(spec, CommandParser(
         prog=f"keras-med prepare --recipe {spec.name}",
         description=f"Write {spec.name}'s images as sharded TFRecords of resized images (train later with --prepared).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+        formatter_class=HelpFormatter))
     group = parser.add_argument_group("[prepare]")
     group.add_argument("--out", required=True, help="Directory for the shards and manifest.json (must not hold shards).")
     group.add_argument("--encoding", default="jpeg", choices=["jpeg", "raw"],
@@ -41,7 +41,9 @@ def build_prepare_parser(spec: RecipeSpec) -> argparse.ArgumentParser:
 def run_prepare(spec: RecipeSpec, argv: list[str]) -> int:
     """Parse `argv` for `spec` and write its prepared shards; returns the exit code."""
     args = build_prepare_parser(spec).parse_args(argv)
-    problems = [f"--quality: expected an integer in [1, 100], got {args.quality}"] if not 1 <= args.quality <= 100 else []
+    problems = []
+    if not 1 <= args.quality <= 100:
+        problems.append(f"--quality: expected an integer in [1, 100], got {args.quality}")
     if args.shard_size < 1:
         problems.append(f"--shard-size: expected an integer of at least 1, got {args.shard_size}")
     if problems:
