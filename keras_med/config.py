@@ -52,7 +52,6 @@ def in_range(low, high, what: str = "a number", closed: bool = False) -> Rule:
 
 NOT_EMPTY = Rule(lambda value: bool(str(value).strip()), "a non-empty value")
 MIN_IMAGE_SIZE = 32  # the smallest input every registered model builds at (keras_med.models.create_model)
-MIN_DEMO_IMAGES = 112  # 16 per class of the HAM10000 demo, so that every class reaches every split
 
 
 def _opt(default, help_text: str, choices=None, rule: Rule | None = None):
@@ -63,8 +62,7 @@ def _opt(default, help_text: str, choices=None, rule: Rule | None = None):
 class DataConfig:
     data_dir: str = _opt("", "Dataset directory (metadata plus images). Empty: use --demo.")
     demo: bool = _opt(False, "Generate a small synthetic dataset in the real layout and use it.")
-    demo_size: int = _opt(700, "Number of images the demo dataset has.",
-                          rule=at_least(MIN_DEMO_IMAGES, "an integer number of images"))
+    demo_size: int = _opt(700, "Number of images the demo dataset has.", rule=at_least(1))
     image_size: int = _opt(128, "Side of the square images the model sees, in pixels.",
                          rule=at_least(MIN_IMAGE_SIZE, "an integer number of pixels"))
     batch_size: int = _opt(32, "Images per training step.", rule=at_least(1))

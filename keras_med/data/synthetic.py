@@ -18,6 +18,7 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from keras_med.data.sources.ham10000 import HAM10000_CLASSES, HAM10000_METADATA
+from keras_med.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def write_ham10000_demo(out_dir: str | os.PathLike, n_images: int = 420, seed: i
     """
     min_images = 2 * MIN_LESIONS_PER_CLASS
     if n_images < min_images * len(HAM10000_CLASSES):
-        raise ValueError(f"n_images must be at least {min_images * len(HAM10000_CLASSES)}, got {n_images}")
+        raise ConfigError(f"--demo-size (n_images): the HAM10000 demo needs at least "
+                          f"{min_images * len(HAM10000_CLASSES)} images, got {n_images}")
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     parts = [out_dir / "HAM10000_images_part_1", out_dir / "HAM10000_images_part_2"]
