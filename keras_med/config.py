@@ -379,7 +379,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: RecipeConfig
         group = parser.add_argument_group(f"[{section_name}]")
         for spec in dataclasses.fields(section):
             default = getattr(section, spec.name)
-            help_text = f"{spec.metadata.get('help', '')} (default: {default!r})"
+            help_text = spec.metadata.get("help", "")
+            if "(default:" not in help_text:  # some say what an empty default means instead
+                help_text += f" (default: {default!r})"
             dest = f"{section_name}.{spec.name}"
             if isinstance(default, bool):
                 group.add_argument(_flag(spec.name), dest=dest, action=argparse.BooleanOptionalAction,

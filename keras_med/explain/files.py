@@ -9,8 +9,8 @@ import numpy as np
 
 from keras_med.errors import ConfigError, RunFileError
 from keras_med.explain.gradcam import METHODS
-from keras_med.run_directory import load_trained_model, read_run_info
 from keras_med.explain.overlay import save_overlays
+from keras_med.run_directory import load_trained_model, read_run_info
 
 logger = logging.getLogger(__name__)
 
