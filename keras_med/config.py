@@ -135,7 +135,7 @@ class TrainConfig:
     monitor: str = _opt("val_balanced_accuracy", "Validation metric that picks the best checkpoint.",
                        rule=Rule(lambda value: value.startswith("val_") and len(value) > 4,
                                  "a validation metric name starting with 'val_'"))
-    patience: int = _opt(6, "EarlyStopping patience, in epochs.", rule=at_least(0))
+    patience: int = _opt(6, "EarlyStopping patience, in epochs.", rule=at_least(1))
     accumulate: int = _opt(1, "Gradient accumulation steps.", rule=at_least(1))
     ema: float = _opt(0.0, "Exponential moving average of the weights (momentum, e.g. 0.999; 0: off); "
                       "validation, checkpoints and the exported model use the averaged weights.",
@@ -155,7 +155,7 @@ class EvaluationConfig:
     operating_point: str = _opt("youden", "How per-class thresholds are chosen on validation.",
                                 ["youden", "f1", "sensitivity", "specificity"])
     target: float = _opt(0.9, "Target sensitivity or specificity for that operating point.",
-                         rule=Rule(lambda value: 0.0 < value < 1.0, "a fraction in (0, 1)"))
+                         rule=Rule(lambda value: 0.0 < value <= 1.0, "a fraction in (0, 1]"))
     explain: int = _opt(4, "Grad-CAM overlays for this many right and wrong test predictions.",
                       rule=at_least(0))
     tta: str = _opt("none", "Test-time augmentation.", ["none", "flips"])
