@@ -1,10 +1,14 @@
 """Recipe configuration: typed dataclasses that load from TOML, take CLI flags, and are saved per run.
 
-A recipe's configuration is plain data in four sections (`data`, `model`, `train`, `evaluation`,
+A recipe's configuration is plain data in five sections (`data`, `model`, `train`, `evaluation`,
 `export`). Every field is a CLI flag (`--image-size 160` sets `data.image_size`), so the default
 path is one command and every default is visible in `--help` and overridable. The resolved
 configuration is written to `config.toml` in each run directory so any run can be repeated with
 `--config runs/<recipe>/<stamp>/config.toml`.
+
+`RecipeConfig.validate()` checks every value (type, choice, range given by each field's `Rule`,
+the model registry, the paths named) before a command touches any data; its messages name the
+flag and the TOML key (`--epochs ([train] epochs)`).
 """
 
 from __future__ import annotations
