@@ -4,6 +4,12 @@ Each model is trained for one step at 32 px from random weights on a tiny synthe
 then its checkpoint goes through `keras-med export`, `predict`, `evaluate` and `explain`, all in
 this process. resnet50 and vgg16 carry the custom layer `ReverseChannels`, which every command
 must find when it loads the `.keras` file (keras_med.run_directory).
+
+Cost: well above the ~90 s this was sized for. Each model traces its graph in every command
+(train step, validation, SavedModel signatures and their reload check, prediction, Grad-CAM), so
+a deep backbone costs minutes even at 32 px: on the shared 2-core development machine at a load
+average of ~10, densenet121 took about 11 min of wall time (about 3 min of CPU) and resnet50
+about 8 min. Hence the `slow` marker (CI still runs it).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import pytest
 
 from keras_med.cli import main as cli_main
 from keras_med.models import available_models
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
