@@ -22,8 +22,6 @@ import pytest
 from keras_med.cli import main as cli_main
 from keras_med.models import available_models
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
@@ -43,6 +41,7 @@ def test_models_command_lists_every_registered_model(capsys):
     assert capsys.readouterr().out.split() == available_models()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", available_models())
 def test_every_model_through_the_cli(tiny_data, tmp_path, capsys, name):
     root, demo, images = tiny_data
