@@ -213,6 +213,16 @@ def test_export_refuses_bad_name_version_and_missing_model(tiny_run, capsys, tmp
     assert_one_line_error(capsys, "keras-med export", f"{tmp_path / 'none.keras'}: expected an existing .keras file")
 
 
+def test_export_onnx_without_its_packages_is_refused_first(tiny_run, capsys, tmp_path, monkeypatch):
+    from keras_med.export import command_export
+
+    monkeypatch.setattr(command_export.importlib.util, "find_spec", lambda name: None)
+    model = str(tiny_run / "checkpoints" / "best.keras")
+    assert cli_main(["export", "--model", model, "--name", "x", "--base-dir", str(tmp_path), "--onnx"]) == 2
+    assert_one_line_error(capsys, "keras-med export", "--onnx: needs tf2onnx and onnxruntime", "pip install tf2onnx")
+    assert not (tmp_path / "x").exists()
+
+
 def test_evaluate_and_explain_refuse_bad_flags_and_files(tiny_run, capsys, tmp_path):
     model = str(tiny_run / "checkpoints" / "best.keras")
     assert cli_main(["evaluate", "--model", model, "--labels", str(tmp_path / "labels.csv"),

@@ -6,6 +6,7 @@ Mounted by keras_med/cli.py as ``keras-med export``; ``add_arguments`` and ``run
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Refuse a bad --name or --version before the model is loaded."""
+    """Refuse a bad --name or --version, or --onnx without its packages, before the model is loaded."""
     problems = []
     if not is_valid_served_name(args.name):
         problems.append(f"--name: expected letters, digits, '-', '_' or '.' (a folder name for TF Serving), "
@@ -44,6 +45,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         elif (Path(args.base_dir) / args.name / str(args.version)).exists():
             problems.append(f"--version {args.version}: {Path(args.base_dir) / args.name / str(args.version)} "
                             "already exists; expected a new version number (or none for the next one)")
+    if args.onnx and not all(importlib.util.find_spec(module) for module in ("tf2onnx", "onnxruntime")):
+        from keras_med.export.mobile import ONNX_INSTALL_HINT
+
+        problems.append(f"--onnx: needs tf2onnx and onnxruntime, which are not installed: {ONNX_INSTALL_HINT}")
     if problems:
         raise ConfigError("; ".join(problems))
 
