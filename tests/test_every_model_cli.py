@@ -7,9 +7,10 @@ must find when it loads the `.keras` file (keras_med.run_directory).
 
 Cost: well above the ~90 s this was sized for. Each model traces its graph in every command
 (train step, validation, SavedModel signatures and their reload check, prediction, Grad-CAM), so
-a deep backbone costs minutes even at 32 px: on the shared 2-core development machine at a load
-average of ~10, densenet121 took about 11 min of wall time (about 3 min of CPU) and resnet50
-about 8 min. Hence the `slow` marker (CI still runs it).
+a deep backbone costs minutes even at 32 px. Wall time per model on the shared 2-core development
+machine at a load average of ~10 (2026-11-30): vgg16 3 min, mobilenetv2 4 min, resnet50 8 min,
+efficientnetb0 10 min, densenet121 11 min (about 3 min of CPU). Hence the `slow` marker (CI still
+runs it).
 """
 
 from __future__ import annotations
