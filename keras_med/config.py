@@ -313,7 +313,7 @@ def _cross_field_problems(config: RecipeConfig, bad: set[str]) -> list[str]:
     if not bad & {"val_fraction", "test_fraction"} and data.val_fraction + data.test_fraction >= 1.0:
         problems.append(f"{where('data', 'val_fraction')} + {where('data', 'test_fraction')}: expected a sum "
                         f"below 1 (some groups must be left to train on), got {data.val_fraction} + {data.test_fraction}")
-    if not bad & {"model", "weights"}:
+    if not bad & {"model", "weights", "width"}:
         problems += _model_problems(model)
     # Imported here: the export package imports TensorFlow.
     from keras_med.export.metadata import is_valid_served_name
@@ -339,11 +339,15 @@ def _cross_field_problems(config: RecipeConfig, bad: set[str]) -> list[str]:
 def _model_problems(model: ModelConfig) -> list[str]:
     """The model name is registered; weights are 'imagenet', 'none' or a file, and only for pretrained models."""
     # Imported here: the registry imports Keras, which `--help` should not wait for.
+    from keras_med.models.backbones import BACKBONES
     from keras_med.models.registry import available_models, model_spec
 
     if model.model not in available_models():
         return [f"{where('model', 'model')}: expected one of {available_models()} (keras-med models lists them), "
                 f"got {model.model!r}"]
+    if model.width != 1.0 and model.model in BACKBONES and not BACKBONES[model.model].has_width:
+        return [f"{where('model', 'width')}: model {model.model!r} has no width multiplier; expected 1.0, "
+                f"got {model.width}"]
     weights = model.weights.strip()
     if weights.lower() in ("", "none"):
         return []

@@ -68,6 +68,7 @@ def no_training(monkeypatch):
     (["--model", "custom_cnn", "--weights", "imagenet"], "has no pretrained backbone"),
     (["--weights", "/nonexistent/w.weights.h5"], "--weights ([model] weights)"),
     (["--monitor", "accuracy"], "starting with 'val_'"),
+    (["--model", "vgg16", "--width", "0.5"], "--width ([model] width): model 'vgg16' has no width multiplier"),
     (["--name", "a/b"], "--name ([export] name)"),
     (["--optimizer", "lion"], "argument --optimizer: invalid choice"),
     (["--epochs", "abc"], "argument --epochs: invalid int value"),
