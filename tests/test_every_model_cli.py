@@ -9,8 +9,8 @@ Cost: well above the ~90 s this was sized for. Each model traces its graph in ev
 (train step, validation, SavedModel signatures and their reload check, prediction, Grad-CAM), so
 a deep backbone costs minutes even at 32 px. Wall time per model on the shared 2-core development
 machine at a load average of ~10 (2026-11-30): vgg16 3 min, mobilenetv2 4 min, resnet50 8 min,
-efficientnetb0 10 min, densenet121 11 min (about 3 min of CPU). Hence the `slow` marker (CI still
-runs it).
+efficientnetb0 10 min, efficientnetb1-b4 4-8 min each, densenet121 11 min (about 3 min of CPU);
+all ten about an hour. Hence the `slow` marker (CI still runs it).
 """
 
 from __future__ import annotations
