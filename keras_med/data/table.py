@@ -13,6 +13,9 @@ from keras_med.data.errors import DataError, MissingColumnError, UnknownLabelErr
 TASKS = ("multiclass", "multilabel", "binary")
 SPLITS = ("train", "val", "test")
 LABEL_SEPARATOR = "|"
+# The metadata line of each row (CSV: header = line 1; Parquet: row counted from 1), set by the
+# loaders that read a metadata file, named in error messages and in bad_images.csv.
+LINE_COLUMN = "metadata_line"
 
 
 @dataclasses.dataclass
@@ -29,6 +32,10 @@ class ImageTable:
         group_column: the column that holds the grouping key (lesion, patient).
         pixels: optional decoded images `(N, H, W, C)` uint8 aligned with `frame` rows (MedMNIST,
             or after `check_images(..., keep_pixels=True)`); `None` when images live on disk.
+        metadata: the metadata file the rows came from (their line is the `metadata_line` column).
+        skipped: the images left out so far with `on_bad_image="skip"` (rows of `bad_images.csv`:
+            `path, metadata, line, reason`), carried along so that `check_table_images` lists the
+            loader's missing files and its own undecodable ones in one file.
     """
 
     frame: pd.DataFrame
@@ -37,6 +44,8 @@ class ImageTable:
     long_names: dict[str, str] = dataclasses.field(default_factory=dict)
     group_column: str = "group"
     pixels: np.ndarray | None = None
+    metadata: str = ""
+    skipped: list[dict] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         if self.task not in TASKS:

@@ -97,6 +97,15 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
     metrics = compute_metrics(task, y_true, y_prob, class_names, thresholds=thresholds, groups=groups_test,
                               n_bootstrap=n_bootstrap, seed=seed)
     metrics["operating_point"] = {"method": method, "target": target, "chosen_on": chosen_on}
+    if have_val and method != "given":
+        # choose_thresholds falls back to the default for these: no positive (or negative) to tune on
+        unmeasured = [name for name, column in zip(column_names, val_indicator.T) if column.min() == column.max()]
+        metrics["undefined_labels"]["val"] = unmeasured
+        if unmeasured:
+            logger.warning("%d of %d outputs have no positive (or no negative) validation image: %s; their "
+                           "thresholds stay at %.2f", len(unmeasured), len(column_names), unmeasured,
+                           DEFAULT_THRESHOLD)
+    metrics["bad_images"] = read_bad_images_summary(run_dir)
     metrics["bootstrap"] = {"n": n_bootstrap,
                             "groups": None if groups_test is None else int(len(np.unique(groups_test)))}
     metrics["calibration"] = calibration_summary(task, y_true, y_prob, val_true, val_prob)
@@ -129,6 +138,18 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                 if isinstance(value, dict) and "ci95" in value}
     logger.info("Evaluation written to %s: %s", run_dir, headline)
     return metrics
+
+
+def read_bad_images_summary(run_dir: Path) -> dict | None:
+    """How many images the run skipped (`--on-bad-image skip`) and why, from its `bad_images.csv`; None if none."""
+    from keras_med.data.files import BAD_IMAGES_FILE
+
+    path = run_dir / BAD_IMAGES_FILE
+    if not path.is_file():
+        return None
+    listed = pd.read_csv(path, dtype=str, keep_default_na=False)
+    reasons = listed["reason"].str.split(":").str[0].value_counts().to_dict() if len(listed) else {}
+    return {"count": len(listed), "file": BAD_IMAGES_FILE, "reasons": reasons}
 
 
 def _write_plots(run_dir, task, class_names, metrics, history, y_true, y_prob, indicator, scores,

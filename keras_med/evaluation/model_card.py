@@ -15,6 +15,12 @@ def _interval(entry: dict) -> str:
     return f"[{low:.3f}, {high:.3f}]"
 
 
+def _or_undefined(entry: dict, key: str):
+    """A per-class figure, or "undefined" when the test set cannot measure it (see metrics.py)."""
+    value = entry.get(key)
+    return "undefined" if value is None and entry.get("undefined") else value
+
+
 def _config_items(config) -> list[str]:
     values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     items = []
@@ -57,6 +63,11 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
                            "resample whole groups."))
     if data_summary is not None:
         card.add(_summary_table(data_summary))
+    bad = metrics.get("bad_images")
+    if bad:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in bad.get("reasons", {}).items())
+        card.add(Paragraph(f"{bad['count']} image(s) were skipped as bad ({reasons}; --on-bad-image skip): "
+                           f"each is listed with its metadata line and reason in {bad['file']}."))
 
     if config is not None:
         card.add(Heading("Configuration"), Bullets(_config_items(config)))
@@ -71,8 +82,15 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
     card.add(Heading("Per class", 3))
     card.add(Table(["class"] + columns + ["AUC 95% CI"],
                    [[f"{name} ({long_names[name]})" if name in long_names else name]
-                    + [entry.get(c) for c in columns] + [_interval({"ci95": entry.get("auc_ci95")})]
+                    + [_or_undefined(entry, c) for c in columns]
+                    + ["undefined" if entry.get("undefined") else _interval({"ci95": entry.get("auc_ci95")})]
                     for name, entry in metrics["per_class"].items()]))
+    undefined = (metrics.get("undefined_labels") or {}).get("test") or []
+    if undefined:
+        reasons = ", ".join(f"{name} ({metrics['per_class'][name]['undefined']})" for name in undefined)
+        card.add(Paragraph(f"Undefined on this test set: {reasons}. "
+                           "Their figures that need such images are undefined, not 0, and the means are over the "
+                           f"other {len(metrics['per_class']) - len(undefined)} classes."))
 
     point = metrics.get("operating_point", {})
     card.add(Heading("Operating points"))
@@ -81,8 +99,8 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
                        " and applied unchanged to test (one-vs-rest: a class is flagged when its probability "
                        "reaches the threshold)."))
     card.add(Table(["class", "threshold", "test sensitivity", "test specificity"],
-                   [[name, entry.get("threshold"), entry.get("sensitivity_at_threshold"),
-                     entry.get("specificity_at_threshold")]
+                   [[name, entry.get("threshold"), _or_undefined(entry, "sensitivity_at_threshold"),
+                     _or_undefined(entry, "specificity_at_threshold")]
                     for name, entry in metrics["per_class"].items() if "sensitivity_at_threshold" in entry]))
 
     calibration = metrics["calibration"]
