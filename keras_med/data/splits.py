@@ -149,7 +149,7 @@ def check_split(table: ImageTable) -> None:
                               for label, (images, groups) in counts.items())
         if table.task == "multilabel":
             consequence = ("the model sees no positive of it in training and cannot learn it" if name == "train"
-                           else f"its {name} figures are undefined (null in metrics.json, 'undefined' in the report)")
+                           else f"their {name} figures are undefined (null in metrics.json, 'undefined' in the report)")
             logger.warning("split %r (%d images) has no positive of %d label(s): %s; %s", name, int(rows.sum()),
                            len(missing), described, consequence)
             continue

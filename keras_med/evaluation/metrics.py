@@ -146,7 +146,9 @@ def _weighted_statistics(task, weights, y_true, y_prob, indicator, scores, decis
     else:
         pr_aucs = np.stack([bs.weighted_average_precision(weights, indicator[:, k], scores[:, k])
                             for k in range(indicator.shape[1])], axis=1)
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():
+            # a resample may hold no positive of any label: its mean is NaN, dropped from the interval
+            warnings.simplefilter("ignore", RuntimeWarning)
             stats["mean_auc"] = np.nanmean(np.where(np.isfinite(aucs), aucs, np.nan), axis=1)
             stats["mean_pr_auc"] = np.nanmean(pr_aucs, axis=1)
     return stats
