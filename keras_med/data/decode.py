@@ -218,7 +218,7 @@ def _decode_all(paths, on_bad_image, image_size, resize, lines, metadata) -> Che
            for index in np.flatnonzero(~seen)]
     if bad and on_bad_image == "error":
         first = bad[0]
-        where = f" ({metadata} line {first['line']})" if first["line"] != "" else ""
+        where = f" ({metadata or 'metadata'} line {first['line']})" if first["line"] != "" else ""
         error = MissingImageError if first["reason"].startswith("missing") else BadImageError
         raise error(f"{first['path']}{where}: {first['reason']}; expected a readable JPEG or PNG "
                     f"({len(bad)} bad image(s) of {count}; on_bad_image='skip' lists and skips them)")
