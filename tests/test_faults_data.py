@@ -203,6 +203,9 @@ def test_multilabel_label_missing_from_val_and_test_trains_and_reports_undefined
     hernia_row = next(line for line in report.splitlines() if line.startswith("| Hernia |"))
     assert hernia_row.count("undefined") >= 6 and "| 0.000 |" not in hernia_row
     assert "undefined (no positive test image)" in (run_dir / "chexnet_auroc.md").read_text()
+    # the data table counts positives per label, so the report shows which split lacks Hernia
+    header = next(line for line in report.splitlines() if line.startswith("| split |"))
+    assert "Hernia" in header and "(none)" in header and "|Hernia" not in header
 
 
 def test_undefined_label_metrics_are_null_not_zero():

@@ -88,6 +88,21 @@ class ImageTable:
         lookup = {name: index for index, name in enumerate(self.class_names)}
         return self.frame["label"].map(lookup).to_numpy(dtype=np.int64)
 
+    def split_counts(self) -> pd.DataFrame:
+        """Images per split (rows) and class (columns); multilabel: positives per label, and `(none)`.
+
+        A multilabel table has one combination per distinct label set (a hundred on 1,000
+        ChestX-ray14 images), so its counts are per label: a label at 0 in a split is one that
+        split cannot measure.
+        """
+        if "split" not in self.frame.columns:
+            raise MissingColumnError("this table has no 'split' column yet; call split_by_group first")
+        if self.task != "multilabel":
+            return self.frame.groupby(["split", "label"]).size().unstack(fill_value=0)
+        targets = self.targets()
+        counts = pd.DataFrame(targets, columns=self.class_names).assign(**{"(none)": targets.sum(axis=1) == 0})
+        return counts.groupby(self.frame["split"].to_numpy()).sum().astype(np.int64).rename_axis("split")
+
     def subset(self, split: str) -> "ImageTable":
         """The rows of one split (`train`, `val` or `test`)."""
         if "split" not in self.frame.columns:

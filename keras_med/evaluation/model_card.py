@@ -90,7 +90,8 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
         reasons = ", ".join(f"{name} ({metrics['per_class'][name]['undefined']})" for name in undefined)
         card.add(Paragraph(f"Undefined on this test set: {reasons}. "
                            "Their figures that need such images are undefined, not 0, and the means are over the "
-                           f"other {len(metrics['per_class']) - len(undefined)} classes."))
+                           f"other {len(metrics['per_class']) - len(undefined)} "
+                           f"{'labels' if task == 'multilabel' else 'classes'}."))
 
     point = metrics.get("operating_point", {})
     card.add(Heading("Operating points"))

@@ -173,8 +173,8 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
     (out / "class_names.json").write_text(json.dumps(
         {"class_names": table.class_names, "task": table.task, "long_names": table.long_names,
          "image_size": config.data.image_size, "recipe": spec.name}, indent=2))
-    summary = table.frame.groupby(["split", "label"]).size().unstack(fill_value=0)
-    log.info("images per split and class:\n%s", summary.to_string())
+    summary = table.split_counts()
+    log.info("images per split and class (multilabel: positives per label):\n%s", summary.to_string())
 
     parts = {name: table.subset(name) for name in ("train", "val", "test")}
     options = dict(image_size=config.data.image_size, batch_size=config.data.batch_size,
