@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from keras_med.config import RecipeConfig
-from keras_med.data import (EmptyClassError, ImageTable, MissingImageError, UnsafePathError, build_image_pipeline, check_images,
-                            check_split, check_table_images, load_chestxray14, load_ham10000, save_split,
-                            split_by_group)
+from keras_med.data import (BadImageError, EmptyClassError, ImageTable, MissingImageError, UnsafePathError, build_image_pipeline, check_images,
+                            check_split, check_table_images, load_chestxray14, load_ham10000, load_image_folder,
+                            save_split, split_by_group)
 from keras_med.data.decode import plan_decoding
 from keras_med.data.synthetic import write_chestxray14_demo
 from keras_med.evaluation import evaluate_run
@@ -48,6 +48,8 @@ def test_ham10000_recipe_skips_missing_and_undecodable_images_naming_their_metad
 
     table = ham10000.load_table(data_dir, config)
     assert len(table) == 5 and [row["line"] for row in table.skipped] == [3]
+    with pytest.raises(BadImageError, match=r"ISIC_0000004.jpg \(.*HAM10000_metadata.csv line 6\)"):
+        check_table_images(table, "error")
     checked = check_table_images(table, "skip", report_dir=run_dir, image_size=16)
 
     assert len(checked) == 4 and checked.pixels.shape == (4, 16, 16, 3)
@@ -148,6 +150,12 @@ def test_symlinked_image_folder_and_file_are_followed(tmp_path, image_writer):
         for index, folder in enumerate(["part1", "part1", "single"])]
     assert all(path.startswith(str(data_dir)) for path in table.paths)  # named through the link the user made
     assert check_table_images(table).paths == table.paths
+
+    folders = tmp_path / "folders"
+    (folders / "NORMAL").mkdir(parents=True)
+    image_writer(folders / "NORMAL" / "n.png", np.zeros((16, 16), np.uint8))
+    os.symlink(elsewhere / "part1", folders / "PNEUMONIA")            # a class folder that is a link
+    assert sorted(load_image_folder(folders).frame["label"]) == ["NORMAL", "PNEUMONIA", "PNEUMONIA"]
 
 
 @pytest.mark.parametrize("reference", ["../outside.png", "img/../../outside.png", "{absolute}"])

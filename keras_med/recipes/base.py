@@ -164,8 +164,10 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
         stage("decoding %d images at %d px", len(table), config.data.image_size)
         table = kdata.check_table_images(table, config.data.on_bad_image, report_dir=out,
                                          image_size=config.data.image_size, resize=config.data.resize)
-    elif config.data.on_bad_image == "skip":
-        table = kdata.check_table_images(table, "skip", report_dir=out)
+    else:
+        # The pipelines will stream the files; one decode pass now still names a bad file with its
+        # metadata line (or, with --on-bad-image skip, lists it) before any training starts.
+        table = kdata.check_table_images(table, config.data.on_bad_image, report_dir=out)
     if not config.data.split_file:
         table = kdata.split_by_group(table, val_fraction=config.data.val_fraction,
                                      test_fraction=config.data.test_fraction, seed=config.train.seed)
@@ -185,7 +187,8 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
     def pipeline(part, **kwargs):
         if prepared_dir and part.pixels is None:
             return kdata.build_prepared_pipeline(prepared_dir, part, **kwargs, **options)
-        return kdata.build_image_pipeline(part.images(), part.targets(), **kwargs, **options)
+        # every file was decoded once above (check_table_images), so the pipeline need not check again
+        return kdata.build_image_pipeline(part.images(), part.targets(), check=False, **kwargs, **options)
 
     train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
                         cutmix=config.data.cutmix, oversample=config.data.oversample)
