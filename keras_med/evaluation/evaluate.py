@@ -142,6 +142,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
 
 def read_bad_images_summary(run_dir: Path) -> dict | None:
     """How many images the run skipped (`--on-bad-image skip`) and why, from its `bad_images.csv`; None if none."""
+    # Imported here: importing keras_med.data loads TensorFlow, which evaluating metrics does not need.
     from keras_med.data.files import BAD_IMAGES_FILE
 
     path = run_dir / BAD_IMAGES_FILE
