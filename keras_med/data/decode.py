@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from keras_med.data.dicom import DICOM_MAGIC, DICOM_MAGIC_OFFSET, is_dicom_bytes, read_dicom_pixels
 from keras_med.data.errors import BadImageError, DataError, MissingImageError
 from keras_med.data.files import bad_image_row, check_on_bad_image, write_bad_images
 from keras_med.data.memory import aligned_empty
@@ -46,8 +47,8 @@ class DecodePlan:
     needed.
 
     Attributes:
-        image_format: `"jpeg"` or `"png"` when every file's content says so, else `"auto"` (a
-            content test per image).
+        image_format: `"jpeg"`, `"png"` or `"dicom"` when every file's content says so, else
+            `"auto"` (a content test per image).
         reduced_decode: parse each JPEG header and decode at 1/2, 1/4, 1/8 scale where it still
             covers the target size; off when sampled files are too small for any reduction.
     """
@@ -57,16 +58,20 @@ class DecodePlan:
 
 
 def sniff_format(path: str) -> str | None:
-    """The format a file's first bytes say (`"jpeg"`, `"png"` or `"other"`), or None if unreadable.
+    """The format a file's first bytes say (`"jpeg"`, `"png"`, `"dicom"` or `"other"`), or None if unreadable.
 
     By content, not by name: a PNG or GIF saved as `.jpg` is common in scraped medical sets.
     """
     try:
         with open(path, "rb") as handle:
-            head = handle.read(len(PNG_MAGIC))
+            head = handle.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
     except OSError:
         return None
-    return "jpeg" if head.startswith(JPEG_MAGIC) else "png" if head.startswith(PNG_MAGIC) else "other"
+    if head.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if head.startswith(PNG_MAGIC):
+        return "png"
+    return "dicom" if is_dicom_bytes(head) else "other"
 
 
 def plan_decoding(paths: Sequence[str], image_size: int | None, resize: str = "resize",
@@ -78,8 +83,8 @@ def plan_decoding(paths: Sequence[str], image_size: int | None, resize: str = "r
     Unreadable files do not count: the check pass reports them.
     """
     formats = {sniff_format(str(path)) for path in paths} - {None}
-    image_format = "jpeg" if formats == {"jpeg"} else "png" if formats == {"png"} else "auto"
-    if image_size is None or image_format == "png":
+    image_format = next(iter(formats)) if len(formats) == 1 and formats != {"other"} else "auto"
+    if image_size is None or image_format in ("png", "dicom"):
         return DecodePlan(image_format, reduced_decode=False)
     step = max(1, len(paths) // sample)
     sides = []
@@ -96,9 +101,11 @@ def plan_decoding(paths: Sequence[str], image_size: int | None, resize: str = "r
 
 def decode_image(contents: tf.Tensor, image_size: int | None = None, resize: str = "resize",
                  plan: DecodePlan = DecodePlan()) -> tf.Tensor:
-    """Decode image bytes (JPEG, PNG, GIF, BMP) to uint8 RGB, by content; resized when asked.
+    """Decode image bytes (JPEG, PNG, GIF, BMP, DICOM) to uint8 RGB, by content; resized when asked.
 
-    Grayscale becomes 3 channels and RGBA drops alpha; a GIF gives its first frame.
+    Grayscale becomes 3 channels and RGBA drops alpha; a GIF gives its first frame. A DICOM file
+    goes through `keras_med.data.dicom.read_dicom_pixels` (pydicom, in Python via
+    `tf.numpy_function`): the same function `keras-med predict` uses on the client side.
 
     With `plan.reduced_decode` a JPEG is decoded at the largest reduced scale (1/2, 1/4, 1/8) that
     still leaves it at least `image_size` on the sides that matter (both sides for `resize`, the
@@ -125,16 +132,39 @@ def decode_image(contents: tf.Tensor, image_size: int | None = None, resize: str
     def decode_other():
         return tf.io.decode_image(contents, channels=3, expand_animations=False)
 
+    def decode_dicom():
+        image = tf.numpy_function(_dicom_pixels, [contents], tf.uint8, stateful=False)
+        image.set_shape([None, None, 3])
+        return image
+
+    def decode_dicom_or_other():
+        # padded, so that a file shorter than the DICOM preamble compares instead of failing substr
+        head = tf.strings.substr(tf.strings.substr(contents, 0, DICOM_MAGIC_OFFSET + 4) + _DICOM_PAD,
+                                 DICOM_MAGIC_OFFSET, len(DICOM_MAGIC))
+        return tf.cond(tf.equal(head, DICOM_MAGIC), decode_dicom, decode_other)
+
     if plan.image_format == "jpeg":
         image = decode_jpeg()
     elif plan.image_format == "png":
         image = tf.io.decode_png(contents, channels=3)
+    elif plan.image_format == "dicom":
+        image = decode_dicom()
     else:
-        image = tf.cond(tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC), decode_jpeg, decode_other)
+        image = tf.cond(tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC), decode_jpeg, decode_dicom_or_other)
     image.set_shape([None, None, 3])
     if image_size is None:
         return image
     return resize_image(image, image_size, resize)
+
+
+_DICOM_PAD = b"\0" * (DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+
+
+def _dicom_pixels(contents) -> np.ndarray:
+    # Python, under the GIL: pydicom has no TensorFlow op. With the in-memory cache each file is
+    # decoded once, in the check pass (see BENCHMARKS.md for the rate). Eager calls pass a 0-d
+    # object array, graph calls the bytes.
+    return read_dicom_pixels(contents.item() if isinstance(contents, np.ndarray) else contents)
 
 
 def resize_image(image: tf.Tensor, image_size: int, resize: str = "resize") -> tf.Tensor:
@@ -220,7 +250,7 @@ def _decode_all(paths, on_bad_image, image_size, resize, lines, metadata) -> Che
         first = bad[0]
         where = f" ({metadata or 'metadata'} line {first['line']})" if first["line"] != "" else ""
         error = MissingImageError if first["reason"].startswith("missing") else BadImageError
-        raise error(f"{first['path']}{where}: {first['reason']}; expected a readable JPEG or PNG "
+        raise error(f"{first['path']}{where}: {first['reason']}; expected a readable JPEG, PNG or DICOM "
                     f"({len(bad)} bad image(s) of {count}; on_bad_image='skip' lists and skips them)")
     if pixels is not None and not seen.all():
         pixels = pixels[seen]  # a copy, so only when some images were bad
@@ -231,6 +261,11 @@ def _failure_reason(path: str) -> str:
     """Decode one file eagerly to get TensorFlow's reason (only called for the few bad files)."""
     if not os.path.isfile(path):
         return "missing: no such image file"
+    if sniff_format(path) == "dicom":
+        try:
+            read_dicom_pixels(path)
+        except DataError as error:
+            return f"unsupported DICOM: {str(error).removeprefix(path + ': ')}"
     try:
         decode_image(tf.io.read_file(path))
     except (tf.errors.OpError, ValueError) as error:

@@ -23,7 +23,7 @@ from keras_med.data.errors import DataError, UnsafePathError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")
 BAD_IMAGES_FILE = "bad_images.csv"
 # `line`: the metadata line the error messages name (CSV: header = line 1, so the first image is
 # line 2; Parquet: the row counted from 1); empty for images listed from folders.
