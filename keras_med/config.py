@@ -35,7 +35,8 @@ class DataConfig:
     split_file: str = _opt("", "A split.csv from an earlier run to repeat its split exactly.")
     resize: str = _opt("resize", "How images reach the model size.", ["resize", "pad"])
     cache: str = _opt("memory", "Cache decoded, resized images: 'memory', 'none' or a file path.")
-    augment: str = _opt("dermoscopy", "Augmentation preset.", ["dermoscopy", "xray", "light", "none"])
+    augment: str = _opt("dermoscopy", "Augmentation preset ('auto': the --modality's preset; classify recipe).",
+                        ["auto", "dermoscopy", "xray", "fundus", "histology", "light", "none"])
     mixup: float = _opt(0.0, "MixUp alpha; 0 turns it off.")
     cutmix: float = _opt(0.0, "CutMix alpha; 0 turns it off.")
     class_weights: bool = _opt(True, "Weight the loss by inverse class frequency of the training split "
@@ -53,6 +54,16 @@ class DataConfig:
     group_column: str = _opt("", "Metadata column with the patient id; empty: the recipe's default.")
     no_finding: str = _opt("drop", "Multilabel chest X-rays: drop 'No Finding' images, or keep them "
                            "as all-zero targets.", ["drop", "keep"])
+    layout: str = _opt("auto", "classify: the data layout: a folder per class, a CSV/Parquet table, a MedMNIST "
+                       ".npz, or 'auto' (detected and logged).", ["auto", "folder", "table", "npz"])
+    modality: str = _opt("other", "classify: the kind of images; picks the augmentation preset when --augment "
+                         "is 'auto'.", ["dermoscopy", "xray", "fundus", "histology", "other"])
+    label_separator: str = _opt("", "classify, table layout: the separator of multi-label labels (e.g. '|'); "
+                                "empty: detected ('|' when labels hold one), else single-label.")
+    group_pattern: str = _opt("", "classify: a regex on image file names whose first group (or match) is the "
+                              "patient, when there is no group column; empty: one group per image (warned).")
+    dicom_tags: str = _opt("", "classify: comma-separated DICOM header keywords read into the table for "
+                           "reports (e.g. ViewPosition,PatientSex,PatientAge,Manufacturer).")
     views: str = _opt("PA,AP,AP Supine", "covid_cxr, ieee8023 layout: comma-separated X-ray views kept.")
     negatives: str = _opt("all", "covid_cxr, ieee8023 layout: negatives are all other findings, or "
                           "'No Finding' images only.", ["all", "no_finding"])

@@ -138,6 +138,12 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
     if config is not None and hasattr(config, "data"):
         limits.append(f"Trained on: {config.data.data_dir or 'the synthetic demo dataset'}"
                       f"{' (synthetic demo data: not a medical model)' if config.data.demo else ''}.")
+        if str(config.model.weights).lower().endswith(".keras"):
+            limits.append(f"Fine-tuned from an earlier model: the backbone weights came from {config.model.weights}.")
+        if (config.recipe == "classify" and getattr(config.data, "layout", "") in ("folder", "table")
+                and not config.data.group_column and not config.data.group_pattern):
+            limits.append("NO PATIENT GROUPS: each image was its own group in the split, so images of one patient "
+                          "may sit in both training and test and the test figures may be too good.")
     limits.append("Research use only: not a medical device and not a substitute for a clinician.")
     card.add(Bullets(limits))
     return card

@@ -42,6 +42,8 @@ class RecipeSpec:
         extra_evaluation: optional `(run_dir, metrics, data, model, y_prob, config) -> None` for
             recipe-specific tables and plots; `data` is the `PreparedData`, `y_prob` the
             `{"val", "test"}` probabilities the metrics came from.
+        resolve_config: optional `config -> config` run before anything else, turning the
+            recipe's `auto` values into ones that fit the data and the machine (classify).
     """
 
     name: str
@@ -53,6 +55,7 @@ class RecipeSpec:
     group_name: str = "group"
     demo_overrides: dict = field(default_factory=dict)
     extra_evaluation: Callable | None = None
+    resolve_config: Callable | None = None
 
 
 def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -247,6 +250,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
 
     started = time.time()
     config = dataclasses.replace(config, recipe=spec.name)
+    if spec.resolve_config is not None:
+        config = spec.resolve_config(config)
     out = make_run_dir(config, run_dir)
     config.save(out / "config.toml")
     strategy = setup_runtime(config.train)

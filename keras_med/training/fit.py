@@ -21,6 +21,7 @@ import pandas as pd
 from keras_med.config import RecipeConfig
 from keras_med.models import model_spec
 from keras_med.models.registry import normalize_weights
+from keras_med.models.transfer import is_checkpoint
 from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_mode
 from keras_med.training.compile import compile_model
 
@@ -101,7 +102,9 @@ def resolve_plan(config: RecipeConfig) -> str:
         raise ValueError(f"plan: expected one of {['auto', *FIT_PLANS]}, got {plan!r}")
     if plan != "auto":
         return plan
-    pretrained = model_spec(config.model.model).pretrained and normalize_weights(config.model.weights) is not None
+    weights = normalize_weights(config.model.weights)
+    # a .keras model of an earlier run is a trained backbone whatever the architecture (models.transfer)
+    pretrained = weights is not None and (model_spec(config.model.model).pretrained or is_checkpoint(weights))
     return "finetune" if pretrained else "scratch"
 
 
