@@ -91,17 +91,29 @@ def check_image_bytes(data: bytes, source: str) -> bytes:
 
 
 def read_image_file(path: str | Path) -> bytes:
-    """The bytes of a JPEG or PNG file, or an ImageInputError naming the file.
+    """The bytes of a JPEG or PNG file (a DICOM file: converted to PNG), or an ImageInputError naming the file.
+
+    The served model takes JPEG/PNG bytes; a DICOM file is converted here, on the client side, by
+    the function the training pipeline decodes DICOM with (`keras_med.data.dicom`), so the model
+    sees the pixels it was trained on.
 
     Args:
         path: Image file.
     """
+    from keras_med.data.dicom import UnsupportedDicomError, dicom_to_png_bytes, is_dicom_bytes
+
     path = Path(path)
     if not str(path) or str(path) == ".":
-        raise ImageInputError("empty image path; expected a JPEG or PNG file")
+        raise ImageInputError("empty image path; expected a JPEG, PNG or DICOM file")
     if not path.is_file():
         raise ImageInputError(f"{path}: no such file")
-    return check_image_bytes(path.read_bytes(), str(path))
+    data = path.read_bytes()
+    if is_dicom_bytes(data[:132]):
+        try:
+            return dicom_to_png_bytes(data, name=str(path))
+        except UnsupportedDicomError as error:
+            raise ImageInputError(str(error)) from error
+    return check_image_bytes(data, str(path))
 
 
 def check_pixels(pixels, source: str = "pixels") -> np.ndarray:
