@@ -26,6 +26,8 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     config = config_from_arguments(args, defaults)
     if not config.data.data_dir and not config.data.demo:
         parser.error("give --data-dir DIR or --demo")
+    if spec.resolve_config is not None:
+        config = spec.resolve_config(config)
 
     from keras_med.training import compile_model, find_learning_rate, setup_runtime
 

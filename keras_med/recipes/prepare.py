@@ -52,6 +52,8 @@ def run_prepare(spec: RecipeSpec, argv: list[str]) -> int:
     if not config.data.data_dir and not config.data.demo:
         log.error("prepare needs --data-dir (or --demo)")
         return 2
+    if spec.resolve_config is not None:
+        config = spec.resolve_config(config)
     manifest = prepare_shards(spec, config, Path(args.out), encoding=args.encoding, quality=args.quality,
                               shard_size=args.shard_size)
     log.info("prepared %s: %s images per split in %d shards at %s; train with --prepared %s",
