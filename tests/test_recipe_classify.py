@@ -207,3 +207,11 @@ def test_finetune_from_checkpoint_on_dicom_folder_then_predict_a_dcm(four_class_
     assert cli_main(["predict", "--model", str(saved_models / "classify" / "1"), str(dcm), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer[0]["valid"] and set(answer[0]["probabilities"]) == {"normal", "lesion"}
+
+
+def test_dicom_folder_loads_with_header_tags(tmp_path):
+    data = write_classes_demo(tmp_path, n_images=8, image_size=16, classes=("normal", "lesion"), file_format="dcm")
+    table = classify.load_table(data, config(data_dir=str(data), dicom_tags="Modality,PatientSex"))
+    assert table.task == "binary" and table.class_names == ["normal", "lesion"] and len(table) == 8
+    assert set(table.frame["Modality"]) == {"OT"} and set(table.frame["PatientSex"]) == {""}
+    assert all(path.endswith(".dcm") for path in table.paths)
