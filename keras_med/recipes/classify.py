@@ -60,7 +60,7 @@ NEGATIVE_NAMES = ("normal", "negative", "healthy", "benign", "no", "0", "no_find
 # Sizes by machine (see BENCHMARKS.md): a 2-core CPU fine-tunes MobileNetV2 at 160 px in tens of
 # minutes on a few thousand images; a GPU affords DenseNet121 at 224 px (CheXNet's setting).
 CPU_MODEL, CPU_IMAGE_SIZE = "mobilenetv2", 160
-GPU_MODEL, GPU_IMAGE_SIZE, GPU_BATCH_SIZE = "densenet121", 224, 64
+GPU_MODEL, GPU_IMAGE_SIZE = "densenet121", 224
 SMALLEST_SIDE = 64
 UNGROUPED_WARNING = ("!! NO PATIENT GROUPS: no group column and no --group-pattern, so each image is its own "
                      "group and images of one patient may sit in two splits, which inflates the test figures. "
@@ -296,7 +296,7 @@ def resolve_config(config: RecipeConfig) -> RecipeConfig:
 
     if config.data.data_dir and not config.data.prepared:
         config = resolve_data(config)
-    data, model, train = config.data, config.model, config.train
+    data, model = config.data, config.model
     gpu = gpu_available()
     if data.augment == "auto":
         data = dataclasses.replace(data, augment=MODALITY_AUGMENT[data.modality])
@@ -305,8 +305,6 @@ def resolve_config(config: RecipeConfig) -> RecipeConfig:
     if model.model == "auto":
         name = _checkpoint_name(model.weights) if checkpoint else GPU_MODEL if gpu else CPU_MODEL
         model = dataclasses.replace(model, model=name)
-        if gpu and not checkpoint:
-            data = dataclasses.replace(data, batch_size=max(data.batch_size, GPU_BATCH_SIZE))
         log.info("model: %s (%s)", name, "from --weights" if checkpoint else "GPU" if gpu else "CPU")
     if not checkpoint and model.weights == "imagenet" and not model_spec(model.model).pretrained:
         model = dataclasses.replace(model, weights="none")
@@ -320,7 +318,7 @@ def resolve_config(config: RecipeConfig) -> RecipeConfig:
                 size = max(SMALLEST_SIDE, 32 * math.ceil(native / 32))
         data = dataclasses.replace(data, image_size=size)
         log.info("image size: %d px", size)
-    return dataclasses.replace(config, data=data, model=model, train=train)
+    return dataclasses.replace(config, data=data, model=model)
 
 
 def _checkpoint_name(path: str) -> str:
