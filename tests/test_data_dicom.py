@@ -67,6 +67,23 @@ def test_multi_frame_and_non_dicom_are_refused_naming_the_file(tmp_path):
         read_dicom_pixels(tmp_path / "notes.dcm")
 
 
+def test_compressed_dicom_without_its_decoder_names_the_packages(tmp_path):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    write_dicom_image(tmp_path / "plain.dcm", np.zeros((8, 8), np.uint8))
+    dataset = pydicom.dcmread(tmp_path / "plain.dcm")
+    dataset.file_meta.TransferSyntaxUID = JPEGLSLossless  # no JPEG-LS decoder is installed here
+    dataset.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + b"\0" * 20])
+    dataset["PixelData"].VR = "OB"
+    dataset.save_as(tmp_path / "jls.dcm")
+    with pytest.raises(UnsupportedDicomError) as error:
+        read_dicom_pixels(tmp_path / "jls.dcm")
+    message = str(error.value)
+    assert "jls.dcm" in message and "pylibjpeg" in message and "python-gdcm" in message and "\n" not in message
+
+
 def test_decode_step_reads_dicom_by_content_and_check_names_a_refused_file(tmp_path, image_writer):
     write_dicom_image(tmp_path / "a.dcm", RAMP)
     image_writer(tmp_path / "b.png", RAMP)

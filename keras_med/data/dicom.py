@@ -96,8 +96,9 @@ def read_dicom_pixels(source: str | os.PathLike | bytes | BinaryIO, window: str 
         stored = dataset.pixel_array
     except (RuntimeError, NotImplementedError, ValueError) as error:
         syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(dataset, "file_meta") else "unknown"
+        detail = " ".join(str(error).split())  # pydicom lists the missing plugins over several lines
         raise UnsupportedDicomError(f"{name}: cannot decode its pixel data (transfer syntax {syntax}); a "
-                                    f"compressed DICOM needs {DECODER_PACKAGES} installed ({error})") from error
+                                    f"compressed DICOM needs {DECODER_PACKAGES} installed ({detail})") from error
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if stored.ndim == 3 and stored.shape[-1] == 3:
         return _colour_to_uint8(stored, dataset)
