@@ -2,7 +2,11 @@
 
 Measures single-image p50/p95 latency and batch-32 throughput of ``serving_default`` (JPEG bytes,
 decoded and resized in the graph), ``predict_pixels`` (float32 pixels) and ``model.predict``,
-and prints a Markdown table with ratios against ``model.predict`` from this one run.
+and prints a Markdown table with ratios against ``model.predict`` from this one run. A third
+table times the ways to keep one corrupt image from failing a batch, decode stage only: the
+``tf.map_fn`` decode (no isolation: one bad row fails all), the ``tf.data`` pass with
+``ignore_errors`` the serving graph uses (sequential and parallel map), and splitting the batch
+into one request per image on the client.
 
     python benchmarks/serving_latency.py --images ../shared/data/ham10000_200x150/images \
         --model mobilenetv2 --image-size 128 --repeats 100
@@ -21,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_med.data.decode import decode_image
 from keras_med.export import export_for_serving
+from keras_med.export.image_checks import decode_rows, sniff_formats
 from keras_med.models import create_model
 
 BATCH = 32
@@ -51,6 +57,31 @@ def timed(function, repeats: int, warmup: int = 5) -> np.ndarray:
     return times
 
 
+def decode_strategies(size: int):
+    """The decode stage alone, three ways, as tf.functions over a string batch (B,)."""
+    spec = [tf.TensorSpec([None], tf.string)]
+
+    def decode(data):
+        return tf.cast(decode_image(data, size), tf.float32)
+
+    @tf.function(input_signature=spec)
+    def map_fn(batch):
+        return tf.map_fn(decode, batch, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+
+    @tf.function(input_signature=spec)
+    def data_sequential(batch):
+        return decode_rows(batch, sniff_formats(batch), decode, size, min_size=32)[0]
+
+    @tf.function(input_signature=spec)
+    def data_parallel(batch):
+        rows = tf.data.Dataset.from_tensor_slices(batch).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        return rows.ignore_errors().batch(tf.shape(batch, out_type=tf.int64)[0]).get_single_element()
+
+    return {"tf.map_fn (before: a bad row fails the batch)": map_fn,
+            "tf.data + ignore_errors, sequential map (serving graph now)": data_sequential,
+            "tf.data + ignore_errors, parallel map (AUTOTUNE)": data_parallel}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default=None, help="Folder of JPEG files (default: synthetic 600x450 JPEGs).")
@@ -77,6 +108,11 @@ def main() -> None:
                             for data in jpegs]).round().astype(np.float32)
         one_bytes, one_pixels = batch_bytes[:1], tf.constant(resized[:1])
         batch_pixels = tf.constant(resized)
+        # One truncated JPEG (valid header, second half cut) in place of the first image.
+        faulty_bytes = tf.constant([jpegs[0][:len(jpegs[0]) // 2], *jpegs[1:]])
+        faulty = serve_bytes(image_bytes=faulty_bytes)
+        if faulty["valid"].numpy().tolist() != [False] + [True] * (BATCH - 1):
+            raise SystemExit("the batch with a truncated JPEG was not answered row by row")
 
         singles = {
             "model.predict (1 image)": timed(lambda: model.predict(resized[:1], verbose=0), args.repeats),
@@ -93,7 +129,16 @@ def main() -> None:
                                                 warmup=2),
             "predict_pixels (32 images)": timed(lambda: serve_pixels(pixels=batch_pixels), args.batch_repeats,
                                                 warmup=2),
+            "serving_default (32 JPEGs, the first truncated: flagged, 31 answered)": timed(
+                lambda: serve_bytes(image_bytes=faulty_bytes), args.batch_repeats, warmup=2),
+            "serving_default (32 JPEGs, one request per image: client-side split)": timed(
+                lambda: [serve_bytes(image_bytes=batch_bytes[i:i + 1]) for i in range(BATCH)], args.batch_repeats,
+                warmup=1),
         }
+        strategies = {}
+        for name, function in decode_strategies(size).items():
+            strategies[name] = (timed(lambda: function(one_bytes), args.repeats),
+                                timed(lambda: function(batch_bytes), args.batch_repeats, warmup=2))
     base_p50 = np.median(singles["model.predict (1 image)"])
     base_rate = BATCH / np.median(batches["model.predict (32 images)"])
     lines = [f"Machine: {platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
@@ -107,6 +152,9 @@ def main() -> None:
     for name, times in batches.items():
         rate = BATCH / np.median(times)
         lines.append(f"| {name} | {np.median(times) * 1e3:.1f} | {rate:.0f} | {rate / base_rate:.2f}x |")
+    lines += ["", "| decode stage only | 1 JPEG p50 ms | 32 JPEGs p50 ms |", "|---|---|---|"]
+    for name, (single, batch) in strategies.items():
+        lines.append(f"| {name} | {np.median(single) * 1e3:.2f} | {np.median(batch) * 1e3:.1f} |")
     sys.stdout.write("\n".join(lines) + "\n")
 
 

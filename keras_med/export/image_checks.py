@@ -99,7 +99,10 @@ def decode_rows(image_bytes: tf.Tensor, formats: tf.Tensor, decode, image_size: 
     rows = tf.where(formats != _UNKNOWN)[:, 0]
 
     def decode_one(index, data, code):
+        # A header that claims no pixels is corrupt, not small: fail the row like a decode error.
         dims = header_dims(data, code)
+        with tf.control_dependencies([tf.debugging.assert_positive(dims, message="image header claims no pixels")]):
+            dims = tf.identity(dims)
         fits = (tf.reduce_min(dims) >= min_size) & (dims[0] * dims[1] <= MAX_IMAGE_PIXELS)
         image = tf.cond(fits, lambda: tf.ensure_shape(decode(data), blank.shape), lambda: blank)
         return index, image, dims, fits
