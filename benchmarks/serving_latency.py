@@ -9,7 +9,10 @@ table times the ways to keep one corrupt image from failing a batch, decode stag
 into one request per image on the client.
 
     python benchmarks/serving_latency.py --images ../shared/data/ham10000_200x150/images \
-        --model mobilenetv2 --image-size 128 --repeats 100
+        --model mobilenetv2 --image-size 128 --repeats 100 [--baseline saved_models/old/1]
+
+Methods are timed in alternating rounds (one call each per round), so that a shared machine's
+load falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -45,15 +48,23 @@ def load_jpegs(folder: str | None, count: int, seed: int) -> list[bytes]:
     return [tf.io.encode_jpeg(rng.integers(0, 256, (450, 600, 3), dtype=np.uint8)).numpy() for _ in range(count)]
 
 
-def timed(function, repeats: int, warmup: int = 5) -> np.ndarray:
-    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        function()
-    times = np.empty(repeats)
+def timed_rounds(functions: dict, repeats: int, warmup: int) -> dict[str, np.ndarray]:
+    """Wall-clock seconds of each function, called in alternating rounds after ``warmup`` untimed calls each.
+
+    One call of every function per round, the order rotated each round, so that load from other
+    jobs on a shared machine falls on all of them alike and the ratios stay meaningful.
+    """
+    names = list(functions)
+    for name in names:
+        for _ in range(warmup):
+            functions[name]()
+    times = {name: np.empty(repeats) for name in names}
     for index in range(repeats):
-        start = time.perf_counter()
-        function()
-        times[index] = time.perf_counter() - start
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            functions[name]()
+            times[name][index] = time.perf_counter() - start
     return times
 
 
@@ -90,6 +101,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=100, help="Timed single-image calls per method.")
     parser.add_argument("--batch-repeats", type=int, default=10, help="Timed batch-32 calls per method.")
+    parser.add_argument("--baseline", default=None,
+                        help="SavedModel folder exported by another version of keras_med; its serving_default is "
+                             "timed in the same rounds (a before/after comparison on the same load).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -114,31 +128,33 @@ def main() -> None:
         if faulty["valid"].numpy().tolist() != [False] + [True] * (BATCH - 1):
             raise SystemExit("the batch with a truncated JPEG was not answered row by row")
 
-        singles = {
-            "model.predict (1 image)": timed(lambda: model.predict(resized[:1], verbose=0), args.repeats),
-            "model(x) eager call (1 image, for reference)": timed(
-                lambda: model(one_pixels, training=False), args.repeats),
-            "serving_default (1 JPEG, decode+resize in graph)": timed(lambda: serve_bytes(image_bytes=one_bytes),
-                                                                       args.repeats),
-            "predict_pixels (1 image)": timed(lambda: serve_pixels(pixels=one_pixels), args.repeats),
+        single_calls = {
+            "model.predict (1 image)": lambda: model.predict(resized[:1], verbose=0),
+            "model(x) eager call (1 image, for reference)": lambda: model(one_pixels, training=False),
+            "serving_default (1 JPEG, decode+resize in graph)": lambda: serve_bytes(image_bytes=one_bytes),
+            "predict_pixels (1 image)": lambda: serve_pixels(pixels=one_pixels),
         }
-        batches = {
-            "model.predict (32 images)": timed(lambda: model.predict(resized, batch_size=BATCH, verbose=0),
-                                               args.batch_repeats, warmup=2),
-            "serving_default (32 JPEGs)": timed(lambda: serve_bytes(image_bytes=batch_bytes), args.batch_repeats,
-                                                warmup=2),
-            "predict_pixels (32 images)": timed(lambda: serve_pixels(pixels=batch_pixels), args.batch_repeats,
-                                                warmup=2),
-            "serving_default (32 JPEGs, the first truncated: flagged, 31 answered)": timed(
-                lambda: serve_bytes(image_bytes=faulty_bytes), args.batch_repeats, warmup=2),
-            "serving_default (32 JPEGs, one request per image: client-side split)": timed(
-                lambda: [serve_bytes(image_bytes=batch_bytes[i:i + 1]) for i in range(BATCH)], args.batch_repeats,
-                warmup=1),
+        batch_calls = {
+            "model.predict (32 images)": lambda: model.predict(resized, batch_size=BATCH, verbose=0),
+            "serving_default (32 JPEGs)": lambda: serve_bytes(image_bytes=batch_bytes),
+            "predict_pixels (32 images)": lambda: serve_pixels(pixels=batch_pixels),
+            "serving_default (32 JPEGs, the first truncated: flagged, 31 answered)":
+                lambda: serve_bytes(image_bytes=faulty_bytes),
+            "serving_default (32 JPEGs, one request per image: client-side split)":
+                lambda: [serve_bytes(image_bytes=batch_bytes[i:i + 1]) for i in range(BATCH)],
         }
-        strategies = {}
-        for name, function in decode_strategies(size).items():
-            strategies[name] = (timed(lambda: function(one_bytes), args.repeats),
-                                timed(lambda: function(batch_bytes), args.batch_repeats, warmup=2))
+        if args.baseline:
+            baseline = tf.saved_model.load(args.baseline).signatures["serving_default"]
+            single_calls[f"baseline serving_default (1 JPEG): {args.baseline}"] = \
+                lambda: baseline(image_bytes=one_bytes)
+            batch_calls["baseline serving_default (32 JPEGs)"] = lambda: baseline(image_bytes=batch_bytes)
+        singles = timed_rounds(single_calls, args.repeats, warmup=5)
+        batches = timed_rounds(batch_calls, args.batch_repeats, warmup=2)
+        strategies = decode_strategies(size)
+        strategy_singles = timed_rounds({name: lambda f=f: f(one_bytes) for name, f in strategies.items()},
+                                        args.repeats, warmup=5)
+        strategy_batches = timed_rounds({name: lambda f=f: f(batch_bytes) for name, f in strategies.items()},
+                                        args.batch_repeats, warmup=2)
     base_p50 = np.median(singles["model.predict (1 image)"])
     base_rate = BATCH / np.median(batches["model.predict (32 images)"])
     lines = [f"Machine: {platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
@@ -153,8 +169,9 @@ def main() -> None:
         rate = BATCH / np.median(times)
         lines.append(f"| {name} | {np.median(times) * 1e3:.1f} | {rate:.0f} | {rate / base_rate:.2f}x |")
     lines += ["", "| decode stage only | 1 JPEG p50 ms | 32 JPEGs p50 ms |", "|---|---|---|"]
-    for name, (single, batch) in strategies.items():
-        lines.append(f"| {name} | {np.median(single) * 1e3:.2f} | {np.median(batch) * 1e3:.1f} |")
+    for name in strategies:
+        lines.append(f"| {name} | {np.median(strategy_singles[name]) * 1e3:.2f} | "
+                     f"{np.median(strategy_batches[name]) * 1e3:.1f} |")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
