@@ -51,17 +51,18 @@ def load_jpegs(folder: str | None, count: int, seed: int) -> list[bytes]:
 def timed_rounds(functions: dict, repeats: int, warmup: int) -> dict[str, np.ndarray]:
     """Wall-clock seconds of each function, called in alternating rounds after ``warmup`` untimed calls each.
 
-    One call of every function per round, the order rotated each round, so that load from other
-    jobs on a shared machine falls on all of them alike and the ratios stay meaningful.
+    One call of every function per round, in a new random order each round, so that load from
+    other jobs on a shared machine, and what the previous call left behind (a heavy eager call
+    slowed the next one by ~10 ms when the order was fixed), fall on all of them alike.
     """
     names = list(functions)
     for name in names:
         for _ in range(warmup):
             functions[name]()
     times = {name: np.empty(repeats) for name in names}
+    order = np.random.default_rng(0)
     for index in range(repeats):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in order.permutation(names):
             start = time.perf_counter()
             functions[name]()
             times[name][index] = time.perf_counter() - start
