@@ -155,6 +155,9 @@ def test_format_is_read_from_the_bytes_not_the_name(served):
     by_pixels = served["loaded"].signatures["predict_pixels"](
         pixels=tf.constant(random_pixels(2)[None].astype(np.float32)))["probabilities"].numpy()
     np.testing.assert_array_equal(served_probabilities, by_pixels)
+    bmp_named = served["loaded"].signatures["serving_default"](image_bytes=tf.constant([encode(random_pixels(2), "BMP")]))
+    assert bmp_named["valid"].numpy().all()
+    np.testing.assert_array_equal(bmp_named["probabilities"].numpy(), by_pixels)
     gif_pixels = np.asarray(Image.open(images / "gif_named.jpg").convert("RGB"), np.float32)
     gif_served = served["loaded"].signatures["predict_pixels"](pixels=tf.constant(gif_pixels[None]))
     np.testing.assert_allclose(gif_named.probabilities["normal"], gif_served["probabilities"].numpy()[0, 0], atol=1e-6)

@@ -40,7 +40,7 @@ class ServingFunctions:
 
     Args:
         model: Keras model to the contract in docs/contracts.md (float32 0..255 in, ``predictions`` out).
-        metadata: Class names, task, image size, thresholds and resize mode.
+        metadata: Class names, task, image size, thresholds, resize mode and minimum image size.
     """
 
     def __init__(self, model, metadata: ServingMetadata):
