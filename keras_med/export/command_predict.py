@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 
+from keras_med.errors import UserError
 from keras_med.export.predictions import ServingError
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model", help="SavedModel folder (saved_models/<name>/<version>) or .keras file.")
     source.add_argument("--server", help="TF Serving address: http://HOST:8501 (REST) or grpc://HOST:8500 "
                                          "(gRPC, needs tensorflow-serving-api).")
-    parser.add_argument("images", nargs="+", help="JPEG or PNG files.")
+    parser.add_argument("images", nargs="+", help="Image files: JPEG, PNG, GIF or BMP (recognised by content).")
     parser.add_argument("--name", help="Served model name (with --server).")
     parser.add_argument("--version", type=int, default=None, help="Served model version (default: latest).")
     parser.add_argument("--json", action="store_true", help="Print a JSON list instead of one line per image.")
@@ -51,14 +52,19 @@ def make_predictor(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict, print, log; 0 when every image was predicted, 1 when some were not, 2 on a usage error."""
+    """Predict, print, log; the exit status is 0 when every image was answered, else 2.
+
+    A bad image (unreadable, truncated, corrupt, too small, not an image) is a user's input
+    mistake: its line says ``<file>: ERROR <reason>``, every good image is still printed (and
+    logged), and the status is 2, as for any other user's mistake (keras_med.errors.UserError).
+    """
     if args.batch_size < 1:
         sys.stderr.write(f"keras-med predict: --batch-size must be at least 1, got {args.batch_size}\n")
         return 2
     try:
         predictor = make_predictor(args)
         predictions = predictor.predict_files(args.images, batch_size=args.batch_size)
-    except (ValueError, FileNotFoundError, ImportError, ServingError) as error:
+    except (UserError, ValueError, FileNotFoundError, ImportError, ServingError) as error:
         sys.stderr.write(f"keras-med predict: {error}\n")
         return 2
     if args.log:
@@ -72,4 +78,4 @@ def run(args: argparse.Namespace) -> int:
     failed = [prediction.source for prediction in predictions if not prediction.valid]
     if failed:
         logger.warning("%d of %d image(s) could not be predicted: %s", len(failed), len(predictions), ", ".join(failed))
-    return 1 if failed else 0
+    return UserError.exit_code if failed else 0

@@ -8,13 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_med.errors import UserError
 from keras_med.export.signatures import OUTPUT_KEYS
+from keras_med.image_format import sniff_image_format
 
-_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+# Models exported before the serving graph answered a reason per row lack "reason"; their
+# invalid rows get this generic one.
+OPTIONAL_OUTPUT_KEYS = ("reason",)
+UNKNOWN_REASON = "the model could not decode it, or its pixels are outside 0..255"
 
 
-class ImageInputError(ValueError):
-    """An input that is not a JPEG/PNG file or not a valid pixel array; the message names it."""
+class ImageInputError(UserError, ValueError):
+    """An input that is not an image file or not a valid pixel array; the message names it."""
 
 
 class ServingError(RuntimeError):
@@ -38,12 +43,13 @@ class Prediction:
     Attributes:
         source: The file name (or ``pixels[i]``) the answer is for.
         input_sha256: SHA-256 of the encoded bytes (or of the pixel array) sent.
-        valid: False when the input could not be read or decoded; see ``error``.
+        valid: False when the input could not be read, decoded or answered; see ``error``.
         top_class: Name of the top class (binary: the thresholded decision); None when invalid.
         top_index: Its index in the class names; None when invalid.
         probabilities: Probability per class name.
         decisions: Names of the classes whose probability reaches their threshold.
-        error: Why the input is invalid ("" when valid).
+        error: Why the input is invalid ("" when valid): the served model's ``reason``
+            (``"<code>: <explanation>"``, codes in docs/serving.md) or a client-side check's message.
     """
 
     source: str
@@ -75,7 +81,10 @@ def sha256(data: bytes) -> str:
 
 
 def check_image_bytes(data: bytes, source: str) -> bytes:
-    """``data`` when it starts like a JPEG or PNG; an ImageInputError naming ``source`` otherwise.
+    """``data`` when it starts like a JPEG, PNG, GIF or BMP; an ImageInputError naming ``source`` otherwise.
+
+    Only the magic bytes are checked, not the file name: a PNG saved as ``.jpg`` is sent as it is
+    and decoded as a PNG by the served model, which also judges the rest (truncation, size).
 
     Args:
         data: Encoded image bytes.
@@ -84,24 +93,28 @@ def check_image_bytes(data: bytes, source: str) -> bytes:
     if not isinstance(data, (bytes, bytearray)):
         raise ImageInputError(f"{source}: expected encoded image bytes, got {type(data).__name__}")
     if not data:
-        raise ImageInputError(f"{source}: empty input; expected JPEG or PNG bytes")
-    if not any(bytes(data).startswith(magic) for magic in _MAGIC):
-        raise ImageInputError(f"{source}: not a JPEG or PNG image (starts with {bytes(data[:8])!r})")
+        raise ImageInputError(f"{source}: empty input; expected JPEG, PNG, GIF or BMP bytes")
+    if sniff_image_format(data) is None:
+        raise ImageInputError(f"{source}: not a JPEG, PNG, GIF or BMP image (starts with {bytes(data[:8])!r})")
     return bytes(data)
 
 
 def read_image_file(path: str | Path) -> bytes:
-    """The bytes of a JPEG or PNG file, or an ImageInputError naming the file.
+    """The bytes of an image file, or an ImageInputError naming the file.
 
     Args:
-        path: Image file.
+        path: Image file (JPEG, PNG, GIF or BMP, by content).
     """
     path = Path(path)
     if not str(path) or str(path) == ".":
-        raise ImageInputError("empty image path; expected a JPEG or PNG file")
+        raise ImageInputError("empty image path; expected a JPEG, PNG, GIF or BMP file")
     if not path.is_file():
         raise ImageInputError(f"{path}: no such file")
-    return check_image_bytes(path.read_bytes(), str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageInputError(f"{path}: cannot read it: {error.strerror or error}") from error
+    return check_image_bytes(data, str(path))
 
 
 def check_pixels(pixels, source: str = "pixels") -> np.ndarray:
@@ -139,13 +152,11 @@ def predictions_from_rows(rows: list[dict], sources: list[str], hashes: list[str
         raise ServingError(f"expected {len(sources)} answers, got {len(rows)}")
     answers = []
     for row, source, digest in zip(rows, sources, hashes):
-        missing = [key for key in OUTPUT_KEYS if key not in row]
+        missing = [key for key in OUTPUT_KEYS if key not in row and key not in OPTIONAL_OUTPUT_KEYS]
         if missing:
             raise ServingError(f"answer for {source} lacks outputs {missing}; is this a keras_med model?")
         if not bool(row["valid"]):
-            answers.append(Prediction(source, digest, False,
-                                      error="the model could not decode it as a JPEG or PNG image, "
-                                            "or its pixels are outside 0..255"))
+            answers.append(Prediction(source, digest, False, error=_text(row.get("reason", "")) or UNKNOWN_REASON))
             continue
         names = [_text(name) for name in row["class_names"]]
         probabilities = {name: float(value) for name, value in zip(names, row["probabilities"])}
