@@ -156,6 +156,18 @@ def test_non_finite_weights_are_never_checkpointed_or_backed_up(tmp_path):
     assert not (tmp_path / "backup" / "latest.weights.h5").exists()
 
 
+def test_partial_exports_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    from keras_med.export.saved_model import remove_stale_partials
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid, live_pid = int(finished.stdout), os.getppid()
+    for name in (f".partial-3-{dead_pid}", f".partial-4-{live_pid}", "2"):
+        (tmp_path / name / "variables").mkdir(parents=True)
+    removed = remove_stale_partials(tmp_path)
+    assert [path.name for path in removed] == [f".partial-3-{dead_pid}"]
+    assert sorted(os.listdir(tmp_path)) == [f".partial-4-{live_pid}", "2"]
+
+
 # --- torn or missing resume state ----------------------------------------------------------------
 def interrupted_run(tmp_path, monkeypatch, kill_epoch, config):
     original = fit_module.build_callbacks
