@@ -29,7 +29,7 @@ from keras_med.errors import RunDivergedError
 from keras_med.models import create_model
 from keras_med.recipes import ham10000
 from keras_med.recipes.base import main
-from keras_med.training import fit_model, read_history, read_training_outcome
+from keras_med.training import fit_model, read_training_outcome
 from keras_med.training.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]

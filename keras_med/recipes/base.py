@@ -249,11 +249,15 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
     from keras_med.evaluation import evaluate_run, predict_with_tta
     from keras_med.export import export_for_serving
-    from keras_med.training import fit_model, read_training_outcome, setup_runtime
+    from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
 
     started = time.time()
     config = dataclasses.replace(config, recipe=spec.name)
     out = make_run_dir(config, run_dir)
+    finished = read_training_outcome(out)
+    if finished is not None:
+        # Before config.toml is rewritten: it must keep describing the model in the run directory.
+        check_training_settings(finished, config, out)
     config.save(out / "config.toml")
     strategy = setup_runtime(config.train)
     prepared = prepare_data(spec, config, out)

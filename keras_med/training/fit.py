@@ -13,7 +13,6 @@ non-finite loss or weights, never checkpoints them, and keeps the best good mode
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import warnings
@@ -25,14 +24,14 @@ import pandas as pd
 
 from keras_med.atomic import atomic_path, remove_stale_temporaries
 from keras_med.config import RecipeConfig
-from keras_med.errors import ConfigError, RunDivergedError
+from keras_med.errors import RunDivergedError
 from keras_med.models import model_spec
 from keras_med.models.registry import normalize_weights
 from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_mode
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
-from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, read_training_outcome,
-                                        training_settings, write_training_outcome)
+from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
+                                        read_training_outcome, training_settings, write_training_outcome)
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +261,7 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
         outcome = _train(model, train_ds, val_ds, config, run_dir, class_weight=class_weight,
                          class_names=class_names, label_weights=label_weights)
     else:
-        _check_same_settings(outcome, config, run_dir)
+        check_training_settings(outcome, config, run_dir)
         logger.info("training finished in an earlier run (%s): not training again", run_dir / TRAINING_RECORD)
     if outcome.best_checkpoint:
         # best.keras also holds the optimizer state of the phase that saved it, which may not
@@ -294,13 +293,3 @@ def _train(model, train_ds, val_ds, config, run_dir: Path, **kwargs) -> Training
     # Recorded as finished: nothing left to resume.
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return outcome
-
-
-def _check_same_settings(outcome: TrainingOutcome, config, run_dir: Path) -> None:
-    current = json.loads(json.dumps(training_settings(config)))
-    changed = [f"{section}.{key} ({outcome.settings.get(section, {}).get(key)!r} -> {value!r})"
-               for section, values in current.items() for key, value in values.items()
-               if outcome.settings.get(section, {}).get(key) != value]
-    if outcome.settings and changed:
-        raise ConfigError(f"--run-dir {run_dir}: its training finished with other settings ({', '.join(changed)}); "
-                          "pass a new --run-dir to train with these")

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from keras_med.atomic import write_text_atomic
+from keras_med.errors import ConfigError
 from keras_med.training.divergence import Divergence
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,26 @@ def training_settings(config) -> dict:
     """The configuration sections that decide the trained weights: `model` and `train`."""
     values = config.to_dict()
     return {section: values[section] for section in ("model", "train")}
+
+
+def check_training_settings(outcome: TrainingOutcome, config, run_dir: str | Path) -> None:
+    """Refuse to reuse a finished run directory with other `model` or `train` settings.
+
+    Args:
+        outcome: The run directory's recorded outcome.
+        config: The configuration of the run about to reuse it.
+        run_dir: The run directory, for the message.
+
+    Raises:
+        ConfigError: naming each setting that changed, and suggesting a new `--run-dir`.
+    """
+    current = json.loads(json.dumps(training_settings(config)))
+    changed = [f"{section}.{key} ({outcome.settings.get(section, {}).get(key)!r} -> {value!r})"
+               for section, values in current.items() for key, value in values.items()
+               if outcome.settings.get(section, {}).get(key) != value]
+    if outcome.settings and changed:
+        raise ConfigError(f"--run-dir {run_dir}: its training finished with other settings ({', '.join(changed)}); "
+                          "pass a new --run-dir to train with these")
 
 
 def write_training_outcome(run_dir: str | Path, outcome: TrainingOutcome) -> Path:
