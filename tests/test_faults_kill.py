@@ -326,7 +326,8 @@ def test_sigkill_at_any_instant_loses_at_most_the_epoch_in_progress(tmp_path):
 
     def temporary_checkpoints() -> set[str]:
         folders = [run_dir / "checkpoints", run_dir / "backup" / "phase1"]
-        return {name for folder in folders if folder.is_dir() for name in os.listdir(folder) if name.startswith(".tmp-")}
+        return {name for folder in folders if folder.is_dir()
+                for name in os.listdir(folder) if name.startswith(".tmp-")}
 
     def partial_export():
         folder = saved / "ham10000"

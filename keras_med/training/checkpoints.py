@@ -24,6 +24,12 @@ from keras_med.training.divergence import weights_are_finite
 logger = logging.getLogger(__name__)
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first line (h5py's messages run over several), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """`ModelCheckpoint` that writes atomically and skips a model with non-finite weights.
 
@@ -64,9 +70,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     Each save renames complete files into place: the weights first, then the epoch (so a kill
     between the two repeats at most the epoch just finished), after keeping the previous state
-    as `previous.weights.h5` (a hard link: no copy). On resume a state that cannot be read is reported in one
-    warning line and the previous one is used; with neither, the phase restarts from its first
-    epoch. Non-finite weights are never backed up. The backup is kept at the end of training
+    as `previous.weights.h5` (a hard link: no copy). On resume a state that cannot be read is
+    reported in one warning line and the previous one is used; with neither, the phase restarts
+    from its first epoch. Non-finite weights are never backed up. The backup is kept at the end of training
     (`delete_checkpoint=False`): `fit_model` removes it once the finished training is recorded,
     so a kill in between does not repeat the phase.
 
@@ -94,11 +100,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             try:
                 epoch = self._restore(weights, metadata)
             except Exception as error:  # h5py: OSError; Keras: ValueError on a file of another model
-                problems.append(f"{Path(weights).name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+                problems.append(f"{Path(weights).name}: {first_line(error)}")
                 continue
             if problems:
                 logger.warning("resume state in %s unreadable (%s); resuming from the %s backup instead, after "
-                               "epoch %s", self.backup_dir, "; ".join(problems), name, epoch)
+                               "epoch %s", self.backup_dir, "; ".join(problems), name, epoch or "unknown")
             return
         if problems:
             logger.warning("no readable resume state in %s (%s); this phase starts again from its first epoch",

@@ -28,6 +28,7 @@ from keras_med.errors import RunDivergedError
 from keras_med.models import model_spec
 from keras_med.models.registry import normalize_weights
 from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_mode
+from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
 from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
@@ -157,7 +158,7 @@ def _load_head_phase(model, head_done: Path) -> bool:
         model.load_weights(str(head_done))
     except Exception as error:  # h5py: OSError on a damaged file
         logger.warning("%s unreadable (%s); resuming the head phase from its backup instead", head_done,
-                       str(error).splitlines()[0] if str(error) else type(error).__name__)
+                       first_line(error))
         return False
     logger.info("head phase finished in an earlier run; resuming from %s", head_done)
     return True
