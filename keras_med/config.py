@@ -18,6 +18,8 @@ from pathlib import Path
 
 import tomli_w
 
+from keras_med.atomic import write_bytes_atomic
+
 
 def _opt(default, help_text: str, choices=None):
     return field(default=default, metadata={"help": help_text, "choices": choices})
@@ -129,7 +131,7 @@ class RecipeConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(tomli_w.dumps(self.to_dict()).encode("utf-8"))
+        write_bytes_atomic(path, tomli_w.dumps(self.to_dict()).encode("utf-8"))
 
     @classmethod
     def from_dict(cls, values: dict, base: "RecipeConfig | None" = None, source: str = "config") -> "RecipeConfig":

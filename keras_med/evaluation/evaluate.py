@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from keras_med.atomic import write_text_atomic
 from keras_med.config import EvaluationConfig
 from keras_med.evaluation import plots
 from keras_med.evaluation.arrays import canonical_arrays, one_vs_rest
@@ -32,7 +33,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                  test_images: Callable[[int], np.ndarray] | np.ndarray | None = None, model=None,
                  long_names: dict | None = None, n_bootstrap: int | None = None,
                  operating_point: str | None = None, target: float | None = None, explain: int | None = None,
-                 thresholds=None, seed: int = 0, title: str | None = None) -> dict:
+                 thresholds=None, seed: int = 0, title: str | None = None, diverged: dict | None = None) -> dict:
     """Evaluate a model's test predictions and write metrics.json, plots, Grad-CAM and the model card.
 
     Args:
@@ -61,6 +62,8 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
             e.g. the stored ones when scoring an external test set.
         seed: bootstrap seed.
         title: the card's title (default: "Model card: <run dir name>").
+        diverged: how training diverged, when the model evaluated is the good checkpoint kept
+            before it (`Divergence.to_dict()` plus a `message`); None for a run that did not.
 
     Returns:
         The metrics dictionary written to metrics.json; `thresholds` holds one threshold per model
@@ -129,7 +132,8 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
 
     metrics["plots"] = {caption: str(path.relative_to(run_dir)) for caption, path in plot_files.items()}
     metrics["gradcam"] = [item["path"] for item in gradcam]
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    metrics["diverged"] = diverged
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     card = build_model_card(metrics, title or f"Model card: {run_dir.name}", config=config,
                             data_summary=data_summary, long_names=long_names, plots=metrics["plots"],
                             gradcam=gradcam)

@@ -54,6 +54,9 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
     task, class_names = metrics["task"], metrics["class_names"]
     long_names = long_names or {}
     card = Card(title)
+    if metrics.get("diverged"):
+        message = metrics["diverged"]["message"]
+        card.add(Heading("Training diverged"), Paragraph(message[:1].upper() + message[1:] + "."))
 
     card.add(Heading("Data"))
     card.add(Paragraph(f"Task: {task}; classes: {', '.join(class_names)}. Test images: {metrics['n_samples']}."))

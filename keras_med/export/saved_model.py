@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
+from keras_med.atomic import replace_directory_atomic
 from keras_med.export.metadata import ServingMetadata, infer_task
 from keras_med.export.model_config import list_versions, write_models_config
 from keras_med.export.signatures import (IMAGE_SIGNATURE, METADATA_SIGNATURE, PIXELS_SIGNATURE,
@@ -31,10 +32,46 @@ logger = logging.getLogger(__name__)
 # rounding; PNG is lossless, so the bytes signature is held to the same bound.
 DEFAULT_TOLERANCE = 1e-4
 METADATA_FILE = "assets.extra/keras_med.json"
+# An export is written to <name>/.partial-<version>-<pid> and renamed into place when verified;
+# TF Serving ignores folders whose name is not an integer.
+PARTIAL_PREFIX = ".partial-"
 
 
 class ExportVerificationError(RuntimeError):
     """The reloaded SavedModel does not reproduce the Keras model's predictions."""
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_partials(model_dir: str | Path) -> list[Path]:
+    """Delete the ``.partial-<version>-<pid>`` folders of exports whose process is gone (killed midway).
+
+    A folder whose process still runs is another export in progress and is left alone.
+
+    Args:
+        model_dir: ``saved_models/<name>``.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    for path in Path(model_dir).glob(PARTIAL_PREFIX + "*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if path.is_dir() and (not pid.isdigit() or int(pid) == os.getpid() or not _process_alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        logger.warning("removed %d unfinished export(s) left by a killed run: %s", len(removed),
+                       ", ".join(path.name for path in removed))
+    return removed
 
 
 def next_version(model_dir: str | Path) -> int:
@@ -85,8 +122,9 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     The SavedModel has three signatures: ``serving_default`` (encoded JPEG/PNG bytes),
     ``predict_pixels`` (float32 pixels, any size, 0..255) and ``metadata``. It is written to a
     temporary folder (TF Serving ignores non-integer names), reloaded with
-    ``tf.saved_model.load`` and checked against the Keras model, and only then renamed into
-    place, so a watching TF Serving never loads a half-written or wrong version.
+    ``tf.saved_model.load`` and checked against the Keras model, fsynced, and only then renamed
+    into place, so a watching TF Serving never loads a half-written or wrong version. Temporary
+    folders left by an export that was killed are removed first.
 
     Args:
         model: Keras model to the contract in docs/contracts.md.
@@ -119,12 +157,12 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
         raise FileExistsError(f"{target} already exists; pick another --version or leave it out for the next one")
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    partial = model_dir / f".partial-{version}-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_stale_partials(model_dir)
+    partial = model_dir / f"{PARTIAL_PREFIX}{version}-{os.getpid()}"
     try:
         write_saved_model(model, metadata, partial)
         report = verify_saved_model(partial, model, metadata, images=verify_images, tolerance=tolerance)
-        partial.rename(target)
+        replace_directory_atomic(partial, target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     logger.info("exported %s version %d to %s (max |difference| after reload: %s)", name, version, target,
