@@ -28,6 +28,8 @@ class ServingMetadata:
         resize: How an image of another size reaches ``S x S``: ``"resize"`` (bilinear, aspect
             ratio not kept) or ``"pad"`` (bilinear, aspect ratio kept, zero padding), as
             ``DataConfig.resize`` was in training.
+        ood: The out-of-distribution guard's summary (method, threshold, pass rates), or None.
+        conformal: The conformal sets' summary (coverage, mode, thresholds), or None.
     """
 
     class_names: tuple[str, ...]
@@ -35,6 +37,8 @@ class ServingMetadata:
     image_size: int
     thresholds: tuple[float, ...] | None = None
     resize: str = "resize"
+    ood: dict | None = None
+    conformal: dict | None = None
 
     def __post_init__(self):
         names = tuple(str(name) for name in self.class_names)

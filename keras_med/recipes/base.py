@@ -239,6 +239,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     """
     # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
     from keras_med.evaluation import evaluate_run, predict_with_tta
+    from keras_med.evaluation.trust import assess_run_trust
     from keras_med.export import export_for_serving
     from keras_med.training import fit_model, setup_runtime
 
@@ -260,6 +261,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     # model serves single predictions, so the default (none) keeps report and service identical.
     y_prob = {name: predict_with_tta(model, prepared.eval_ds[name], config.evaluation.tta)
               for name in ("val", "test")}
+    # The guard and the prediction sets are fitted before the report is written, which shows them.
+    trust = assess_run_trust(out, model, prepared, config, spec.name)
     metrics = evaluate_run(
         out, class_names=table.class_names, task=table.task, long_names=table.long_names,
         y_true_test=parts["test"].targets(), y_prob_test=y_prob["test"],
@@ -269,7 +272,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         test_images=test_image_source(parts["test"], config),
         model=model, n_bootstrap=config.evaluation.bootstrap,
         operating_point=config.evaluation.operating_point, target=config.evaluation.target,
-        explain=config.evaluation.explain, seed=config.train.seed)
+        explain=config.evaluation.explain, seed=config.train.seed, trust=trust.report)
     if spec.extra_evaluation is not None:
         spec.extra_evaluation(out, metrics, prepared, model, y_prob, config)
 
@@ -279,7 +282,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         export_path = export_for_serving(
             model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
             class_names=table.class_names, image_size=config.data.image_size, task=table.task,
-            thresholds=metrics.get("thresholds"), resize=config.data.resize)
+            thresholds=metrics.get("thresholds"), resize=config.data.resize,
+            ood_guard=trust.guard, conformal_sets=trust.sets)
     print_summary(spec, config, out, history, metrics, export_path, time.time() - started)
     return metrics
 
@@ -304,6 +308,7 @@ def print_summary(spec, config, out: Path, history, metrics: dict, export_path, 
             "multilabel": ["mean_auc"]}[metrics.get("task", "multiclass")]
     lines = [
         "",
+        *[f"WARNING: {finding['message']}" for finding in metrics["health"]["findings"] if finding["kind"] == "no_skill"],
         f"{spec.name}: finished in {seconds / 60:.1f} min",
         f"  best epoch      {best_epoch}",
         *[f"  test {key:<17}{_headline(metrics, key)}" for key in keys],
