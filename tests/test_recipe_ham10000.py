@@ -75,6 +75,33 @@ def test_exported_model_reloads_and_agrees_with_the_checkpoint(finished_run):
     assert set(names) <= set(json.loads((run_dir / "class_names.json").read_text())["class_names"])
 
 
+def test_exported_demo_says_when_it_does_not_know(finished_run):
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    def png(pixels):
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    root, run_dir = finished_run
+    served = tf.saved_model.load(str(root / "saved_models" / "ham10000" / "1"))
+    rng = np.random.default_rng(0)
+    blank, one_pixel, noise = np.zeros((40, 40, 3)), rng.integers(0, 256, (1, 1, 3)), rng.integers(0, 256, (40, 40, 3))
+    answer = served.signatures["serving_default"](image_bytes=tf.constant([png(blank), png(one_pixel), png(noise)]))
+    assert {"in_distribution", "ood_score", "prediction_set"} <= set(answer)
+    assert answer["prediction_set"].shape == (3, 7)
+    assert not answer["in_distribution"].numpy().any()
+    assert not answer["decisions"].numpy().any()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["ood"]["validation_pass_rate"] >= 0.95 and metrics["conformal"]["target"] == 0.9
+    report = (run_dir / "report.md").read_text()
+    assert "## Unfamiliar inputs" in report and "## Prediction sets" in report
+    assert (run_dir / "trust" / "ood_guard.npz").is_file() and (run_dir / "trust" / "conformal.json").is_file()
+
+
 def test_without_data_it_says_where_ham10000_is_and_fails(capsys):
     assert main(ham10000.SPEC, []) == 2
     message = capsys.readouterr().err

@@ -11,6 +11,9 @@ Scores (higher = more unusual), all on what one forward pass already gives:
   shrunk estimate keeps the inverse stable).
 - `knn`: cosine distance to the k-th nearest training feature vector.
 - `max_softmax`: one minus the top probability.
+Besides the score, an image whose pixels barely vary (spatial standard deviation under half the lowest of
+any training image) is out of distribution: a blank or constant image, or a 1x1 image scaled up,
+carries nothing to classify, and a weak model's features do not always set it apart.
 The default is chosen by measurement on the real sets (BENCHMARKS.md, "Out-of-distribution guard"):
 Mahalanobis flagged every Kermany X-ray and every blank/noise/tiny image for the HAM10000 model,
 where the top probability let most of them through (a noise image is "mel 0.998").
@@ -52,6 +55,8 @@ class OODGuard:
         parameters: Arrays of the score: `mahalanobis`: `whitener (D, D)`, `means (C, D)` (already
             whitened); `knn`: `bank (N, D)` (unit rows); `max_softmax`: none.
         n_fit: Number of training images the score was fitted on.
+        min_pixel_spread: An image whose pixel spread (`pixel_spread`, 0..255 scale) is below this is out of
+            distribution whatever its score.
 
     Example:
     >>> guard = fit_ood_guard(train_features, train_labels, val_features, val_probabilities)
@@ -65,6 +70,7 @@ class OODGuard:
     validation_pass_rate: float
     parameters: dict = field(default_factory=dict)
     n_fit: int = 0
+    min_pixel_spread: float = 0.0
 
     def score(self, features, probabilities, batch_size: int = 512) -> np.ndarray:
         """Scores of a batch of images (higher = more unusual) as a float32 numpy array.
@@ -81,14 +87,24 @@ class OODGuard:
                  for start in range(0, len(features), batch_size)]
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros([0], np.float32)
 
-    def in_distribution(self, features, probabilities) -> np.ndarray:
-        """True for the rows whose score is at most the threshold."""
-        return self.score(features, probabilities) <= self.threshold
+    def in_distribution(self, features, probabilities, spread=None) -> np.ndarray:
+        """True for the rows whose score is at most the threshold (and whose pixels vary enough).
+
+        Args:
+            features: Pooled features `(N, D)`.
+            probabilities: Probabilities as served `(N, K)`.
+            spread: `pixel_spread` of each image `(N,)`, or None to skip that check.
+        """
+        passed = self.score(features, probabilities) <= self.threshold
+        if spread is not None:
+            passed &= np.asarray(spread) >= self.min_pixel_spread
+        return passed
 
     def summary(self) -> dict:
         """The JSON-able description stored in metrics.json and the SavedModel's metadata."""
         return {"method": self.method, "threshold": float(self.threshold), "pass_rate": float(self.pass_rate),
-                "validation_pass_rate": float(self.validation_pass_rate), "n_fit": int(self.n_fit)}
+                "validation_pass_rate": float(self.validation_pass_rate), "n_fit": int(self.n_fit),
+                "min_pixel_spread": float(self.min_pixel_spread)}
 
     def save(self, path: str | Path) -> Path:
         """Write the guard to `path` (`.npz` arrays) and `path.json` (the summary), atomically."""
@@ -108,7 +124,7 @@ class OODGuard:
             parameters = {name: arrays[name] for name in arrays.files}
         return cls(method=summary["method"], threshold=summary["threshold"], pass_rate=summary["pass_rate"],
                    validation_pass_rate=summary["validation_pass_rate"], parameters=parameters,
-                   n_fit=summary.get("n_fit", 0))
+                   n_fit=summary.get("n_fit", 0), min_pixel_spread=summary.get("min_pixel_spread", 0.0))
 
 
 def ood_scores(method: str, parameters: dict, features, probabilities):
@@ -140,6 +156,15 @@ def ood_scores(method: str, parameters: dict, features, probabilities):
     if method == "max_softmax":
         return 1.0 - ops.max(ops.cast(probabilities, "float32"), axis=-1)
     raise ValueError(f"out-of-distribution method must be one of {list(OOD_METHODS)}, got {method!r}")
+
+
+def pixel_spread(images):
+    """Per image, the largest over channels of the pixels' spatial standard deviation (keras.ops; graph-safe).
+
+    A constant colour, however bright or coloured, has a spread of 0.
+    """
+    ops = keras.ops
+    return ops.max(ops.std(ops.cast(images, "float32"), axis=(1, 2)), axis=-1)
 
 
 def _unit_rows(features):
@@ -196,7 +221,8 @@ def choose_threshold(validation_scores, pass_rate: float = DEFAULT_PASS_RATE) ->
 
 
 def fit_ood_guard(train_features, train_labels, val_features, val_probabilities, *,
-                  method: str = DEFAULT_OOD_METHOD, pass_rate: float = DEFAULT_PASS_RATE, seed: int = 0) -> OODGuard:
+                  method: str = DEFAULT_OOD_METHOD, pass_rate: float = DEFAULT_PASS_RATE, seed: int = 0,
+                  train_spread=None, val_spread=None) -> OODGuard:
     """Fit the score on the training split and choose its threshold on the validation split.
 
     Args:
@@ -207,26 +233,31 @@ def fit_ood_guard(train_features, train_labels, val_features, val_probabilities,
         method: One of `OOD_METHODS`.
         pass_rate: Share of validation images the threshold passes.
         seed: Seed for the kNN bank.
+        train_spread: `pixel_spread` of each training image, for `min_pixel_spread`; or
+            None (no such check).
+        val_spread: The same for the validation images, for the measured pass rate.
 
     Returns:
         The fitted `OODGuard`.
     """
     parameters = fit_ood_parameters(method, train_features, train_labels, seed)
+    min_pixel_spread = 0.0 if train_spread is None else 0.5 * float(np.min(train_spread))
     guard = OODGuard(method=method, threshold=0.0, pass_rate=pass_rate, validation_pass_rate=0.0,
-                     parameters=parameters, n_fit=len(train_features))
-    scores = guard.score(val_features, val_probabilities)
-    guard.threshold = choose_threshold(scores, pass_rate)
-    guard.validation_pass_rate = float(np.mean(scores <= guard.threshold))
+                     parameters=parameters, n_fit=len(train_features), min_pixel_spread=min_pixel_spread)
+    guard.threshold = choose_threshold(guard.score(val_features, val_probabilities), pass_rate)
+    guard.validation_pass_rate = float(np.mean(guard.in_distribution(val_features, val_probabilities, val_spread)))
     return guard
 
 
-def separation(in_scores, out_scores, threshold: float) -> dict:
+def separation(in_scores, out_scores, threshold: float, out_passed=None) -> dict:
     """How well a threshold separates in-distribution images from a set of outsiders.
 
     Args:
         in_scores: Scores of in-distribution images (e.g. the test split).
         out_scores: Scores of images that should be flagged.
         threshold: The guard's threshold.
+        out_passed: Whether each outsider passes the whole guard (score and pixel check); None:
+            the score alone decides.
 
     Returns:
         `{"auroc", "false_pass_rate", "flagged_rate", "n"}`: AUROC of the score for "outsider",
@@ -237,6 +268,8 @@ def separation(in_scores, out_scores, threshold: float) -> dict:
     in_scores, out_scores = np.asarray(in_scores, np.float64), np.asarray(out_scores, np.float64)
     labels = np.r_[np.zeros(in_scores.size), np.ones(out_scores.size)]
     auroc = float(roc_auc_score(labels, np.r_[in_scores, out_scores])) if in_scores.size and out_scores.size else None
-    passed = float(np.mean(out_scores <= threshold)) if out_scores.size else None
+    if out_passed is None:
+        out_passed = out_scores <= threshold
+    passed = float(np.mean(out_passed)) if out_scores.size else None
     return {"auroc": auroc, "false_pass_rate": passed,
             "flagged_rate": None if passed is None else 1.0 - passed, "n": int(out_scores.size)}

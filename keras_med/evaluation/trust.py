@@ -22,7 +22,7 @@ import numpy as np
 from keras_med.atomic import write_text_atomic
 from keras_med.evaluation.arrays import canonical_arrays
 from keras_med.evaluation.conformal import ConformalSets, calibrate_conformal, evaluate_sets
-from keras_med.evaluation.ood import OODGuard, fit_ood_guard, separation
+from keras_med.evaluation.ood import OODGuard, fit_ood_guard, pixel_spread, separation
 from keras_med.evaluation.predictions import fetch_images
 
 logger = logging.getLogger(__name__)
@@ -56,16 +56,29 @@ def served_probabilities(task: str, raw) -> np.ndarray:
     return np.concatenate([1.0 - raw, raw], axis=-1) if task == "binary" else raw
 
 
-def predict_features(model, images, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """`(raw model outputs, pooled features)` of a `(images, targets)` dataset or an image array."""
+def predict_features(model, images, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(raw model outputs, pooled features, pixel spread)` per image (`keras_med.evaluation.ood.pixel_spread`).
+
+    Args:
+        model: A Keras model to the contract.
+        images: A `(images, targets)` dataset, or a float32 array `(N, S, S, 3)` in 0..255.
+        batch_size: Images per batch for an array.
+    """
     from keras_med.models.features import features_and_predictions_model
 
     both = features_and_predictions_model(model)
     if isinstance(images, np.ndarray):
-        outputs, features = both.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+        batches = (images[start:start + batch_size] for start in range(0, len(images), batch_size))
     else:
-        outputs, features = both.predict(images, verbose=0)
-    return np.asarray(outputs, np.float32), np.asarray(features, np.float32)
+        batches = (np.asarray(batch) for batch, _ in images)
+    outputs, features, spread = [], [], []
+    for batch in batches:
+        batch = np.asarray(batch, np.float32)
+        raw, pooled = both.predict_on_batch(batch)
+        outputs.append(np.asarray(raw, np.float32))
+        features.append(np.asarray(pooled, np.float32))
+        spread.append(keras.ops.convert_to_numpy(pixel_spread(batch)))
+    return np.concatenate(outputs), np.concatenate(features), np.concatenate(spread)
 
 
 def outsider_images(image_size: int, recipe: str | None, test_images=None, n_test: int = 0,
@@ -138,9 +151,9 @@ def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict
         A `TrustResult`.
     """
     class_names = list(class_names)
-    raw, features, labels = {}, {}, {}
+    raw, features, spread, labels = {}, {}, {}, {}
     for name in ("train", "val", "test"):
-        raw[name], features[name] = predict_features(model, datasets[name])
+        raw[name], features[name], spread[name] = predict_features(model, datasets[name])
         labels[name], _ = canonical_arrays(task, targets[name], raw[name], class_names, f"_{name}")
     probabilities = {name: served_probabilities(task, values) for name, values in raw.items()}
     report: dict = {}
@@ -148,15 +161,19 @@ def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict
     guard = None
     if ood_method != "none":
         guard = fit_ood_guard(features["train"], None if task == "multilabel" else labels["train"],
-                              features["val"], probabilities["val"], method=ood_method, pass_rate=pass_rate, seed=seed)
+                              features["val"], probabilities["val"], method=ood_method, pass_rate=pass_rate, seed=seed,
+                              train_spread=spread["train"], val_spread=spread["val"])
         test_scores = guard.score(features["test"], probabilities["test"])
+        test_passed = guard.in_distribution(features["test"], probabilities["test"], spread["test"])
         rows = []
         outsiders = outsider_images(image_size, recipe, test_images, len(labels["test"]), seed)
         for kind, images in outsiders.items():
-            out_raw, out_features = predict_features(model, images)
-            scores = guard.score(out_features, served_probabilities(task, out_raw))
-            rows.append({"name": kind, **separation(test_scores, scores, guard.threshold)})
-        report["ood"] = {**guard.summary(), "test_pass_rate": float(np.mean(test_scores <= guard.threshold)),
+            out_raw, out_features, out_spread = predict_features(model, images)
+            out_probabilities = served_probabilities(task, out_raw)
+            rows.append({"name": kind, **separation(
+                test_scores, guard.score(out_features, out_probabilities), guard.threshold,
+                guard.in_distribution(out_features, out_probabilities, out_spread))})
+        report["ood"] = {**guard.summary(), "test_pass_rate": float(np.mean(test_passed)),
                          "sets": rows}
         logger.info("out-of-distribution guard (%s): passes %.1f%% of validation, %.1f%% of test; flags %s",
                     guard.method, 100 * guard.validation_pass_rate, 100 * report["ood"]["test_pass_rate"],

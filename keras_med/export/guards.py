@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_med.evaluation.ood import ood_scores
+from keras_med.evaluation.ood import ood_scores, pixel_spread
 from keras_med.models.features import features_and_predictions_model
 
 GUARD_OUTPUT_KEYS = ("in_distribution", "ood_score", "prediction_set")
@@ -41,7 +41,7 @@ class ServingGuards:
                                        axis=-1)
         return keras.Model(model.inputs, joined, name=f"{model.name}_guarded")
 
-    def outputs(self, features, probabilities, decisions, valid) -> dict:
+    def outputs(self, features, probabilities, decisions, valid, images) -> dict:
         """The guard outputs for a batch; an invalid row is not in distribution and has an empty set.
 
         Args:
@@ -49,12 +49,16 @@ class ServingGuards:
             probabilities: Served probabilities `(B, K)`.
             decisions: Thresholded decisions `(B, K)` (the multi-label prediction set).
             valid: Per-row validity `(B,)`.
+            images: The images the model saw `(B, S, S, 3)`, for the guard's pixel-variation check.
         """
         if self.guard is None:
             score = tf.zeros_like(probabilities[:, 0])
         else:
             score = tf.cast(ood_scores(self.guard.method, self.guard.parameters, features, probabilities), tf.float32)
-        in_distribution = tf.logical_and(valid, score <= self.guard.threshold) if self.guard is not None else valid
+        in_distribution = valid
+        if self.guard is not None:
+            varied = pixel_spread(images) >= self.guard.min_pixel_spread
+            in_distribution = valid & (score <= self.guard.threshold) & varied
         if self.sets is None:
             members = decisions
         else:

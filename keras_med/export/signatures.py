@@ -143,7 +143,7 @@ class ServingFunctions:
                 decisions = tf.cast(tf.one_hot(top, len(meta.class_names)), tf.bool)
         batch = tf.shape(probabilities)[0]
         decisions = tf.logical_and(decisions, valid[:, None])
-        trust = self.guards.outputs(features, probabilities, decisions, valid)
+        trust = self.guards.outputs(features, probabilities, decisions, valid, images)
         return {
             "probabilities": tf.where(valid[:, None], probabilities, 0.0),
             "top_class_index": tf.where(valid, top, -1),
