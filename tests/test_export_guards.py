@@ -53,11 +53,11 @@ def guarded(tmp_path_factory):
     sets = calibrate_conformal(val_raw, val_raw.argmax(axis=1), coverage=0.9)
     path = export_for_serving(model, name="skin", base_dir=tmp_path_factory.mktemp("saved_models"),
                               class_names=CLASSES, task="multiclass", ood_guard=guard, conformal_sets=sets)
-    return model, guard, sets, tf.saved_model.load(str(path))
+    return model, guard, sets, tf.saved_model.load(str(path)), path
 
 
 def test_blank_one_pixel_and_noise_images_are_not_in_distribution(guarded):
-    _, _, _, served = guarded
+    _, _, _, served, _ = guarded
     rng = np.random.default_rng(5)
     images = [np.zeros((SIZE, SIZE, 3)), np.full((SIZE, SIZE, 3), 255), rng.integers(0, 256, (1, 1, 3)),
               rng.integers(0, 256, (SIZE, SIZE, 3)), rng.integers(0, 256, (64, 48, 3))]
@@ -71,7 +71,7 @@ def test_blank_one_pixel_and_noise_images_are_not_in_distribution(guarded):
 
 
 def test_the_guard_flags_another_modality_and_passes_its_own(guarded):
-    model, guard, sets, served = guarded
+    model, guard, sets, served, _ = guarded
     rng = np.random.default_rng(6)
     chests = np.stack([np.repeat(draw_chest([], rng, SIZE)[..., None], 3, axis=-1) for _ in range(40)]).astype(np.float32)
     own = lesions(200, seed=7)
@@ -90,7 +90,7 @@ def test_the_guard_flags_another_modality_and_passes_its_own(guarded):
 
 
 def test_metadata_stores_the_guard_and_the_coverage(guarded):
-    _, guard, sets, served = guarded
+    _, guard, sets, served, _ = guarded
     stored = served.signatures["metadata"]()
     assert stored["ood_method"].numpy().decode() == "mahalanobis"
     assert stored["ood_threshold"].numpy() == pytest.approx(guard.threshold, rel=1e-6)
@@ -105,3 +105,40 @@ def test_a_model_exported_without_guards_still_answers_the_trust_outputs(tmp_pat
     answer = tf.saved_model.load(str(path)).signatures["predict_pixels"](pixels=tf.constant(lesions(2, seed=3)))
     assert answer["in_distribution"].numpy().all() and (answer["ood_score"].numpy() == 0).all()
     np.testing.assert_array_equal(answer["prediction_set"].numpy(), answer["decisions"].numpy())
+
+
+def test_predict_shows_the_flag_the_set_and_the_tta_spread(guarded, tmp_path, capsys):
+    import argparse
+    import json
+
+    from keras_med.export import command_predict
+    from keras_med.export.predictor import load_predictor
+
+    *_, path = guarded
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(png(np.zeros((40, 40, 3))))
+    lesion = tmp_path / "lesion.png"
+    lesion.write_bytes(png(lesions(1, seed=9)[0]))
+    flagged = load_predictor(path).predict_files([str(blank)])[0]
+    assert flagged.valid and flagged.in_distribution is False and flagged.decisions == []
+    assert "OUT OF DISTRIBUTION" in flagged.to_text()
+
+    parser = argparse.ArgumentParser()
+    command_predict.add_arguments(parser)
+    assert command_predict.run(parser.parse_args(["--model", str(path), "--json", "--tta", "5", str(lesion)])) == 0
+    answer = json.loads(capsys.readouterr().out)[0]
+    assert set(answer["tta_spread"]) == set(CLASSES) and all(value >= 0 for value in answer["tta_spread"].values())
+    assert isinstance(answer["in_distribution"], bool) and set(answer["prediction_set"]) <= set(CLASSES)
+    assert command_predict.run(parser.parse_args(["--model", str(path), "--tta", "1", str(lesion)])) == 2
+
+
+def test_augmented_copies_are_the_original_its_flips_and_shifts():
+    from keras_med.export.tta import augmented_copies
+
+    image = np.random.default_rng(0).uniform(0, 255, (20, 30, 3)).astype(np.float32)
+    copies = augmented_copies(image, 7)
+    assert copies.shape == (7, 20, 30, 3)
+    np.testing.assert_array_equal(copies[0], image)
+    np.testing.assert_array_equal(copies[1], image[:, ::-1])
+    np.testing.assert_array_equal(copies[2], image[::-1])
+    np.testing.assert_array_equal(copies[3][1:], image[:-1])  # shifted down by 4% of 20 px = 1 px
