@@ -99,7 +99,12 @@ def test_exported_demo_says_when_it_does_not_know(finished_run):
     assert metrics["ood"]["validation_pass_rate"] >= 0.95 and metrics["conformal"]["target"] == 0.9
     report = (run_dir / "report.md").read_text()
     assert "## Unfamiliar inputs" in report and "## Prediction sets" in report
-    assert (run_dir / "trust" / "ood_guard.npz").is_file() and (run_dir / "trust" / "conformal.json").is_file()
+    # A later `keras-med export` of the checkpoint serves the same guard and sets.
+    from keras_med.evaluation.trust import load_run_trust
+
+    stored = load_run_trust(run_dir / "checkpoints" / "best.keras")
+    assert stored["ood_guard"].threshold == metrics["ood"]["threshold"]
+    assert stored["conformal_sets"].thresholds.tolist() == metrics["conformal"]["thresholds"]
 
 
 def test_without_data_it_says_where_ham10000_is_and_fails(capsys):

@@ -241,3 +241,28 @@ def evaluation_pipeline(part, config):
         return kdata.build_prepared_pipeline(config.data.prepared, part, **options)
     # The images were checked when the run's own pipelines were built.
     return kdata.build_image_pipeline(part.images(), part.targets(), check=False, **options)
+
+
+def load_run_trust(model_path: str | Path) -> dict:
+    """The guard and sets a run saved beside its checkpoint, as `export_for_serving` keyword arguments.
+
+    Args:
+        model_path: `<run_dir>/checkpoints/best.keras` (or a `.keras` file in the run directory).
+
+    Returns:
+        `{"ood_guard": OODGuard | None, "conformal_sets": ConformalSets | None}`; both None for a run
+        trained before the guards existed.
+    """
+    import json
+
+    model_path = Path(model_path)
+    folder = model_path.parent
+    trust_dir = (folder.parent if folder.name == "checkpoints" else folder) / GUARD_DIR
+    guard = OODGuard.load(trust_dir / "ood_guard.npz") if (trust_dir / "ood_guard.npz").is_file() else None
+    sets = None
+    if (trust_dir / "conformal.json").is_file():
+        stored = json.loads((trust_dir / "conformal.json").read_text(encoding="utf-8"))
+        sets = ConformalSets(coverage=stored["coverage"], mode=stored["mode"],
+                             thresholds=np.asarray(stored["thresholds"], np.float64),
+                             n_calibration=stored["n_calibration"])
+    return {"ood_guard": guard, "conformal_sets": sets}
