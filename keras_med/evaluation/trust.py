@@ -266,3 +266,19 @@ def load_run_trust(model_path: str | Path) -> dict:
                              thresholds=np.asarray(stored["thresholds"], np.float64),
                              n_calibration=stored["n_calibration"])
     return {"ood_guard": guard, "conformal_sets": sets}
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """Console summary lines for the guard and the sets (empty when the run has neither)."""
+    lines = []
+    ood = metrics.get("ood")
+    if ood:
+        flagged = ", ".join(f"{row['name']} {row['flagged_rate']:.0%}" for row in ood["sets"])
+        lines.append(f"  unfamiliar      {ood['method']} guard passes {ood['test_pass_rate']:.1%} of test; flags {flagged}")
+    conformal = metrics.get("conformal")
+    if conformal and conformal.get("applicable"):
+        interval = conformal["coverage"].get("ci95")
+        lines.append(f"  prediction sets test coverage {conformal['coverage']['value']:.3f}"
+                     + (f" (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
+                     + f" for target {conformal['target']:.2f}, {conformal['average_set_size']:.2f} classes on average")
+    return lines

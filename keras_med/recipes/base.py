@@ -297,6 +297,8 @@ def _headline(metrics: dict, key: str) -> str:
 
 
 def print_summary(spec, config, out: Path, history, metrics: dict, export_path, seconds: float) -> None:
+    from keras_med.evaluation.trust import summary_lines
+
     monitor = config.train.monitor
     best_epoch = "n/a"
     if history is not None and monitor in history:
@@ -312,6 +314,7 @@ def print_summary(spec, config, out: Path, history, metrics: dict, export_path, 
         f"{spec.name}: finished in {seconds / 60:.1f} min",
         f"  best epoch      {best_epoch}",
         *[f"  test {key:<17}{_headline(metrics, key)}" for key in keys],
+        *summary_lines(metrics),
         f"  run directory   {out}",
         f"  best model      {out / 'checkpoints' / 'best.keras'}",
         f"  report          {out / 'report.html'}",
