@@ -137,3 +137,25 @@ def test_lr_find_command_writes_plot_and_suggestion(tmp_path):
     assert (run_dir / "lr_find.png").stat().st_size > 0
     suggested = json.loads((run_dir / "lr_find.json").read_text())["suggested_learning_rate"]
     assert 1e-7 <= suggested <= 1.0
+
+
+def test_a_run_on_shuffled_labels_is_named_no_better_than_chance(ham_demo_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "shuffled"
+    shutil.copytree(ham_demo_dir, data)
+    table = pd.read_csv(data / "HAM10000_metadata.csv")
+    # Shuffle the diagnoses between lesions: the images no longer say anything about the label.
+    lesions = table["lesion_id"].unique()
+    diagnosis = dict(zip(lesions, np.random.default_rng(0).permutation(table.groupby("lesion_id")["dx"].first()[lesions])))
+    table["dx"] = table["lesion_id"].map(diagnosis)
+    table.to_csv(data / "HAM10000_metadata.csv", index=False)
+    run_dir = tmp_path / "run"
+    code = main(ham10000.SPEC, ["--data-dir", str(data), "--model", "custom_cnn", "--weights", "none", "--plan", "scratch",
+                                "--image-size", "32", "--epochs", "2", "--batch-size", "16", "--head-units", "32",
+                                "--bootstrap", "200", "--explain", "0", "--no-export", "--run-dir", str(run_dir),
+                                "--output-dir", str(tmp_path / "runs")])
+    assert code == 0
+    report = (run_dir / "report.md").read_text()
+    assert report.split("\n\n")[1].startswith("WARNING: The model is no better than chance")
+    assert json.loads((run_dir / "metrics.json").read_text())["health"]["findings"][0]["kind"] == "no_skill"
