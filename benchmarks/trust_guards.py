@@ -34,6 +34,7 @@ from keras_med.data.decode import load_image
 from keras_med.data.files import IMAGE_SUFFIXES
 from keras_med.evaluation.arrays import canonical_arrays
 from keras_med.evaluation.conformal import calibrate_conformal, evaluate_sets
+from keras_med.evaluation.metrics import compute_metrics
 from keras_med.evaluation.ood import choose_threshold, fit_ood_guard, pixel_spread, separation
 from keras_med.evaluation.trust import evaluation_pipeline, outsider_images, served_probabilities
 from keras_med.models.features import feature_layer_name
@@ -112,6 +113,9 @@ def main() -> None:
     outsider_passes = {kind: forward(model, array_batches(images)) for kind, images in outsiders.items()}
 
     results = {"run_dir": str(run_dir), "image_size": size, "task": task, "n_other": len(files), "methods": {}}
+    headline = compute_metrics(task, parts["test"].targets(), passes["test"]["raw"], class_names,
+                               groups=parts["test"].frame["group"].to_numpy(), n_bootstrap=args.bootstrap)
+    results["test_metrics"] = {key: value for key, value in headline.items() if isinstance(value, dict) and "ci95" in value}
     train_labels = None if task == "multilabel" else labels["train"]
     for method in SCORED + ("energy", "max_logit"):
         if method in SCORED:
@@ -149,6 +153,8 @@ def main() -> None:
 
 
 def print_tables(results: dict) -> None:
+    print(", ".join(f"test {key} {value['value']:.3f} ({value['ci95'][0]:.3f}-{value['ci95'][1]:.3f})"
+                    for key, value in results["test_metrics"].items() if value.get("ci95")))
     methods = results["methods"]
     kinds = list(next(iter(methods.values()))["sets"])
     print("| score | val pass | test pass | " + " | ".join(kinds) + " |")
