@@ -57,7 +57,7 @@ def test_mahalanobis_flags_features_of_another_distribution_and_the_guard_round_
     test, _ = gaussian_features(300, seed=3)
     outsiders, _ = gaussian_features(300, shift=3.0, seed=4)
     dummy = np.full((300, 3), 1 / 3, np.float32)
-    guard = fit_ood_guard(train, train_labels, val, dummy)
+    guard = fit_ood_guard(train, train_labels, val, dummy, method="mahalanobis")
     result = separation(guard.score(test, dummy), guard.score(outsiders, dummy), guard.threshold)
     assert result["auroc"] > 0.99 and result["flagged_rate"] > 0.99 and result["n"] == 300
 

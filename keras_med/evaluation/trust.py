@@ -125,7 +125,7 @@ def outsider_images(image_size: int, recipe: str | None, test_images=None, n_tes
 
 
 def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict, groups_test=None,
-                 test_images=None, image_size: int, recipe: str | None = None, ood_method: str = "mahalanobis",
+                 test_images=None, image_size: int, recipe: str | None = None, ood_method: str = "knn",
                  pass_rate: float = 0.95, coverage: float = 0.9, conformal_mode: str = "marginal",
                  n_bootstrap: int = 1000, seed: int = 0) -> TrustResult:
     """Fit the guard (train), choose its threshold and calibrate the sets (validation), measure both (test).
