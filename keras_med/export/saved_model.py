@@ -153,6 +153,8 @@ def write_saved_model(model, metadata: ServingMetadata, path: str | Path, guards
     functions = ServingFunctions(model, metadata, guards)
     archive = keras.export.ExportArchive()
     archive.track(functions.model)
+    if functions.guards.weights_layer is not None:
+        archive.track(functions.guards.weights_layer)
     specs = functions.input_signatures()
     for signature, function in functions.functions().items():
         archive.add_endpoint(name=signature, fn=function, input_signature=specs[signature])
