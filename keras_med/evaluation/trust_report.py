@@ -50,7 +50,10 @@ def trust_blocks(metrics: dict) -> list:
                       "prediction_set holds every class whose probability reaches its threshold. On the test split "
                       f"the sets hold the true class {_percent(coverage['value'])} of the time{interval_text}, with "
                       f"{conformal['average_set_size']:.2f} classes on average ({_percent(conformal['empty_set_rate'])} "
-                      "empty)."),
+                      "empty)."
+                      + (" The interval lies below the target: the test images are probably not exchangeable with the "
+                         "validation images the sets were calibrated on (a shift between them); calibrate on images "
+                         "from where the model will be used." if interval and interval[1] < conformal["target"] else "")),
             Table(["true class", "test images", "coverage", "average set size", "threshold"],
                   [[name, entry["n"], entry["coverage"], entry["average_set_size"], entry["threshold"]]
                    for name, entry in conformal["per_class"].items()]),
