@@ -20,7 +20,8 @@ for a HAM10000 MobileNetV2 at a 95% validation pass rate, kNN flagged 100% of 10
 X-rays and of every blank, noise, tiny, blurred, over-exposed and darkened image while passing 95.4%
 of the test split; Mahalanobis also flagged every X-ray but let 38% of the tiny, 98% of the blurred
 and 53% of the over-exposed images through; the top probability, the energy and the maximum logit
-flagged almost no X-ray (0-0.1%).
+flagged almost no X-ray (0-0.1%). On a Kermany X-ray model both feature scores flagged every HAM10000
+image; kNN passed 92.3% of Kermany's own (shifted) test folder, Mahalanobis 94.6%.
 
 The scores are written with `keras.ops` so that the very same function runs on numpy arrays for the
 report and inside the exported SavedModel's graph (keras_med.export.guards): the report's figures
