@@ -36,7 +36,8 @@ from keras_med.evaluation.arrays import canonical_arrays
 from keras_med.evaluation.conformal import calibrate_conformal, evaluate_sets
 from keras_med.evaluation.metrics import compute_metrics
 from keras_med.evaluation.ood import choose_threshold, fit_ood_guard, pixel_spread, separation
-from keras_med.evaluation.trust import evaluation_pipeline, outsider_images, served_probabilities
+from keras_med.evaluation.trust import outsider_images, served_probabilities
+from keras_med.recipes.trust import evaluation_pipeline
 from keras_med.models.features import feature_layer_name
 
 logger = logging.getLogger("benchmarks.trust_guards")

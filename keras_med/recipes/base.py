@@ -239,7 +239,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     """
     # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
     from keras_med.evaluation import evaluate_run, predict_with_tta
-    from keras_med.evaluation.trust import assess_run_trust
+    from keras_med.recipes.trust import assess_run_trust
     from keras_med.export import export_for_serving
     from keras_med.training import fit_model, setup_runtime
 
