@@ -105,6 +105,12 @@ class EvaluationConfig:
     target: float = _opt(0.9, "Target sensitivity or specificity for that operating point.")
     explain: int = _opt(4, "Grad-CAM overlays for this many right and wrong test predictions.")
     tta: str = _opt("none", "Test-time augmentation.", ["none", "flips"])
+    ood: str = _opt("knn", "Out-of-distribution guard stored in the served model ('none': off).",
+                    ["knn", "mahalanobis", "max_softmax", "none"])
+    ood_pass_rate: float = _opt(0.95, "Share of validation images the guard's threshold lets through.")
+    coverage: float = _opt(0.9, "Coverage of the conformal prediction sets (calibrated on validation).")
+    conformal: str = _opt("marginal", "Conformal calibration: one threshold ('marginal') or one per class "
+                          "('mondrian', class-conditional coverage).", ["marginal", "mondrian"])
 
 
 @dataclass

@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", default=None, help="Append each prediction to this JSON-lines file.")
     parser.add_argument("--batch-size", type=int, default=32, help="Images per request.")
     parser.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for the server.")
+    parser.add_argument("--tta", type=int, default=0, metavar="N",
+                        help="Also send N augmented copies of each image (flips, small shifts) and report the "
+                             "spread of each class's probability over them (0: off). The answer itself stays the "
+                             "served model's own.")
 
 
 def make_predictor(args: argparse.Namespace):
@@ -61,9 +65,18 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         sys.stderr.write(f"keras-med predict: --batch-size must be at least 1, got {args.batch_size}\n")
         return 2
+    if args.tta < 0 or args.tta == 1:
+        sys.stderr.write(f"keras-med predict: --tta must be 0 (off) or at least 2 copies, got {args.tta}\n")
+        return 2
     try:
         predictor = make_predictor(args)
         predictions = predictor.predict_files(args.images, batch_size=args.batch_size)
+        if args.tta:
+            from keras_med.export.tta import probability_spread
+
+            for prediction in predictions:
+                if prediction.valid:
+                    prediction.tta_spread = probability_spread(predictor, prediction.source, args.tta)
     except (UserError, ValueError, FileNotFoundError, ImportError, ServingError) as error:
         sys.stderr.write(f"keras-med predict: {error}\n")
         return 2

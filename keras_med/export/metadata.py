@@ -32,6 +32,8 @@ class ServingMetadata:
             ``DataConfig.resize`` was in training.
         min_image_size: Smallest short side (pixels) of an image the served model answers;
             ``None`` for ``min(32, image_size)``.
+        ood: The out-of-distribution guard's summary (method, threshold, pass rates), or None.
+        conformal: The conformal sets' summary (coverage, mode, thresholds), or None.
     """
 
     class_names: tuple[str, ...]
@@ -40,6 +42,8 @@ class ServingMetadata:
     thresholds: tuple[float, ...] | None = None
     resize: str = "resize"
     min_image_size: int | None = None
+    ood: dict | None = None
+    conformal: dict | None = None
 
     def __post_init__(self):
         names = tuple(str(name) for name in self.class_names)

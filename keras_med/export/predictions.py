@@ -47,9 +47,16 @@ class Prediction:
         top_class: Name of the top class (binary: the thresholded decision); None when invalid.
         top_index: Its index in the class names; None when invalid.
         probabilities: Probability per class name.
-        decisions: Names of the classes whose probability reaches their threshold.
+        decisions: Names of the classes whose probability reaches their threshold (none when the
+            input is out of distribution).
         error: Why the input is invalid ("" when valid): the served model's ``reason``
             (``"<code>: <explanation>"``, codes in docs/serving.md) or a client-side check's message.
+        in_distribution: False when the model's guard finds the input unlike its training images;
+            None for a model exported without the trust outputs.
+        ood_score: The guard's score (higher = more unusual), or None.
+        prediction_set: The conformal prediction set's class names (multi-label: the decisions).
+        tta_spread: With ``keras-med predict --tta N``: the standard deviation of each class's
+            probability over N augmented copies (flips, small shifts); empty otherwise.
     """
 
     source: str
@@ -60,6 +67,10 @@ class Prediction:
     probabilities: dict[str, float] = field(default_factory=dict)
     decisions: list[str] = field(default_factory=list)
     error: str = ""
+    in_distribution: bool | None = None
+    ood_score: float | None = None
+    prediction_set: list[str] = field(default_factory=list)
+    tta_spread: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,8 +83,16 @@ class Prediction:
             return f"{source}: ERROR {self.error.removeprefix(self.source + ': ')}"
         ranked = sorted(self.probabilities.items(), key=lambda item: -item[1])
         probabilities = " ".join(f"{name}={value:.3f}" for name, value in ranked)
-        return (f"{source}: {self.top_class} ({self.probabilities[self.top_class]:.3f}) "
+        text = (f"{source}: {self.top_class} ({self.probabilities[self.top_class]:.3f}) "
                 f"decisions=[{', '.join(self.decisions)}] {probabilities}")
+        if self.in_distribution is not None:
+            text += f" set=[{', '.join(self.prediction_set)}]"
+        if self.in_distribution is False:
+            text += f" OUT OF DISTRIBUTION (score {self.ood_score:.4g}): unlike the training images, do not trust"
+        if self.tta_spread:
+            name, spread = max(self.tta_spread.items(), key=lambda item: item[1])
+            text += f" tta_spread: largest {name} +-{spread:.3f}"
+        return text
 
 
 def sha256(data: bytes) -> str:
@@ -161,8 +180,14 @@ def predictions_from_rows(rows: list[dict], sources: list[str], hashes: list[str
         names = [_text(name) for name in row["class_names"]]
         probabilities = {name: float(value) for name, value in zip(names, row["probabilities"])}
         decisions = [name for name, decided in zip(names, row["decisions"]) if bool(decided)]
-        answers.append(Prediction(source, digest, True, _text(row["top_class_name"]), int(row["top_class_index"]),
-                                  probabilities, decisions))
+        answer = Prediction(source, digest, True, _text(row["top_class_name"]), int(row["top_class_index"]),
+                            probabilities, decisions)
+        if "in_distribution" in row:
+            # Models exported before issue 12 lack these outputs; their answers leave them None.
+            answer.in_distribution = bool(row["in_distribution"])
+            answer.ood_score = float(row["ood_score"])
+            answer.prediction_set = [name for name, member in zip(names, row["prediction_set"]) if bool(member)]
+        answers.append(answer)
     return answers
 
 

@@ -9,6 +9,7 @@ input-free signature of constants, so the SavedModel alone is a complete artifac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from keras_med.atomic import replace_directory_atomic
+from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata, infer_task
 from keras_med.export.model_config import list_versions, write_models_config
 from keras_med.export.signatures import (IMAGE_SIGNATURE, METADATA_SIGNATURE, PIXELS_SIGNATURE,
@@ -116,7 +118,8 @@ def build_metadata(model, class_names: Sequence[str], image_size: int | None = N
 def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models", version: int | None = None,
                        class_names: Sequence[str], image_size: int | None = None, task: str | None = None,
                        thresholds=None, resize: str = "resize", container_base: str = "/models",
-                       verify_images: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE) -> Path:
+                       verify_images: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                       ood_guard=None, conformal_sets=None) -> Path:
     """Write ``model`` to ``<base_dir>/<name>/<version>/`` for TF Serving and update ``models.config``.
 
     The SavedModel has three signatures: ``serving_default`` (encoded JPEG/PNG bytes),
@@ -140,13 +143,17 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
         verify_images: float32 (N, S, S, 3) images in 0..255 to check the reload on; a few seeded
             random images when None.
         tolerance: Largest absolute difference in probabilities allowed after reload.
+        ood_guard: A fitted `keras_med.evaluation.ood.OODGuard` to compute in the graph, or None.
+        conformal_sets: Calibrated `keras_med.evaluation.conformal.ConformalSets`, or None.
 
     Returns:
         The path of the version folder.
     """
     if not name or not all(char.isalnum() or char in "-_." for char in name) or name.startswith("."):
         raise ValueError(f"model name must be letters, digits, '-', '_' or '.', got {name!r}")
-    metadata = build_metadata(model, class_names, image_size, task, thresholds, resize)
+    guards = ServingGuards(ood_guard, conformal_sets)
+    metadata = dataclasses.replace(build_metadata(model, class_names, image_size, task, thresholds, resize),
+                                   **guards.summary())
     model_dir = Path(base_dir) / name
     if version is None:
         version = next_version(model_dir)
@@ -160,7 +167,7 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     remove_stale_partials(model_dir)
     partial = model_dir / f"{PARTIAL_PREFIX}{version}-{os.getpid()}"
     try:
-        write_saved_model(model, metadata, partial)
+        write_saved_model(model, metadata, partial, guards)
         report = verify_saved_model(partial, model, metadata, images=verify_images, tolerance=tolerance)
         replace_directory_atomic(partial, target)
     finally:
@@ -172,17 +179,20 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     return target
 
 
-def write_saved_model(model, metadata: ServingMetadata, path: str | Path) -> Path:
+def write_saved_model(model, metadata: ServingMetadata, path: str | Path, guards: ServingGuards | None = None) -> Path:
     """Write the SavedModel with the serving signatures to ``path`` (no versioning, no checks).
 
     Args:
         model: Keras model to the contract.
         metadata: Its serving metadata.
         path: Folder to write.
+        guards: The out-of-distribution guard and conformal sets, or None.
     """
-    functions = ServingFunctions(model, metadata)
+    functions = ServingFunctions(model, metadata, guards)
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(functions.model)
+    if functions.guards.weights_layer is not None:
+        archive.track(functions.guards.weights_layer)
     specs = functions.input_signatures()
     for signature, function in functions.functions().items():
         archive.add_endpoint(name=signature, fn=function, input_signature=specs[signature])

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_med.data.decode import decode_image, resize_image
 from keras_med.export import image_checks
+from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
 
 IMAGE_SIGNATURE = "serving_default"
@@ -36,15 +37,21 @@ class ServingFunctions:
     ``metadata.min_image_size`` on its short side, or has pixels outside 0..255; its other
     outputs are then 0, -1, "" and false); ``reason`` string (B,) ("" when valid, else
     ``"<code>: <explanation>"``, codes in ``image_checks.REASON_CODES``); ``class_names`` string
-    (B, K), repeated per row because TF Serving's row format needs a batch dimension.
+    (B, K), repeated per row because TF Serving's row format needs a batch dimension. The trust
+    outputs (``keras_med.export.guards``): ``in_distribution`` bool (B,) (false for a row out of
+    distribution or invalid; its ``decisions`` are then all false), ``ood_score`` float32 (B,), and
+    ``prediction_set`` bool (B, K), the conformal set (multi-label: the decisions).
 
     Args:
         model: Keras model to the contract in docs/contracts.md (float32 0..255 in, ``predictions`` out).
         metadata: Class names, task, image size, thresholds, resize mode and minimum image size.
+        guards: The out-of-distribution guard and conformal sets; None answers every valid row as
+            in distribution with score 0 and the decisions as its set.
     """
 
-    def __init__(self, model, metadata: ServingMetadata):
-        self.model = model
+    def __init__(self, model, metadata: ServingMetadata, guards: ServingGuards | None = None):
+        self.guards = guards or ServingGuards()
+        self.model = self.guards.wrap(model)
         self.metadata = metadata
 
     # --- signatures -----------------------------------------------------------------------------
@@ -79,6 +86,7 @@ class ServingFunctions:
             "thresholds": tf.constant(meta.effective_thresholds(), tf.float32, shape=[len(meta.effective_thresholds())]),
             "resize": tf.constant(meta.resize, tf.string),
             "min_image_size": tf.constant(meta.min_image_size, tf.int32),
+            **self.guards.describe(),
         }
 
     def input_signatures(self) -> dict:
@@ -110,9 +118,12 @@ class ServingFunctions:
         valid = tf.equal(reasons, "")
         names = tf.constant(meta.class_names, tf.string)
         # An empty batch skips the model: some CPU kernels mis-shape zero-row convolutions.
+        width = self.model.outputs[0].shape[-1]
         raw = tf.cond(tf.shape(images)[0] > 0,
                       lambda: tf.cast(self.model(images, training=False), tf.float32),
-                      lambda: tf.zeros([0, meta.num_outputs], tf.float32))
+                      lambda: tf.zeros([0, width], tf.float32))
+        # With a guard the model also answers its pooled features, after the predictions.
+        raw, features = raw[:, :meta.num_outputs], raw[:, meta.num_outputs:]
         if meta.task == "binary":
             positive = raw[:, 0]
             probabilities = tf.stack([1.0 - positive, positive], axis=-1)
@@ -127,13 +138,16 @@ class ServingFunctions:
             else:
                 decisions = tf.cast(tf.one_hot(top, len(meta.class_names)), tf.bool)
         batch = tf.shape(probabilities)[0]
+        decisions = tf.logical_and(decisions, valid[:, None])
+        trust = self.guards.outputs(features, probabilities, decisions, valid, images)
         return {
             "probabilities": tf.where(valid[:, None], probabilities, 0.0),
             "top_class_index": tf.where(valid, top, -1),
             "top_class_name": tf.where(valid, tf.gather(names, top), ""),
-            "decisions": tf.logical_and(decisions, valid[:, None]),
+            "decisions": tf.logical_and(decisions, trust["in_distribution"][:, None]),
             "valid": valid,
             "reason": reasons,
             "class_names": tf.tile(names[None, :], [batch, 1]),
+            **trust,
         }
 

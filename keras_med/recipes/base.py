@@ -252,6 +252,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
     from keras_med.evaluation import evaluate_run, predict_with_tta
     from keras_med.export import export_for_serving
+    from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
 
     started = time.time()
@@ -284,6 +285,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     # model serves single predictions, so the default (none) keeps report and service identical.
     y_prob = {name: predict_with_tta(model, prepared.eval_ds[name], config.evaluation.tta)
               for name in ("val", "test")}
+    # The guard and the prediction sets are fitted before the report is written, which shows them.
+    trust = assess_run_trust(out, model, prepared, config, spec.name)
     metrics = evaluate_run(
         out, class_names=table.class_names, task=table.task, long_names=table.long_names,
         y_true_test=parts["test"].targets(), y_prob_test=y_prob["test"],
@@ -293,7 +296,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         test_images=test_image_source(parts["test"], config),
         model=model, n_bootstrap=config.evaluation.bootstrap,
         operating_point=config.evaluation.operating_point, target=config.evaluation.target,
-        explain=config.evaluation.explain, seed=config.train.seed, diverged=diverged)
+        explain=config.evaluation.explain, seed=config.train.seed, diverged=diverged,
+        trust=trust.report)
     if spec.extra_evaluation is not None:
         spec.extra_evaluation(out, metrics, prepared, model, y_prob, config)
 
@@ -303,7 +307,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         export_path = export_for_serving(
             model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
             class_names=table.class_names, image_size=config.data.image_size, task=table.task,
-            thresholds=metrics.get("thresholds"), resize=config.data.resize)
+            thresholds=metrics.get("thresholds"), resize=config.data.resize,
+            ood_guard=trust.guard, conformal_sets=trust.sets)
     print_summary(spec, config, out, good_history, metrics, export_path, time.time() - started)
     if diverged is not None:
         raise RunDivergedError(diverged["message"])
@@ -328,15 +333,19 @@ def best_epoch_text(history, monitor: str) -> str:
 
 
 def print_summary(spec, config, out: Path, history, metrics: dict, export_path, seconds: float) -> None:
+    from keras_med.evaluation.trust import summary_lines
+
     best_epoch = best_epoch_text(history, config.train.monitor)
     keys = {"multiclass": ["balanced_accuracy", "accuracy", "macro_auc"],
             "binary": ["roc_auc", "sensitivity", "specificity", "accuracy"],
             "multilabel": ["mean_auc"]}[metrics.get("task", "multiclass")]
     lines = [
         "",
+        *[f"WARNING: {finding['message']}" for finding in metrics["health"]["findings"] if finding["kind"] == "no_skill"],
         f"{spec.name}: finished in {seconds / 60:.1f} min",
         f"  best            {best_epoch}",
         *[f"  test {key:<17}{_headline(metrics, key)}" for key in keys],
+        *summary_lines(metrics),
         f"  run directory   {out}",
         f"  best model      {out / 'checkpoints' / 'best.keras'}",
         f"  report          {out / 'report.html'}",
