@@ -18,6 +18,8 @@ from pathlib import Path
 
 import tomli_w
 
+from keras_med.atomic import write_bytes_atomic
+
 
 def _opt(default, help_text: str, choices=None):
     return field(default=default, metadata={"help": help_text, "choices": choices})
@@ -114,6 +116,12 @@ class EvaluationConfig:
     target: float = _opt(0.9, "Target sensitivity or specificity for that operating point.")
     explain: int = _opt(4, "Grad-CAM overlays for this many right and wrong test predictions.")
     tta: str = _opt("none", "Test-time augmentation.", ["none", "flips"])
+    ood: str = _opt("knn", "Out-of-distribution guard stored in the served model ('none': off).",
+                    ["knn", "mahalanobis", "max_softmax", "none"])
+    ood_pass_rate: float = _opt(0.95, "Share of validation images the guard's threshold lets through.")
+    coverage: float = _opt(0.9, "Coverage of the conformal prediction sets (calibrated on validation).")
+    conformal: str = _opt("marginal", "Conformal calibration: one threshold ('marginal') or one per class "
+                          "('mondrian', class-conditional coverage).", ["marginal", "mondrian"])
 
 
 @dataclass
@@ -140,7 +148,7 @@ class RecipeConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(tomli_w.dumps(self.to_dict()).encode("utf-8"))
+        write_bytes_atomic(path, tomli_w.dumps(self.to_dict()).encode("utf-8"))
 
     @classmethod
     def from_dict(cls, values: dict, base: "RecipeConfig | None" = None, source: str = "config") -> "RecipeConfig":

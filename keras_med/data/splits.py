@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from keras_med.atomic import atomic_path
 from keras_med.data.errors import DataError, EmptyClassError
 from keras_med.data.sources.common import read_metadata, require_columns
 from keras_med.data.table import SPLITS, ImageTable, encode_labels
@@ -196,7 +197,8 @@ def save_split(table: ImageTable, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = table.frame.rename(columns={table.group_column: "group"}) if table.group_column != "group" else table.frame
     ordered = SPLIT_COLUMNS + [column for column in frame.columns if column not in SPLIT_COLUMNS]
-    frame[ordered].to_csv(path, index=False)
+    with atomic_path(path) as temporary:
+        frame[ordered].to_csv(temporary, index=False)
     logger.info("wrote split of %d images to %s", len(frame), path)
     return path
 

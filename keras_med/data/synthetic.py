@@ -202,6 +202,11 @@ def write_image_folder_demo(out_dir: str | os.PathLike, n_images: int = 160, see
     return out_dir
 
 
+def draw_lesion(label: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A synthetic dermoscopy image of class `label` as uint8 `(size, size, 3)` (as in the HAM10000 demo)."""
+    return np.asarray(_draw_lesion(_random_lesion(label, rng), rng, (size, size)))
+
+
 def draw_chest(findings: list[str], rng: np.random.Generator, size: int) -> np.ndarray:
     """A grayscale frontal chest film: body, two dark lungs, heart, ribs, plus the findings."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size

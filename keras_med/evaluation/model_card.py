@@ -6,6 +6,7 @@ import pandas as pd
 
 from keras_med.evaluation.metrics import HEADLINES
 from keras_med.evaluation.report import Bullets, Card, Heading, Image, Paragraph, Table
+from keras_med.evaluation.trust_report import trust_blocks, warning_blocks
 
 
 def _interval(entry: dict) -> str:
@@ -54,6 +55,10 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
     task, class_names = metrics["task"], metrics["class_names"]
     long_names = long_names or {}
     card = Card(title)
+    if metrics.get("diverged"):
+        message = metrics["diverged"]["message"]
+        card.add(Heading("Training diverged"), Paragraph(message[:1].upper() + message[1:] + "."))
+    card.add(*warning_blocks(metrics))
 
     card.add(Heading("Data"))
     card.add(Paragraph(f"Task: {task}; classes: {', '.join(class_names)}. Test images: {metrics['n_samples']}."))
@@ -119,6 +124,8 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
     card.add(Heading("Training health check"), Paragraph(health["summary"]))
     if health["findings"]:
         card.add(Bullets([f"{f['kind']}: {f['message']} Suggested fix: {f['fix']}" for f in health["findings"]]))
+
+    card.add(*trust_blocks(metrics))
 
     if plots:
         card.add(Heading("Plots"))
