@@ -2,10 +2,17 @@
 
 Measures single-image p50/p95 latency and batch-32 throughput of ``serving_default`` (JPEG bytes,
 decoded and resized in the graph), ``predict_pixels`` (float32 pixels) and ``model.predict``,
-and prints a Markdown table with ratios against ``model.predict`` from this one run.
+and prints a Markdown table with ratios against ``model.predict`` from this one run. A third
+table times the ways to keep one corrupt image from failing a batch, decode stage only: the
+``tf.map_fn`` decode (no isolation: one bad row fails all), the ``tf.data`` pass with
+``ignore_errors`` the serving graph uses (sequential and parallel map), and splitting the batch
+into one request per image on the client.
 
     python benchmarks/serving_latency.py --images ../shared/data/ham10000_200x150/images \
-        --model mobilenetv2 --image-size 128 --repeats 100
+        --model mobilenetv2 --image-size 128 --repeats 100 [--baseline saved_models/old/1]
+
+Methods are timed in alternating rounds (one call each per round), so that a shared machine's
+load falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_med.data.decode import decode_image
 from keras_med.export import export_for_serving
+from keras_med.export.image_checks import decode_rows, sniff_formats
 from keras_med.models import create_model
 
 BATCH = 32
@@ -39,16 +48,50 @@ def load_jpegs(folder: str | None, count: int, seed: int) -> list[bytes]:
     return [tf.io.encode_jpeg(rng.integers(0, 256, (450, 600, 3), dtype=np.uint8)).numpy() for _ in range(count)]
 
 
-def timed(function, repeats: int, warmup: int = 5) -> np.ndarray:
-    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        function()
-    times = np.empty(repeats)
+def timed_rounds(functions: dict, repeats: int, warmup: int) -> dict[str, np.ndarray]:
+    """Wall-clock seconds of each function, called in alternating rounds after ``warmup`` untimed calls each.
+
+    One call of every function per round, in a new random order each round, so that load from
+    other jobs on a shared machine, and what the previous call left behind (a heavy eager call
+    slowed the next one by ~10 ms when the order was fixed), fall on all of them alike.
+    """
+    names = list(functions)
+    for name in names:
+        for _ in range(warmup):
+            functions[name]()
+    times = {name: np.empty(repeats) for name in names}
+    order = np.random.default_rng(0)
     for index in range(repeats):
-        start = time.perf_counter()
-        function()
-        times[index] = time.perf_counter() - start
+        for name in order.permutation(names):
+            start = time.perf_counter()
+            functions[name]()
+            times[name][index] = time.perf_counter() - start
     return times
+
+
+def decode_strategies(size: int):
+    """The decode stage alone, three ways, as tf.functions over a string batch (B,)."""
+    spec = [tf.TensorSpec([None], tf.string)]
+
+    def decode(data):
+        return tf.cast(decode_image(data, size), tf.float32)
+
+    @tf.function(input_signature=spec)
+    def map_fn(batch):
+        return tf.map_fn(decode, batch, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+
+    @tf.function(input_signature=spec)
+    def data_sequential(batch):
+        return decode_rows(batch, sniff_formats(batch), decode, size, min_size=32)[0]
+
+    @tf.function(input_signature=spec)
+    def data_parallel(batch):
+        rows = tf.data.Dataset.from_tensor_slices(batch).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        return rows.ignore_errors().batch(tf.shape(batch, out_type=tf.int64)[0]).get_single_element()
+
+    return {"tf.map_fn (before: a bad row fails the batch)": map_fn,
+            "tf.data + ignore_errors, sequential map (serving graph now)": data_sequential,
+            "tf.data + ignore_errors, parallel map (AUTOTUNE)": data_parallel}
 
 
 def main() -> None:
@@ -59,6 +102,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=100, help="Timed single-image calls per method.")
     parser.add_argument("--batch-repeats", type=int, default=10, help="Timed batch-32 calls per method.")
+    parser.add_argument("--baseline", default=None,
+                        help="SavedModel folder exported by another version of keras_med; its serving_default is "
+                             "timed in the same rounds (a before/after comparison on the same load).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -77,23 +123,39 @@ def main() -> None:
                             for data in jpegs]).round().astype(np.float32)
         one_bytes, one_pixels = batch_bytes[:1], tf.constant(resized[:1])
         batch_pixels = tf.constant(resized)
+        # One truncated JPEG (valid header, second half cut) in place of the first image.
+        faulty_bytes = tf.constant([jpegs[0][:len(jpegs[0]) // 2], *jpegs[1:]])
+        faulty = serve_bytes(image_bytes=faulty_bytes)
+        if faulty["valid"].numpy().tolist() != [False] + [True] * (BATCH - 1):
+            raise SystemExit("the batch with a truncated JPEG was not answered row by row")
 
-        singles = {
-            "model.predict (1 image)": timed(lambda: model.predict(resized[:1], verbose=0), args.repeats),
-            "model(x) eager call (1 image, for reference)": timed(
-                lambda: model(one_pixels, training=False), args.repeats),
-            "serving_default (1 JPEG, decode+resize in graph)": timed(lambda: serve_bytes(image_bytes=one_bytes),
-                                                                       args.repeats),
-            "predict_pixels (1 image)": timed(lambda: serve_pixels(pixels=one_pixels), args.repeats),
+        single_calls = {
+            "model.predict (1 image)": lambda: model.predict(resized[:1], verbose=0),
+            "model(x) eager call (1 image, for reference)": lambda: model(one_pixels, training=False),
+            "serving_default (1 JPEG, decode+resize in graph)": lambda: serve_bytes(image_bytes=one_bytes),
+            "predict_pixels (1 image)": lambda: serve_pixels(pixels=one_pixels),
         }
-        batches = {
-            "model.predict (32 images)": timed(lambda: model.predict(resized, batch_size=BATCH, verbose=0),
-                                               args.batch_repeats, warmup=2),
-            "serving_default (32 JPEGs)": timed(lambda: serve_bytes(image_bytes=batch_bytes), args.batch_repeats,
-                                                warmup=2),
-            "predict_pixels (32 images)": timed(lambda: serve_pixels(pixels=batch_pixels), args.batch_repeats,
-                                                warmup=2),
+        batch_calls = {
+            "model.predict (32 images)": lambda: model.predict(resized, batch_size=BATCH, verbose=0),
+            "serving_default (32 JPEGs)": lambda: serve_bytes(image_bytes=batch_bytes),
+            "predict_pixels (32 images)": lambda: serve_pixels(pixels=batch_pixels),
+            "serving_default (32 JPEGs, the first truncated: flagged, 31 answered)":
+                lambda: serve_bytes(image_bytes=faulty_bytes),
+            "serving_default (32 JPEGs, one request per image: client-side split)":
+                lambda: [serve_bytes(image_bytes=batch_bytes[i:i + 1]) for i in range(BATCH)],
         }
+        if args.baseline:
+            baseline = tf.saved_model.load(args.baseline).signatures["serving_default"]
+            single_calls[f"baseline serving_default (1 JPEG): {args.baseline}"] = \
+                lambda: baseline(image_bytes=one_bytes)
+            batch_calls["baseline serving_default (32 JPEGs)"] = lambda: baseline(image_bytes=batch_bytes)
+        singles = timed_rounds(single_calls, args.repeats, warmup=5)
+        batches = timed_rounds(batch_calls, args.batch_repeats, warmup=2)
+        strategies = decode_strategies(size)
+        strategy_singles = timed_rounds({name: lambda f=f: f(one_bytes) for name, f in strategies.items()},
+                                        args.repeats, warmup=5)
+        strategy_batches = timed_rounds({name: lambda f=f: f(batch_bytes) for name, f in strategies.items()},
+                                        args.batch_repeats, warmup=2)
     base_p50 = np.median(singles["model.predict (1 image)"])
     base_rate = BATCH / np.median(batches["model.predict (32 images)"])
     lines = [f"Machine: {platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
@@ -107,6 +169,10 @@ def main() -> None:
     for name, times in batches.items():
         rate = BATCH / np.median(times)
         lines.append(f"| {name} | {np.median(times) * 1e3:.1f} | {rate:.0f} | {rate / base_rate:.2f}x |")
+    lines += ["", "| decode stage only | 1 JPEG p50 ms | 32 JPEGs p50 ms |", "|---|---|---|"]
+    for name in strategies:
+        lines.append(f"| {name} | {np.median(strategy_singles[name]) * 1e3:.2f} | "
+                     f"{np.median(strategy_batches[name]) * 1e3:.1f} |")
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -25,6 +25,7 @@ RECIPES = {
     "ham10000": "keras_med.recipes.ham10000",
     "chexnet": "keras_med.recipes.chexnet",
     "covid_cxr": "keras_med.recipes.covid_cxr",
+    "classify": "keras_med.recipes.classify",
 }
 
 log = logging.getLogger("keras_med")
@@ -37,11 +38,18 @@ def recipe_spec(name: str):
 
 
 def _split_recipe(argv: list[str], prog: str) -> tuple[str, list[str]]:
-    """Pull `--recipe NAME` out of argv so the rest can go to that recipe's own parser."""
+    """Pull `--recipe NAME` out of argv so the rest can go to that recipe's own parser.
+
+    Without `--recipe`, `--data-dir` means the general `classify` recipe (which detects the
+    layout), and anything else the `ham10000` recipe as before.
+    """
     parser = CommandParser(prog=prog, add_help=False)
-    parser.add_argument("--recipe", default="ham10000", choices=sorted(RECIPES))
+    parser.add_argument("--recipe", default=None, choices=sorted(RECIPES))
     known, rest = parser.parse_known_args(argv)
-    return known.recipe, rest
+    if known.recipe:
+        return known.recipe, rest
+    has_data = any(arg == "--data-dir" or arg.startswith("--data-dir=") for arg in rest)
+    return ("classify" if has_data else "ham10000"), rest
 
 
 def cmd_train(argv: list[str]) -> int:

@@ -78,7 +78,8 @@ class DataConfig:
     resize: str = _opt("resize", "How images reach the model size.", ["resize", "pad"])
     cache: str = _opt("memory", "Cache decoded, resized images: 'memory', 'none' or a file path.",
                      rule=NOT_EMPTY)
-    augment: str = _opt("dermoscopy", "Augmentation preset.", ["dermoscopy", "xray", "light", "none"])
+    augment: str = _opt("dermoscopy", "Augmentation preset ('auto': the --modality's preset; classify recipe).",
+                        ["auto", "dermoscopy", "xray", "fundus", "histology", "light", "none"])
     mixup: float = _opt(0.0, "MixUp alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
     cutmix: float = _opt(0.0, "CutMix alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
     class_weights: bool = _opt(True, "Weight the loss by inverse class frequency of the training split "
@@ -96,6 +97,16 @@ class DataConfig:
     group_column: str = _opt("", "Metadata column with the patient id; empty: the recipe's default.")
     no_finding: str = _opt("drop", "Multilabel chest X-rays: drop 'No Finding' images, or keep them "
                            "as all-zero targets.", ["drop", "keep"])
+    layout: str = _opt("auto", "classify: the data layout: a folder per class, a CSV/Parquet table, a MedMNIST "
+                       ".npz, or 'auto' (detected and logged).", ["auto", "folder", "table", "npz"])
+    modality: str = _opt("other", "classify: the kind of images; picks the augmentation preset when --augment "
+                         "is 'auto'.", ["dermoscopy", "xray", "fundus", "histology", "other"])
+    label_separator: str = _opt("", "classify, table layout: the separator of multi-label labels (e.g. '|'); "
+                                "empty: detected ('|' when labels hold one), else single-label.")
+    group_pattern: str = _opt("", "classify: a regex on image file names whose first group (or match) is the "
+                              "patient, when there is no group column; empty: one group per image (warned).")
+    dicom_tags: str = _opt("", "classify: comma-separated DICOM header keywords read into the table for "
+                           "reports (e.g. ViewPosition,PatientSex,PatientAge,Manufacturer).")
     views: str = _opt("PA,AP,AP Supine", "covid_cxr, ieee8023 layout: comma-separated X-ray views kept.",
                       rule=NOT_EMPTY)
     negatives: str = _opt("all", "covid_cxr, ieee8023 layout: negatives are all other findings, or "
@@ -163,6 +174,14 @@ class EvaluationConfig:
     explain: int = _opt(4, "Grad-CAM overlays for this many right and wrong test predictions.",
                       rule=at_least(0))
     tta: str = _opt("none", "Test-time augmentation.", ["none", "flips"])
+    ood: str = _opt("knn", "Out-of-distribution guard stored in the served model ('none': off).",
+                    ["knn", "mahalanobis", "max_softmax", "none"])
+    ood_pass_rate: float = _opt(0.95, "Share of validation images the guard's threshold lets through.",
+                                rule=Rule(lambda value: 0.0 < value < 1.0, "a fraction in (0, 1)"))
+    coverage: float = _opt(0.9, "Coverage of the conformal prediction sets (calibrated on validation).",
+                           rule=Rule(lambda value: 0.0 < value < 1.0, "a fraction in (0, 1)"))
+    conformal: str = _opt("marginal", "Conformal calibration: one threshold ('marginal') or one per class "
+                          "('mondrian', class-conditional coverage).", ["marginal", "mondrian"])
 
 
 @dataclass
@@ -226,11 +245,16 @@ class RecipeConfig:
         return cls.from_dict(values, base=base, source=str(path))
 
     # --- validation ---------------------------------------------------------------------------
-    def validate(self) -> "RecipeConfig":
+    def validate(self, allow_auto: bool = False) -> "RecipeConfig":
         """Check every value (types, choices, ranges, files it names) before any data is read.
 
         Every entry point calls this right after resolving defaults, TOML and flags, so a bad
         value costs a second, not a decoded dataset. All problems are reported at once.
+
+        Args:
+            allow_auto: accept the `AUTO_VALUES` (`--image-size 0`, `--model auto`), which a recipe
+                with a detection step (classify) replaces by what fits the data and the machine;
+                it validates again after that step.
 
         Returns:
             The configuration itself.
@@ -251,7 +275,10 @@ class RecipeConfig:
         for section_name in self.SECTIONS:
             section = getattr(self, section_name)
             for spec in dataclasses.fields(section):
-                problem = _field_problem(getattr(section, spec.name), spec)
+                value = getattr(section, spec.name)
+                if allow_auto and AUTO_VALUES.get(spec.name, object()) == value:
+                    continue
+                problem = _field_problem(value, spec)
                 if problem:
                     problems.append(f"{where(section_name, spec.name)}: {problem}")
                     bad.add(spec.name)
@@ -259,6 +286,10 @@ class RecipeConfig:
         if problems:
             raise ConfigError("; ".join(problems))
         return self
+
+
+# Values that mean "chosen from the data and the machine" for recipes that detect them (classify).
+AUTO_VALUES = {"image_size": 0, "model": "auto"}
 
 
 def where(section: str, name: str) -> str:
@@ -294,7 +325,8 @@ def _path_problem(value: str, section: str, name: str, kind: str, inside: str = 
     """A missing file or directory named by a setting (`kind` is "file" or "directory")."""
     path = Path(value).expanduser()
     candidates = [path] + ([Path(inside).expanduser() / value] if inside and not path.is_absolute() else [])
-    found = any(p.is_file() if kind == "file" else p.is_dir() for p in candidates)
+    exists = {"file": Path.is_file, "directory": Path.is_dir, "directory or file": Path.exists}[kind]
+    found = any(exists(p) for p in candidates)
     if found:
         return None
     also = f" (also looked in {inside})" if len(candidates) > 1 else ""
@@ -313,7 +345,7 @@ def _cross_field_problems(config: RecipeConfig, bad: set[str]) -> list[str]:
     if not bad & {"val_fraction", "test_fraction"} and data.val_fraction + data.test_fraction >= 1.0:
         problems.append(f"{where('data', 'val_fraction')} + {where('data', 'test_fraction')}: expected a sum "
                         f"below 1 (some groups must be left to train on), got {data.val_fraction} + {data.test_fraction}")
-    if not bad & {"model", "weights", "width"}:
+    if not bad & {"model", "weights", "width"} and model.model != AUTO_VALUES["model"]:
         problems += _model_problems(model)
     # Imported here: the export package imports TensorFlow.
     from keras_med.export.metadata import is_valid_served_name
@@ -325,7 +357,8 @@ def _cross_field_problems(config: RecipeConfig, bad: set[str]) -> list[str]:
     if bad & {"data_dir", "metadata", "split_file", "prepared", "demo"}:
         return problems
     if data.data_dir and not data.demo and not data.prepared:
-        problems.append(_path_problem(data.data_dir, "data", "data_dir", "directory"))
+        # A directory for most layouts; classify also takes a table or a MedMNIST .npz file.
+        problems.append(_path_problem(data.data_dir, "data", "data_dir", "directory or file"))
         if data.metadata:
             problems.append(_path_problem(data.metadata, "data", "metadata", "file", inside=data.data_dir))
     if data.split_file:

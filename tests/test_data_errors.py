@@ -42,7 +42,8 @@ def test_missing_image_skipped_and_listed(mini_ham, tmp_path_factory):
     table = load_ham10000(directory, on_bad_image="skip", report_dir=report)
     assert table.frame["image_id"].tolist() == ["I1", "I3"]
     listed = pd.read_csv(report / "bad_images.csv")
-    assert len(listed) == 1 and listed["path"].iloc[0].endswith("I_GONE") and "line 3" in listed["row"].iloc[0]
+    assert len(listed) == 1 and listed["path"].iloc[0].endswith("I_GONE") and listed["line"].iloc[0] == 3
+    assert listed["metadata"].iloc[0].endswith("HAM10000_metadata.csv")
 
 
 def test_unknown_label_names_row(mini_ham):

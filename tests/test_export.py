@@ -121,10 +121,10 @@ def test_garbage_bytes_and_bad_pixels_are_flagged_not_fatal(exported):
     good = png_bytes(random_images(1)[0])
     served = loaded.signatures["serving_default"](image_bytes=tf.constant([b"", b"not an image", good]))
     np.testing.assert_array_equal(served["valid"].numpy(), [False, False, True])
+    assert [reason.split(b":")[0] for reason in served["reason"].numpy()] == [b"empty", b"unknown_format", b""]
     corrupt_jpeg = b"\xff\xd8\xff\xe0" + b"garbage" * 10
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        loaded.signatures["serving_default"](image_bytes=tf.constant([corrupt_jpeg, good]))
-    assert loaded.signatures["serving_default"](image_bytes=tf.constant([good]))["valid"].numpy().all()
+    mixed = loaded.signatures["serving_default"](image_bytes=tf.constant([corrupt_jpeg, good]))
+    np.testing.assert_array_equal(mixed["valid"].numpy(), [False, True])
     empty = loaded.signatures["serving_default"](image_bytes=tf.constant([], tf.string))
     assert empty["probabilities"].shape == (0, 3)
     np.testing.assert_array_equal(served["top_class_index"].numpy()[:2], [-1, -1])
@@ -135,6 +135,7 @@ def test_garbage_bytes_and_bad_pixels_are_flagged_not_fatal(exported):
     pixels[0, 0, 0, 0] = 300.0
     answer = loaded.signatures["predict_pixels"](pixels=tf.constant(pixels))
     np.testing.assert_array_equal(answer["valid"].numpy(), [False, True])
+    assert answer["reason"].numpy()[0].startswith(b"bad_pixels:") and answer["reason"].numpy()[1] == b""
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
         loaded.signatures["predict_pixels"](pixels=tf.constant(pixels[..., :1]))
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):

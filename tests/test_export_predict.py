@@ -153,7 +153,7 @@ def test_bad_files_are_named_and_others_still_answered(setup, server, tmp_path):
     missing = str(tmp_path / "missing.jpg")
     answers = predictor.predict_files([setup["text_file"], setup["files"][0], str(empty), missing])
     assert [a.valid for a in answers] == [False, True, False, False]
-    assert "notes.txt: not a JPEG or PNG image" in answers[0].error
+    assert "notes.txt: not a JPEG, PNG, GIF or BMP image" in answers[0].error
     assert "empty input" in answers[2].error and "no such file" in answers[3].error
 
     corrupt = tmp_path / "corrupt.png"
@@ -161,7 +161,7 @@ def test_bad_files_are_named_and_others_still_answered(setup, server, tmp_path):
     for client in (predictor, RestPredictor(server, "cxr")):
         answers = client.predict_files([setup["files"][0], str(corrupt), setup["files"][1]])
         assert [a.valid for a in answers] == [True, False, True]
-        assert "could not decode" in answers[1].error
+        assert answers[1].error == "truncated: the PNG ends before its IEND chunk"
 
 
 @pytest.mark.parametrize("pixels, message", [
@@ -184,7 +184,7 @@ def test_rest_client_speaks_tf_serving_protocol(setup, server):
     by_pixels = client.predict_pixels(pixels)
     np.testing.assert_allclose([[p.probabilities[n] for n in CLASSES] for p in by_pixels], setup["expected"], atol=1e-5)
     answers = client.predict_files([setup["text_file"]])
-    assert not answers[0].valid and "not a JPEG or PNG" in answers[0].error
+    assert not answers[0].valid and "not a JPEG, PNG, GIF or BMP" in answers[0].error
 
     with pytest.raises(ServingError, match="HTTP 404: Servable not found"):
         RestPredictor(server, "nope").predict_files(setup["files"][:1])
@@ -216,7 +216,7 @@ def test_predict_command_prints_json_and_logs(setup, server, tmp_path, capsys):
     log = tmp_path / "logs" / "predictions.jsonl"
     code = command_predict.run(_parse(command_predict, ["--server", server, "--name", "cxr", "--json",
                                                         "--log", str(log), *setup["files"], setup["text_file"]]))
-    assert code == 1
+    assert code == 2
     printed = json.loads(capsys.readouterr().out)
     assert [item["valid"] for item in printed] == [True, True, True, False]
     records = [json.loads(line) for line in log.read_text().splitlines()]

@@ -75,6 +75,38 @@ def test_exported_model_reloads_and_agrees_with_the_checkpoint(finished_run):
     assert set(names) <= set(json.loads((run_dir / "class_names.json").read_text())["class_names"])
 
 
+def test_exported_demo_says_when_it_does_not_know(finished_run):
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    def png(pixels):
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    root, run_dir = finished_run
+    served = tf.saved_model.load(str(root / "saved_models" / "ham10000" / "1"))
+    rng = np.random.default_rng(0)
+    blank, one_pixel, noise = np.zeros((40, 40, 3)), rng.integers(0, 256, (1, 1, 3)), rng.integers(0, 256, (40, 40, 3))
+    answer = served.signatures["serving_default"](image_bytes=tf.constant([png(blank), png(one_pixel), png(noise)]))
+    assert {"in_distribution", "ood_score", "prediction_set"} <= set(answer)
+    assert answer["prediction_set"].shape == (3, 7)
+    assert not answer["in_distribution"].numpy().any()
+    assert not answer["decisions"].numpy().any()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["ood"]["validation_pass_rate"] >= 0.95 and metrics["conformal"]["target"] == 0.9
+    report = (run_dir / "report.md").read_text()
+    assert "## Unfamiliar inputs" in report and "## Prediction sets" in report
+    # A later `keras-med export` of the checkpoint serves the same guard and sets.
+    from keras_med.evaluation.trust import load_run_trust
+
+    stored = load_run_trust(run_dir / "checkpoints" / "best.keras")
+    assert stored["ood_guard"].threshold == metrics["ood"]["threshold"]
+    assert stored["conformal_sets"].thresholds.tolist() == metrics["conformal"]["thresholds"]
+
+
 def test_without_data_it_says_where_ham10000_is_and_fails(capsys):
     assert main(ham10000.SPEC, []) == 2
     message = capsys.readouterr().err
@@ -105,3 +137,25 @@ def test_lr_find_command_writes_plot_and_suggestion(tmp_path):
     assert (run_dir / "lr_find.png").stat().st_size > 0
     suggested = json.loads((run_dir / "lr_find.json").read_text())["suggested_learning_rate"]
     assert 1e-7 <= suggested <= 1.0
+
+
+def test_a_run_on_shuffled_labels_is_named_no_better_than_chance(ham_demo_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "shuffled"
+    shutil.copytree(ham_demo_dir, data)
+    table = pd.read_csv(data / "HAM10000_metadata.csv")
+    # Shuffle the diagnoses between lesions: the images no longer say anything about the label.
+    lesions = table["lesion_id"].unique()
+    diagnosis = dict(zip(lesions, np.random.default_rng(0).permutation(table.groupby("lesion_id")["dx"].first()[lesions])))
+    table["dx"] = table["lesion_id"].map(diagnosis)
+    table.to_csv(data / "HAM10000_metadata.csv", index=False)
+    run_dir = tmp_path / "run"
+    code = main(ham10000.SPEC, ["--data-dir", str(data), "--model", "custom_cnn", "--weights", "none", "--plan", "scratch",
+                                "--image-size", "32", "--epochs", "2", "--batch-size", "16", "--head-units", "32",
+                                "--bootstrap", "200", "--explain", "0", "--no-export", "--run-dir", str(run_dir),
+                                "--output-dir", str(tmp_path / "runs")])
+    assert code == 0
+    report = (run_dir / "report.md").read_text()
+    assert report.split("\n\n")[1].startswith("WARNING: The model is no better than chance")
+    assert json.loads((run_dir / "metrics.json").read_text())["health"]["findings"][0]["kind"] == "no_skill"

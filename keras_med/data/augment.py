@@ -37,6 +37,31 @@ def _xray(seed: int) -> list[keras.layers.Layer]:
     ]
 
 
+def _fundus(seed: int) -> list[keras.layers.Layer]:
+    # A retina photographed through the pupil has no up: any rotation and both flips are the same
+    # eye seen differently. Illumination and camera gain vary between clinics, so brightness and
+    # contrast jitter; hue stays (haemorrhages and exudates are told apart by colour).
+    return [
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        keras.layers.RandomRotation(0.5, fill_mode="constant", seed=seed + 1),
+        keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
+        keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.15, contrast_factor=0.15,
+                                       seed=seed + 3),
+    ]
+
+
+def _histology(seed: int) -> list[keras.layers.Layer]:
+    # A tissue patch has no orientation at all (any rotation, both flips, reflect padding keeps
+    # tissue at the corners), and H&E staining differs between labs and batches: jitter the
+    # colour, hue included, which is the usual stand-in for stain augmentation.
+    return [
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
+        keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.1, contrast_factor=0.2,
+                                       saturation_factor=(0.35, 0.65), hue_factor=0.05, seed=seed + 2),
+    ]
+
+
 def _light(seed: int) -> list[keras.layers.Layer]:
     return [
         keras.layers.RandomFlip("horizontal", seed=seed),
@@ -47,6 +72,8 @@ def _light(seed: int) -> list[keras.layers.Layer]:
 AUGMENT_PRESETS: dict[str, Callable[[int], list[keras.layers.Layer]]] = {
     "dermoscopy": _dermoscopy,
     "xray": _xray,
+    "fundus": _fundus,
+    "histology": _histology,
     "light": _light,
     "none": lambda seed: [],
 }
@@ -56,7 +83,7 @@ def build_augmenter(name: str, seed: int = 42) -> keras.layers.Layer | None:
     """The augmentation preset `name` as one `keras.layers.Pipeline`, or `None` for `"none"`.
 
     Args:
-        name: one of `AUGMENT_PRESETS` (dermoscopy, xray, light, none).
+        name: one of `AUGMENT_PRESETS` (dermoscopy, xray, fundus, histology, light, none).
         seed: seeds the random layers, so a run repeats.
     """
     if name not in AUGMENT_PRESETS:

@@ -21,14 +21,17 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from keras_med.data.dicom import DICOM_MAGIC, DICOM_MAGIC_OFFSET, is_dicom_bytes, read_dicom_pixels
 from keras_med.data.errors import BadImageError, DataError, MissingImageError
-from keras_med.data.files import check_on_bad_image, write_bad_images
+from keras_med.data.files import bad_image_row, check_on_bad_image, write_bad_images
 from keras_med.data.memory import aligned_empty
+from keras_med.data.table import LINE_COLUMN
 
 logger = logging.getLogger(__name__)
 
 RESIZE_MODES = ("resize", "pad")
 JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # decode_jpeg can scale by 1/2, 1/4 or 1/8 while decoding (DCT scaling), much faster than a full
 # decode then resize; the ratio must be a Python int, hence one branch per ratio.
 JPEG_RATIOS = (1, 2, 4, 8)
@@ -44,7 +47,8 @@ class DecodePlan:
     needed.
 
     Attributes:
-        image_format: `"jpeg"` or `"png"` when every file name says so, else `"auto"` (content test).
+        image_format: `"jpeg"`, `"png"` or `"dicom"` when every file's content says so, else
+            `"auto"` (a content test per image).
         reduced_decode: parse each JPEG header and decode at 1/2, 1/4, 1/8 scale where it still
             covers the target size; off when sampled files are too small for any reduction.
     """
@@ -53,15 +57,34 @@ class DecodePlan:
     reduced_decode: bool = True
 
 
+def sniff_format(path: str) -> str | None:
+    """The format a file's first bytes say (`"jpeg"`, `"png"`, `"dicom"` or `"other"`), or None if unreadable.
+
+    By content, not by name: a PNG or GIF saved as `.jpg` is common in scraped medical sets.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+    except OSError:
+        return None
+    if head.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if head.startswith(PNG_MAGIC):
+        return "png"
+    return "dicom" if is_dicom_bytes(head) else "other"
+
+
 def plan_decoding(paths: Sequence[str], image_size: int | None, resize: str = "resize",
                   sample: int = 8) -> DecodePlan:
-    """Choose the `DecodePlan` for `paths` from their suffixes and a few headers (PIL, no decode).
+    """Choose the `DecodePlan` for `paths` from their first bytes and a few headers (PIL, no decode).
 
-    A file whose suffix lies fails to decode and is reported as a bad image naming it.
+    Every file's first 8 bytes are read (10,015 HAM10000 files: see BENCHMARKS.md), so one PNG or
+    GIF named `.jpg` switches the plan to the per-image content test instead of failing to decode.
+    Unreadable files do not count: the check pass reports them.
     """
-    suffixes = {os.path.splitext(str(path))[1].lower() for path in paths}
-    image_format = ("jpeg" if suffixes <= {".jpg", ".jpeg"} else "png" if suffixes == {".png"} else "auto")
-    if image_size is None or image_format == "png":
+    formats = {sniff_format(str(path)) for path in paths} - {None}
+    image_format = next(iter(formats)) if len(formats) == 1 and formats != {"other"} else "auto"
+    if image_size is None or image_format in ("png", "dicom"):
         return DecodePlan(image_format, reduced_decode=False)
     step = max(1, len(paths) // sample)
     sides = []
@@ -78,7 +101,11 @@ def plan_decoding(paths: Sequence[str], image_size: int | None, resize: str = "r
 
 def decode_image(contents: tf.Tensor, image_size: int | None = None, resize: str = "resize",
                  plan: DecodePlan = DecodePlan()) -> tf.Tensor:
-    """Decode JPEG or PNG bytes to uint8 RGB (grayscale becomes 3 channels), resized when asked.
+    """Decode image bytes (JPEG, PNG, GIF, BMP, DICOM) to uint8 RGB, by content; resized when asked.
+
+    Grayscale becomes 3 channels and RGBA drops alpha; a GIF gives its first frame. A DICOM file
+    goes through `keras_med.data.dicom.read_dicom_pixels` (pydicom, in Python via
+    `tf.numpy_function`): the same function `keras-med predict` uses on the client side.
 
     With `plan.reduced_decode` a JPEG is decoded at the largest reduced scale (1/2, 1/4, 1/8) that
     still leaves it at least `image_size` on the sides that matter (both sides for `resize`, the
@@ -105,16 +132,39 @@ def decode_image(contents: tf.Tensor, image_size: int | None = None, resize: str
     def decode_other():
         return tf.io.decode_image(contents, channels=3, expand_animations=False)
 
+    def decode_dicom():
+        image = tf.numpy_function(_dicom_pixels, [contents], tf.uint8, stateful=False)
+        image.set_shape([None, None, 3])
+        return image
+
+    def decode_dicom_or_other():
+        # padded, so that a file shorter than the DICOM preamble compares instead of failing substr
+        head = tf.strings.substr(tf.strings.substr(contents, 0, DICOM_MAGIC_OFFSET + 4) + _DICOM_PAD,
+                                 DICOM_MAGIC_OFFSET, len(DICOM_MAGIC))
+        return tf.cond(tf.equal(head, DICOM_MAGIC), decode_dicom, decode_other)
+
     if plan.image_format == "jpeg":
         image = decode_jpeg()
     elif plan.image_format == "png":
         image = tf.io.decode_png(contents, channels=3)
+    elif plan.image_format == "dicom":
+        image = decode_dicom()
     else:
-        image = tf.cond(tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC), decode_jpeg, decode_other)
+        image = tf.cond(tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC), decode_jpeg, decode_dicom_or_other)
     image.set_shape([None, None, 3])
     if image_size is None:
         return image
     return resize_image(image, image_size, resize)
+
+
+_DICOM_PAD = b"\0" * (DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+
+
+def _dicom_pixels(contents) -> np.ndarray:
+    # Python, under the GIL: pydicom has no TensorFlow op. With the in-memory cache each file is
+    # decoded once, in the check pass (see BENCHMARKS.md for the rate). Eager calls pass a 0-d
+    # object array, graph calls the bytes.
+    return read_dicom_pixels(contents.item() if isinstance(contents, np.ndarray) else contents)
 
 
 def resize_image(image: tf.Tensor, image_size: int, resize: str = "resize") -> tf.Tensor:
@@ -150,7 +200,8 @@ class CheckResult:
 
 
 def check_images(paths: Sequence[str], on_bad_image: str = "error", report_dir: str | os.PathLike | None = None,
-                 image_size: int | None = None, resize: str = "resize") -> CheckResult:
+                 image_size: int | None = None, resize: str = "resize", *, lines: Sequence[int] | None = None,
+                 metadata: str = "") -> CheckResult:
     """Decode every image once, in parallel; raise for, or skip and list, the ones that fail.
 
     Args:
@@ -161,7 +212,15 @@ def check_images(paths: Sequence[str], on_bad_image: str = "error", report_dir: 
         report_dir: where `bad_images.csv` goes in skip mode.
         image_size: when given, also return the decoded images resized to this square side.
         resize: `"resize"` or `"pad"` (see `decode_image`).
+        lines: optional metadata line of each path, named in the error and in `bad_images.csv`.
+        metadata: the metadata file those lines belong to.
     """
+    result = _decode_all(paths, on_bad_image, image_size, resize, lines, metadata)
+    write_bad_images(report_dir, result.bad)
+    return result
+
+
+def _decode_all(paths, on_bad_image, image_size, resize, lines, metadata) -> CheckResult:
     check_on_bad_image(on_bad_image)
     paths = [str(path) for path in paths]
     count = len(paths)
@@ -184,14 +243,15 @@ def check_images(paths: Sequence[str], on_bad_image: str = "error", report_dir: 
         seen[indices] = True
         if pixels is not None:
             pixels[indices] = images
-    bad = [{"path": paths[index], "row": int(index), "reason": _failure_reason(paths[index])}
+    bad = [bad_image_row(paths[index], _failure_reason(paths[index]), metadata,
+                         None if lines is None else lines[index])
            for index in np.flatnonzero(~seen)]
     if bad and on_bad_image == "error":
         first = bad[0]
+        where = f" ({metadata or 'metadata'} line {first['line']})" if first["line"] != "" else ""
         error = MissingImageError if first["reason"].startswith("missing") else BadImageError
-        raise error(f"{first['path']}: {first['reason']}; expected a readable JPEG or PNG "
+        raise error(f"{first['path']}{where}: {first['reason']}; expected a readable JPEG, PNG or DICOM "
                     f"({len(bad)} bad image(s) of {count}; on_bad_image='skip' lists and skips them)")
-    write_bad_images(report_dir, bad)
     if pixels is not None and not seen.all():
         pixels = pixels[seen]  # a copy, so only when some images were bad
     return CheckResult(ok=seen, pixels=pixels, bad=bad)
@@ -201,6 +261,11 @@ def _failure_reason(path: str) -> str:
     """Decode one file eagerly to get TensorFlow's reason (only called for the few bad files)."""
     if not os.path.isfile(path):
         return "missing: no such image file"
+    if sniff_format(path) == "dicom":
+        try:
+            read_dicom_pixels(path)
+        except DataError as error:
+            return f"unsupported DICOM: {str(error).removeprefix(path + ': ')}"
     try:
         decode_image(tf.io.read_file(path))
     except (tf.errors.OpError, ValueError) as error:
@@ -214,7 +279,9 @@ def check_table_images(table, on_bad_image: str = "error", report_dir: str | os.
     """`check_images` over an `ImageTable`: the table without its bad rows, pixels attached if sized.
 
     With `image_size` the returned table holds the decoded images (`table.pixels`), so later
-    pipelines read them from memory and no file is decoded twice.
+    pipelines read them from memory and no file is decoded twice. In skip mode `bad_images.csv`
+    lists every image skipped so far: the loader's missing files (`table.skipped`) and the
+    undecodable ones found here, each with its metadata line.
 
     Args:
         table: an `ImageTable` whose images are files.
@@ -224,7 +291,11 @@ def check_table_images(table, on_bad_image: str = "error", report_dir: str | os.
         resize: `"resize"` or `"pad"`.
     """
     if table.pixels is not None:
+        write_bad_images(report_dir, table.skipped)
         return table
-    result = check_images(table.paths, on_bad_image, report_dir, image_size, resize)
-    kept = table.select(result.ok)
+    lines = table.frame[LINE_COLUMN].tolist() if LINE_COLUMN in table.frame.columns else None
+    result = _decode_all(table.paths, on_bad_image, image_size, resize, lines, table.metadata)
+    skipped = table.skipped + result.bad
+    write_bad_images(report_dir, skipped)
+    kept = dataclasses.replace(table.select(result.ok), skipped=skipped)
     return dataclasses.replace(kept, pixels=result.pixels) if image_size else kept

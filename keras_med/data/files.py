@@ -1,24 +1,33 @@
 """Finding image files on disk safely, and listing the ones that had to be skipped.
 
-Paths in metadata are untrusted input: `resolve_inside` rejects any that would leave the data
-directory (`../`, absolute paths), lexically, so that a data directory that is itself a symlink
-still works.
+The path rule (docs/failure_behaviour.md, "Bad images and data"):
+- a path taken from metadata is untrusted input: `resolve_inside` refuses any that would leave the
+  data directory (`../`, absolute paths). The check is lexical, on the path as written, so a
+  data directory that is itself a symlink still works;
+- a symbolic link found *inside* the data directory (a linked image folder or file) is followed
+  wherever it points: whoever passed the data directory put the link there, so its target is
+  part of the data they chose. `walk_images` follows such links and skips a link that loops.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+from keras_med.atomic import write_text_atomic
 from keras_med.data.errors import DataError, UnsafePathError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")
 BAD_IMAGES_FILE = "bad_images.csv"
+# `line`: the metadata line the error messages name (CSV: header = line 1, so the first image is
+# line 2; Parquet: the row counted from 1); empty for images listed from folders.
+BAD_IMAGES_COLUMNS = ["path", "metadata", "line", "reason"]
 ON_BAD_IMAGE = ("error", "skip")
 
 
@@ -37,10 +46,13 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
 def resolve_inside(base: Path, relative: str, where: str) -> Path:
     """`base / relative`, refusing anything that points outside `base`.
 
+    Symlinks inside `base` are not resolved here: the returned path may go through one, and that
+    is allowed (see the module docstring).
+
     Args:
         base: the data directory.
         relative: a path from metadata.
-        where: what to name in the error, e.g. `"Data_Entry_2017.csv row 12, column 'Image Index'"`.
+        where: what to name in the error, e.g. `"Data_Entry_2017.csv line 12, column 'Image Index'"`.
     """
     base_abs = Path(os.path.normpath(os.path.abspath(base)))
     candidate = Path(os.path.normpath(base_abs / relative))
@@ -50,44 +62,65 @@ def resolve_inside(base: Path, relative: str, where: str) -> Path:
     return candidate
 
 
+def walk_images(root: Path) -> Iterator[Path]:
+    """Every image file below `root`, following symlinked folders and files, each real folder once.
+
+    `os.walk(followlinks=True)` alone loops forever on a link to an ancestor folder, so folders
+    are pruned by their real path once seen.
+    """
+    seen: set[str] = set()
+    for folder, folders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            logger.warning("%s leads back to %s, already searched; not searched again", folder, real)
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders.sort()
+        for name in sorted(names):
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                yield Path(folder) / name
+
+
 def index_images_by_stem(root: Path) -> dict[str, Path]:
     """Map file stem -> path for every image below `root` (the HAM10000 lookup by `image_id`).
 
     A stem found twice is ambiguous and an error rather than a silent pick.
     """
     index: dict[str, Path] = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            stem, suffix = os.path.splitext(name)
-            if suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            path = Path(folder) / name
-            if stem in index:
-                raise DataError(f"image id {stem!r} is ambiguous: both {index[stem]} and {path} exist below {root}")
-            index[stem] = path
+    for path in walk_images(root):
+        stem = path.stem
+        if stem in index:
+            raise DataError(f"image id {stem!r} is ambiguous: both {index[stem]} and {path} exist below {root}")
+        index[stem] = path
     return index
 
 
-def write_bad_images(report_dir: str | os.PathLike | None, rows: Iterable[dict]) -> Path | None:
-    """Append skipped images (`path`, `row`, `reason`) to `report_dir/bad_images.csv`; log the count.
+def bad_image_row(path, reason: str, metadata: str = "", line: int | None = None) -> dict:
+    """One row of `bad_images.csv`."""
+    return {"path": str(path), "metadata": str(metadata), "line": "" if line is None else int(line), "reason": reason}
 
-    Appending lets the loader (missing files) and the image check (undecodable files) share one list.
+
+def write_bad_images(report_dir: str | os.PathLike | None, rows: Iterable[dict]) -> Path | None:
+    """Write the skipped images (`path, metadata, line, reason`) to `report_dir/bad_images.csv`; log them.
+
+    The file is replaced as a whole, atomically (evaluation reads it back for metrics.json): the
+    callers pass every image skipped so far (the loader's missing files and the check pass's
+    undecodable ones), so a re-run never lists an image twice.
     """
     rows = list(rows)
     if not rows:
         return None
-    logger.warning("skipped %d bad images, e.g. %s: %s", len(rows), rows[0]["path"], rows[0]["reason"])
+    logger.warning("skipped %d bad image(s), e.g. %s: %s", len(rows), rows[0]["path"], rows[0]["reason"])
     if report_dir is None:
         for row in rows:
-            logger.warning("skipped bad image %s (row %s): %s", row["path"], row.get("row", ""), row["reason"])
+            logger.warning("skipped bad image %s (%s line %s): %s", row["path"], row.get("metadata", ""),
+                           row.get("line", ""), row["reason"])
         return None
-    report = Path(report_dir) / BAD_IMAGES_FILE
-    report.parent.mkdir(parents=True, exist_ok=True)
-    is_new = not report.exists()
-    with report.open("a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "row", "reason"], extrasaction="ignore")
-        if is_new:
-            writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=BAD_IMAGES_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    report = write_text_atomic(Path(report_dir) / BAD_IMAGES_FILE, buffer.getvalue())
     logger.warning("list of skipped images: %s", report)
     return report

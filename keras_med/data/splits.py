@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from keras_med.atomic import atomic_path
 from keras_med.data.errors import DataError, EmptyClassError
 from keras_med.data.sources.common import read_metadata, require_columns
 from keras_med.data.table import SPLITS, ImageTable, encode_labels
@@ -115,7 +116,19 @@ def stratification_labels(table: ImageTable, multilabel_strata: str = "rarest") 
 
 
 def check_split(table: ImageTable) -> None:
-    """Raise if a group is in two splits or a class is missing from train (or a non-empty val/test)."""
+    """Check a split table: no group in two splits, and every class where it is needed.
+
+    Single-label tasks (multiclass, binary): a class with no image in train, or in a non-empty val
+    or test split, raises `EmptyClassError`. Multilabel: a label with no positive in a split is a
+    warning naming it and its counts: each label is its own yes/no question, so the other labels
+    still train and measure, and evaluation reports the missing label's figures as undefined. A
+    small real subset cannot avoid it (ChestX-ray14's 1,000-image sample holds Hernia in 2 patients,
+    so it cannot be in all 3 patient-disjoint splits).
+
+    Raises:
+        DataError: a group falls in more than one split.
+        EmptyClassError: single-label only, a class missing from a split (see above).
+    """
     frame = table.frame
     per_group = frame.groupby(table.group_column)["split"].nunique()
     shared = per_group[per_group > 1]
@@ -124,19 +137,51 @@ def check_split(table: ImageTable) -> None:
                         f"e.g. {shared.index[0]!r}; expected each group in exactly one split")
     targets = table.targets()
     positives = targets if table.task != "binary" else np.concatenate([1 - targets, targets], axis=1)
-    for name in SPLITS:
-        rows = frame["split"].to_numpy() == name
-        if not rows.any() and name != "train":
-            continue
+    split = frame["split"].to_numpy()
+    used = [name for name in SPLITS if (split == name).any() or name == "train"]
+    for name in used:
+        rows = split == name
         present = positives[rows].sum(axis=0) > 0
-        missing = [table.class_names[i] for i in np.flatnonzero(~present) if positives[:, i].any()]
-        if missing:
-            raise EmptyClassError(f"split {name!r} ({int(rows.sum())} images) has no image of class(es) {missing}; "
-                                  "expected every class in every split. Use fewer/larger held-out "
-                                  "fractions or more data for those classes.")
+        missing = [int(i) for i in np.flatnonzero(~present) if positives[:, i].any()]
+        if not missing:
+            continue
+        counts = {table.class_names[i]: _class_counts(table, positives[:, i] > 0) for i in missing}
+        described = ", ".join(f"{label!r} ({images} image(s) from {groups} group(s) in all)"
+                              for label, (images, groups) in counts.items())
+        if table.task == "multilabel":
+            consequence = ("the model sees no positive of it in training and cannot learn it" if name == "train"
+                           else f"their {name} figures are undefined (null in metrics.json, 'undefined' in the report)")
+            logger.warning("split %r (%d images) has no positive of %d label(s): %s; %s", name, int(rows.sum()),
+                           len(missing), described, consequence)
+            continue
+        raise EmptyClassError(_empty_class_message(name, int(rows.sum()), counts, used))
     sizes = frame["split"].value_counts().to_dict()
     logger.info("split sizes (images): %s; groups: %s", sizes,
                 frame.groupby("split")[table.group_column].nunique().to_dict())
+
+
+def _class_counts(table: ImageTable, members: np.ndarray) -> tuple[int, int]:
+    """(images, distinct groups) of the rows in `members`."""
+    return int(members.sum()), int(pd.unique(table.groups[members]).size)
+
+
+def _empty_class_message(split: str, size: int, counts: dict[str, tuple[int, int]], used: list[str]) -> str:
+    """Why a class is missing from a split, and the fix that can work.
+
+    A class whose images come from fewer groups (lesions, patients) than there are splits cannot
+    be in every split of a grouped split, whatever the fractions; only more data (or fewer splits)
+    helps. Otherwise the fractions or the seed left it out.
+    """
+    few = {name: value for name, value in counts.items() if value[1] < len(used)}
+    if few:
+        detail = ", ".join(f"{name!r} has {groups} group(s) ({images} image(s))" for name, (images, groups) in few.items())
+        return (f"split {split!r} ({size} images) has no image of class(es) {list(counts)}: {detail} in all, too few "
+                f"groups to appear in all {len(used)} splits ({', '.join(used)}) since no group may be in two; "
+                "add images of that class from other groups (lesions, patients), or leave the class out")
+    detail = ", ".join(f"{name!r} has {groups} groups ({images} images)" for name, (images, groups) in counts.items())
+    return (f"split {split!r} ({size} images) has no image of class(es) {list(counts)} ({detail} in all); expected "
+            "every class in every split: use larger held-out fractions (--val-fraction, --test-fraction) or "
+            "another --seed")
 
 
 def save_split(table: ImageTable, path: str | os.PathLike) -> Path:
@@ -152,7 +197,8 @@ def save_split(table: ImageTable, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = table.frame.rename(columns={table.group_column: "group"}) if table.group_column != "group" else table.frame
     ordered = SPLIT_COLUMNS + [column for column in frame.columns if column not in SPLIT_COLUMNS]
-    frame[ordered].to_csv(path, index=False)
+    with atomic_path(path) as temporary:
+        frame[ordered].to_csv(temporary, index=False)
     logger.info("wrote split of %d images to %s", len(frame), path)
     return path
 

@@ -204,6 +204,11 @@ def write_image_folder_demo(out_dir: str | os.PathLike, n_images: int = 160, see
     return out_dir
 
 
+def draw_lesion(label: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A synthetic dermoscopy image of class `label` as uint8 `(size, size, 3)` (as in the HAM10000 demo)."""
+    return np.asarray(_draw_lesion(_random_lesion(label, rng), rng, (size, size)))
+
+
 def draw_chest(findings: list[str], rng: np.random.Generator, size: int) -> np.ndarray:
     """A grayscale frontal chest film: body, two dark lungs, heart, ribs, plus the findings."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -226,3 +231,51 @@ def draw_chest(findings: list[str], rng: np.random.Generator, size: int) -> np.n
         image = np.where((x - nx) ** 2 + (y - ny) ** 2 < 0.035 ** 2, 0.8, image)
     image += 0.03 * rng.standard_normal((size, size))
     return np.clip(image * 255, 0, 255).astype(np.uint8)
+
+
+DEMO_CLASSES = ("bright_disc", "dark_disc", "stripes", "plain")
+
+
+def write_classes_demo(out_dir: str | os.PathLike, n_images: int = 240, seed: int = 0, image_size: int = 64,
+                       classes: tuple[str, ...] = DEMO_CLASSES, file_format: str = "png") -> Path:
+    """Write a flat folder-per-class set, `out_dir/<class>/patientNN_K.<format>`, four classes that differ visibly.
+
+    Each class is a different drawing on a noisy gray background (a bright disc, a dark disc,
+    stripes, nothing); two images per patient, the patient in the file name (`patient(\\d+)`).
+
+    Args:
+        out_dir: the directory to write (created).
+        n_images: number of images, spread evenly over the classes.
+        seed: the same seed writes the same files.
+        image_size: side of the square images.
+        classes: class folder names; drawings repeat cyclically beyond four.
+        file_format: `"png"`, `"jpeg"` or `"dcm"` (DICOM, MONOCHROME2, 8 bits).
+    """
+    from keras_med.data.dicom import write_dicom_image
+
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    yy, xx = np.mgrid[0:image_size, 0:image_size]
+    for number in range(n_images):
+        kind = number % len(classes)
+        folder = out_dir / classes[kind]
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.normal(110, 20, (image_size, image_size))
+        radius = image_size * rng.uniform(0.15, 0.3)
+        cy, cx = rng.uniform(0.35, 0.65, 2) * image_size
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2
+        drawing = kind % len(DEMO_CLASSES)
+        if drawing == 0:
+            pixels[disc] += 100
+        elif drawing == 1:
+            pixels[disc] -= 90
+        elif drawing == 2:
+            pixels += 60 * np.sin(xx * 2 * math.pi / rng.uniform(6, 10))
+        image = np.clip(pixels, 0, 255).astype(np.uint8)
+        stem = f"patient{number // (2 * len(classes)):03d}_{number}"
+        if file_format == "dcm":
+            write_dicom_image(folder / f"{stem}.dcm", image)
+        else:
+            Image.fromarray(image, mode="L").save(folder / f"{stem}.{file_format}")
+    logger.info("wrote a %d-class folder demo of %d images to %s", len(classes), n_images, out_dir)
+    return out_dir

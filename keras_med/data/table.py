@@ -13,6 +13,9 @@ from keras_med.data.errors import DataError, MissingColumnError, UnknownLabelErr
 TASKS = ("multiclass", "multilabel", "binary")
 SPLITS = ("train", "val", "test")
 LABEL_SEPARATOR = "|"
+# The metadata line of each row (CSV: header = line 1; Parquet: row counted from 1), set by the
+# loaders that read a metadata file, named in error messages and in bad_images.csv.
+LINE_COLUMN = "metadata_line"
 
 
 @dataclasses.dataclass
@@ -29,6 +32,10 @@ class ImageTable:
         group_column: the column that holds the grouping key (lesion, patient).
         pixels: optional decoded images `(N, H, W, C)` uint8 aligned with `frame` rows (MedMNIST,
             or after `check_images(..., keep_pixels=True)`); `None` when images live on disk.
+        metadata: the metadata file the rows came from (their line is the `metadata_line` column).
+        skipped: the images left out so far with `on_bad_image="skip"` (rows of `bad_images.csv`:
+            `path, metadata, line, reason`), carried along so that `check_table_images` lists the
+            loader's missing files and its own undecodable ones in one file.
     """
 
     frame: pd.DataFrame
@@ -37,6 +44,8 @@ class ImageTable:
     long_names: dict[str, str] = dataclasses.field(default_factory=dict)
     group_column: str = "group"
     pixels: np.ndarray | None = None
+    metadata: str = ""
+    skipped: list[dict] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -78,6 +87,21 @@ class ImageTable:
             raise DataError("class_indices() is for single-label tasks; use targets() for multilabel")
         lookup = {name: index for index, name in enumerate(self.class_names)}
         return self.frame["label"].map(lookup).to_numpy(dtype=np.int64)
+
+    def split_counts(self) -> pd.DataFrame:
+        """Images per split (rows) and class (columns); multilabel: positives per label, and `(none)`.
+
+        A multilabel table has one combination per distinct label set (a hundred on 1,000
+        ChestX-ray14 images), so its counts are per label: a label at 0 in a split is one that
+        split cannot measure.
+        """
+        if "split" not in self.frame.columns:
+            raise MissingColumnError("this table has no 'split' column yet; call split_by_group first")
+        if self.task != "multilabel":
+            return self.frame.groupby(["split", "label"]).size().unstack(fill_value=0)
+        targets = self.targets()
+        counts = pd.DataFrame(targets, columns=self.class_names).assign(**{"(none)": targets.sum(axis=1) == 0})
+        return counts.groupby(self.frame["split"].to_numpy()).sum().astype(np.int64).rename_axis("split")
 
     def subset(self, split: str) -> "ImageTable":
         """The rows of one split (`train`, `val` or `test`)."""

@@ -33,11 +33,11 @@ import tensorflow as tf
 
 from keras_med.data.decode import RESIZE_MODES, check_images, load_image, resize_image
 from keras_med.data.errors import DataError, MissingColumnError
-from keras_med.data.files import check_on_bad_image
+from keras_med.data.files import check_on_bad_image, write_bad_images
 # The batch-level tail (cast to float32, augment, MixUp/CutMix, prefetch) is shared with the
 # file pipeline so that both give the same batches from the same pixels.
 from keras_med.data.pipeline import STREAM_SHUFFLE_BUFFER, finish_pipeline, fit_pixels
-from keras_med.data.table import SPLITS, ImageTable
+from keras_med.data.table import LINE_COLUMN, SPLITS, ImageTable
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +126,14 @@ def write_prepared_shards(table: ImageTable, out_dir: str | os.PathLike, *, imag
             writer.close()
     if expected != len(frame):
         bad_ids += _report_gap(frame, expected, len(frame), on_bad_image)
+    undecodable = []
     if bad_ids:
-        check_images(frame["path"].iloc[bad_ids].tolist(), "skip", report_dir or out_dir)
+        lines = frame[LINE_COLUMN].iloc[bad_ids].tolist() if LINE_COLUMN in frame.columns else None
+        undecodable = check_images(frame["path"].iloc[bad_ids].tolist(), "skip", lines=lines,
+                                   metadata=table.metadata).bad
         logger.warning("left out %d unreadable image(s); listed in bad_images.csv", len(bad_ids))
+    # The loader's missing files too, so the prepared directory lists every image left out.
+    write_bad_images(report_dir or out_dir, table.skipped + undecodable)
 
     kept = position_of >= 0
     written = frame.loc[kept, ["path", "label", "group", "split"]].assign(
@@ -140,7 +145,7 @@ def write_prepared_shards(table: ImageTable, out_dir: str | os.PathLike, *, imag
         "long_names": table.long_names, "task": table.task, "image_size": image_size, "resize": resize,
         "encoding": encoding, "quality": quality if encoding == "jpeg" else None,
         "counts": {name: int((written["split"] == name).sum()) for name in SPLITS},
-        "bad_images": len(bad_ids), "shards": shards, "seconds": round(time.perf_counter() - started, 1),
+        "bad_images": len(table.skipped) + len(bad_ids), "shards": shards, "seconds": round(time.perf_counter() - started, 1),
         "table": {column: written[column].astype(str if column in ("path", "label", "group", "split", "shard")
                                                  else np.int64).tolist() for column in TABLE_COLUMNS},
     }

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from keras_med.atomic import write_text_atomic
 from keras_med.config import EvaluationConfig
 from keras_med.evaluation import plots
 from keras_med.evaluation.arrays import canonical_arrays, one_vs_rest
@@ -32,7 +33,8 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                  test_images: Callable[[int], np.ndarray] | np.ndarray | None = None, model=None,
                  long_names: dict | None = None, n_bootstrap: int | None = None,
                  operating_point: str | None = None, target: float | None = None, explain: int | None = None,
-                 thresholds=None, seed: int = 0, title: str | None = None) -> dict:
+                 thresholds=None, seed: int = 0, title: str | None = None, diverged: dict | None = None,
+                 trust: dict | None = None) -> dict:
     """Evaluate a model's test predictions and write metrics.json, plots, Grad-CAM and the model card.
 
     Args:
@@ -61,6 +63,10 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
             e.g. the stored ones when scoring an external test set.
         seed: bootstrap seed.
         title: the card's title (default: "Model card: <run dir name>").
+        diverged: how training diverged, when the model evaluated is the good checkpoint kept
+            before it (`Divergence.to_dict()` plus a `message`); None for a run that did not.
+        trust: `{"ood": ..., "conformal": ...}` from `keras_med.evaluation.trust.assess_trust`, merged
+            into the metrics and shown in the card ("Unfamiliar inputs", "Prediction sets"); or None.
 
     Returns:
         The metrics dictionary written to metrics.json; `thresholds` holds one threshold per model
@@ -97,10 +103,25 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
     metrics = compute_metrics(task, y_true, y_prob, class_names, thresholds=thresholds, groups=groups_test,
                               n_bootstrap=n_bootstrap, seed=seed)
     metrics["operating_point"] = {"method": method, "target": target, "chosen_on": chosen_on}
+    if have_val and method != "given":
+        # choose_thresholds falls back to the default for these: no positive (or negative) to tune on
+        unmeasured = [name for name, column in zip(column_names, val_indicator.T) if column.min() == column.max()]
+        metrics["undefined_labels"]["val"] = unmeasured
+        if unmeasured:
+            logger.warning("%d of %d outputs have no positive (or no negative) validation image: %s; their "
+                           "thresholds stay at %.2f", len(unmeasured), len(column_names), unmeasured,
+                           DEFAULT_THRESHOLD)
+    metrics["bad_images"] = read_bad_images_summary(run_dir)
     metrics["bootstrap"] = {"n": n_bootstrap,
                             "groups": None if groups_test is None else int(len(np.unique(groups_test)))}
     metrics["calibration"] = calibration_summary(task, y_true, y_prob, val_true, val_prob)
-    metrics["health"] = check_training_health(task, class_names, y_true, y_prob, history, thresholds)
+    # The validation figures are evidence beside the test ones for "no better than chance".
+    val_metrics = (compute_metrics(task, val_true, val_prob, class_names, thresholds=thresholds,
+                                   n_bootstrap=n_bootstrap, seed=seed) if have_val else None)
+    metrics["health"] = check_training_health(task, class_names, y_true, y_prob, history, thresholds,
+                                              metrics=metrics, val_metrics=val_metrics)
+    if trust:
+        metrics.update(trust)
 
     plot_files = _write_plots(run_dir, task, class_names, metrics, history, y_true, y_prob, indicator,
                               scores, column_names)
@@ -120,7 +141,8 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
 
     metrics["plots"] = {caption: str(path.relative_to(run_dir)) for caption, path in plot_files.items()}
     metrics["gradcam"] = [item["path"] for item in gradcam]
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    metrics["diverged"] = diverged
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     card = build_model_card(metrics, title or f"Model card: {run_dir.name}", config=config,
                             data_summary=data_summary, long_names=long_names, plots=metrics["plots"],
                             gradcam=gradcam)
@@ -129,6 +151,19 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                 if isinstance(value, dict) and "ci95" in value}
     logger.info("Evaluation written to %s: %s", run_dir, headline)
     return metrics
+
+
+def read_bad_images_summary(run_dir: Path) -> dict | None:
+    """How many images the run skipped (`--on-bad-image skip`) and why, from its `bad_images.csv`; None if none."""
+    # Imported here: importing keras_med.data loads TensorFlow, which evaluating metrics does not need.
+    from keras_med.data.files import BAD_IMAGES_FILE
+
+    path = run_dir / BAD_IMAGES_FILE
+    if not path.is_file():
+        return None
+    listed = pd.read_csv(path, dtype=str, keep_default_na=False)
+    reasons = listed["reason"].str.split(":").str[0].value_counts().to_dict() if len(listed) else {}
+    return {"count": len(listed), "file": BAD_IMAGES_FILE, "reasons": reasons}
 
 
 def _write_plots(run_dir, task, class_names, metrics, history, y_true, y_prob, indicator, scores,

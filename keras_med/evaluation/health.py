@@ -29,6 +29,13 @@ OSCILLATION_SWING = 0.10
 DIVERGENCE_FACTOR = 2.0
 # Underfitting: final training balanced accuracy within this margin of chance.
 CHANCE_MARGIN = 0.15
+# Too small to measure: a class (binary/multiclass) or label (positives) with fewer test images.
+MIN_TEST_IMAGES_PER_CLASS = 20
+# The headline whose 95% interval decides "no better than chance", and the chance level per task.
+SKILL_HEADLINE = {"multiclass": "balanced_accuracy", "binary": "roc_auc"}
+NO_SKILL_FIX = ("More (and more varied) training data, a backbone pretrained on this modality (fine-tune from an "
+                "earlier model of the same kind of image), or a different split (check that the test split is "
+                "from the same population and that labels line up with images).")
 
 
 def _finding(kind: str, message: str, evidence: dict, fix: str) -> dict:
@@ -37,7 +44,7 @@ def _finding(kind: str, message: str, evidence: dict, fix: str) -> dict:
 
 def check_training_health(task: str, class_names, y_true: np.ndarray | None = None,
                           y_prob: np.ndarray | None = None, history: pd.DataFrame | None = None,
-                          thresholds=None) -> dict:
+                          thresholds=None, metrics: dict | None = None, val_metrics: dict | None = None) -> dict:
     """Findings about a training run from its history and its (canonical) predictions.
 
     Args:
@@ -49,21 +56,108 @@ def check_training_health(task: str, class_names, y_true: np.ndarray | None = No
             `val_balanced_accuracy`, `learning_rate`, `phase`), or None. Rows are taken in order
             as the run's epochs, across phases.
         thresholds: binary only, `[threshold]` for the decision; 0.5 when None.
+        metrics: the test metrics (`compute_metrics`), for "no better than chance" and "test split too
+            small"; or None.
+        val_metrics: the same on the validation split, shown as evidence beside the test figures.
 
     Returns:
         `{"healthy": bool, "summary": str, "findings": [{"kind", "message", "evidence", "fix"}]}`.
     """
     class_names = list(class_names)
     findings: list[dict] = []
+    if metrics is not None:
+        findings += skill_findings(task, class_names, metrics, val_metrics)
     if y_true is not None and y_prob is not None:
         findings += _prediction_findings(task, class_names, y_true, y_prob, thresholds)
     if history is not None and len(history) > 0:
         findings += _history_findings(task, class_names, history)
     if findings:
         summary = f"{len(findings)} problem(s) found: " + ", ".join(f["kind"] for f in findings) + "."
+        if findings[0]["kind"] == "no_skill":
+            summary = findings[0]["message"] + " " + summary
     else:
         summary = "Training looks healthy: no collapse, over- or under-fitting, divergence or learning-rate problem found."
     return {"healthy": not findings, "summary": summary, "findings": findings}
+
+
+def skill_findings(task: str, class_names, metrics: dict, val_metrics: dict | None = None) -> list[dict]:
+    """"No better than chance" and "test split too small" findings from the metrics' bootstrap intervals.
+
+    A model has no skill when the 95% interval of its test headline contains chance: balanced
+    accuracy and 1/k (multiclass), ROC AUC and 0.5 (binary, and each label of a multi-label model).
+
+    Args:
+        task: "multiclass", "binary" or "multilabel".
+        class_names: class names in output order.
+        metrics: test metrics as `compute_metrics` returns them (with intervals).
+        val_metrics: validation metrics, or None.
+
+    Returns:
+        Findings of kind `no_skill` (first) and `test_split_too_small`.
+    """
+    findings = []
+    if task == "multilabel":
+        entries = metrics.get("per_class", {})
+        chance_labels = [name for name in class_names
+                         if _contains(entries.get(name, {}).get("auc_ci95"), 0.5)]
+        if chance_labels:
+            every = len(chance_labels) == len(class_names)
+            evidence = {name: {"test_auc": entries[name].get("auc"), "test_auc_ci95": entries[name].get("auc_ci95"),
+                               "val_auc": _per_class_value(val_metrics, name, "auc"),
+                               "val_auc_ci95": _per_class_value(val_metrics, name, "auc_ci95")}
+                        for name in chance_labels}
+            findings.append(_finding(
+                "no_skill",
+                ("The model is no better than chance on every label" if every else
+                 f"The model is no better than chance on {len(chance_labels)} of {len(class_names)} labels "
+                 f"({', '.join(chance_labels)})") + ": the 95% interval of their test ROC AUC contains 0.5.",
+                {"chance": 0.5, "labels": evidence}, NO_SKILL_FIX))
+    else:
+        key = SKILL_HEADLINE[task]
+        chance = 0.5 if task == "binary" else 1.0 / len(class_names)
+        entry = metrics.get(key) or {}
+        if _contains(entry.get("ci95"), chance):
+            low, high = entry["ci95"]
+            val_entry = (val_metrics or {}).get(key) or {}
+            val_text = ""
+            if val_entry.get("value") is not None:
+                val_text = f"; validation {val_entry['value']:.3f}"
+                if val_entry.get("ci95"):
+                    val_text += f" (95% CI {val_entry['ci95'][0]:.3f}-{val_entry['ci95'][1]:.3f})"
+            findings.append(_finding(
+                "no_skill",
+                f"The model is no better than chance: test {key.replace('_', ' ')} {entry['value']:.3f} "
+                f"(95% CI {low:.3f}-{high:.3f}) contains the chance level {chance:.3f}{val_text}.",
+                {"metric": key, "chance": chance, "test": entry.get("value"), "test_ci95": entry.get("ci95"),
+                 "validation": val_entry.get("value"), "validation_ci95": val_entry.get("ci95")},
+                NO_SKILL_FIX))
+    small = {}
+    for name in class_names:
+        entry = metrics.get("per_class", {}).get(name) or {}
+        support, interval = entry.get("support"), entry.get("auc_ci95")
+        if support is not None and support < MIN_TEST_IMAGES_PER_CLASS:
+            small[name] = {"test_images": int(support), "auc_ci95": interval,
+                           "auc_interval_width": None if not interval else float(interval[1] - interval[0])}
+    if small:
+        parts = [f"{name} ({item['test_images']} images; AUC interval "
+                 + (f"{item['auc_interval_width']:.2f} wide)" if item["auc_interval_width"] is not None
+                    else "not measurable)") for name, item in small.items()]
+        findings.append(_finding(
+            "test_split_too_small",
+            f"The test split is too small to measure {', '.join(small)}: fewer than {MIN_TEST_IMAGES_PER_CLASS} "
+            f"images of {'that class' if len(small) == 1 else 'each'}: {'; '.join(parts)}.",
+            {"min_images": MIN_TEST_IMAGES_PER_CLASS, "classes": small},
+            "Use a larger test fraction (--test-fraction), k-fold cross-validation, or an external test set "
+            "(keras-med evaluate) with more images of these classes."))
+    return findings
+
+
+def _contains(interval, value: float) -> bool:
+    return bool(interval) and interval[0] <= value <= interval[1]
+
+
+def _per_class_value(metrics: dict | None, name: str, key: str):
+    return ((metrics or {}).get("per_class", {}).get(name) or {}).get(key)
 
 
 def _prediction_findings(task, class_names, y_true, y_prob, thresholds) -> list[dict]:

@@ -2,10 +2,16 @@
 
 `compute_metrics` returns plain JSON-ready data: headline figures as `{"value", "ci95"}`, a
 `per_class` table, confusion matrices and the figures at the given operating thresholds.
+
+A class or label with no positive (or no negative) test image has no AUC, PR-AUC, recall or F1:
+those are `None` (null in metrics.json, "undefined" in the report), never 0, its entry says why
+(`undefined`), it is listed in `undefined_labels["test"]` with a warning, and the means are over
+the other labels. Small multilabel sets hit this (a rare label in one patient of the training split).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -15,6 +21,11 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
 
 from keras_med.evaluation import bootstrap as bs
 from keras_med.evaluation.arrays import canonical_arrays, one_vs_rest
+
+logger = logging.getLogger(__name__)
+
+# Per-class figures that need positive test images; `None` when there are none.
+NEEDS_POSITIVES = ("auc", "auc_ci95", "pr_auc", "precision", "recall", "f1", "sensitivity_at_threshold")
 
 # Headline figures per task, in the order the report shows them.
 HEADLINES = {
@@ -74,6 +85,7 @@ def compute_metrics(task: str, y_true, y_prob, class_names, thresholds=None, gro
         result[key] = {"value": _clean(point[key]), "ci95": intervals.get(key)}
     result["per_class"] = _per_class_table(task, y_true, y_prob, indicator, scores, decisions, class_names,
                                            column_names, per_column_auc, column_intervals, thresholds)
+    result["undefined_labels"] = {"test": _mark_undefined(result["per_class"], indicator, column_names, task)}
     if task == "multiclass":
         result["confusion_matrix"] = confusion_matrix(y_true, y_prob.argmax(axis=1),
                                                       labels=range(len(class_names))).tolist()
@@ -134,7 +146,9 @@ def _weighted_statistics(task, weights, y_true, y_prob, indicator, scores, decis
     else:
         pr_aucs = np.stack([bs.weighted_average_precision(weights, indicator[:, k], scores[:, k])
                             for k in range(indicator.shape[1])], axis=1)
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():
+            # a resample may hold no positive of any label: its mean is NaN, dropped from the interval
+            warnings.simplefilter("ignore", RuntimeWarning)
             stats["mean_auc"] = np.nanmean(np.where(np.isfinite(aucs), aucs, np.nan), axis=1)
             stats["mean_pr_auc"] = np.nanmean(pr_aucs, axis=1)
     return stats
@@ -171,6 +185,29 @@ def _per_class_table(task, y_true, y_prob, indicator, scores, decisions, class_n
     if task == "binary":
         table[class_names[0]].update({key: table[class_names[1]][key] for key in ("auc", "auc_ci95", "threshold")})
     return table
+
+
+def _mark_undefined(per_class: dict, indicator: np.ndarray, column_names: list[str], task: str) -> list[str]:
+    """Set the figures a class cannot have on this test set to None, say why, warn; return the names."""
+    undefined = []
+    for k, name in enumerate(column_names):
+        positives = int(indicator[:, k].sum())
+        if 0 < positives < indicator.shape[0]:
+            continue
+        entry = per_class[name]
+        if positives == 0:
+            entry["undefined"] = "no positive test image"
+            entry.update(dict.fromkeys(NEEDS_POSITIVES))
+        else:
+            entry["undefined"] = "no negative test image"
+            entry.update({"auc": None, "auc_ci95": None, "specificity_at_threshold": None})
+        undefined.append(name)
+    if undefined:
+        logger.warning("%d of %d %s cannot be measured on these %d test images (%s): their figures that need "
+                       "them are undefined (null in metrics.json, 'undefined' in the report) and left out of the "
+                       "means", len(undefined), len(column_names), "labels" if task == "multilabel" else "classes",
+                       indicator.shape[0], ", ".join(f"{name}: {per_class[name]['undefined']}" for name in undefined))
+    return undefined
 
 
 def _auc_or_none(positives: np.ndarray, score: np.ndarray) -> float | None:

@@ -6,6 +6,7 @@ import pandas as pd
 
 from keras_med.evaluation.metrics import HEADLINES
 from keras_med.evaluation.report import Bullets, Card, Heading, Image, Paragraph, Table
+from keras_med.evaluation.trust_report import trust_blocks, warning_blocks
 
 
 def _interval(entry: dict) -> str:
@@ -13,6 +14,12 @@ def _interval(entry: dict) -> str:
         return "n/a"
     low, high = entry["ci95"]
     return f"[{low:.3f}, {high:.3f}]"
+
+
+def _or_undefined(entry: dict, key: str):
+    """A per-class figure, or "undefined" when the test set cannot measure it (see metrics.py)."""
+    value = entry.get(key)
+    return "undefined" if value is None and entry.get("undefined") else value
 
 
 def _config_items(config) -> list[str]:
@@ -48,6 +55,10 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
     task, class_names = metrics["task"], metrics["class_names"]
     long_names = long_names or {}
     card = Card(title)
+    if metrics.get("diverged"):
+        message = metrics["diverged"]["message"]
+        card.add(Heading("Training diverged"), Paragraph(message[:1].upper() + message[1:] + "."))
+    card.add(*warning_blocks(metrics))
 
     card.add(Heading("Data"))
     card.add(Paragraph(f"Task: {task}; classes: {', '.join(class_names)}. Test images: {metrics['n_samples']}."))
@@ -57,6 +68,11 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
                            "resample whole groups."))
     if data_summary is not None:
         card.add(_summary_table(data_summary))
+    bad = metrics.get("bad_images")
+    if bad:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in bad.get("reasons", {}).items())
+        card.add(Paragraph(f"{bad['count']} image(s) were skipped as bad ({reasons}; --on-bad-image skip): "
+                           f"each is listed with its metadata line and reason in {bad['file']}."))
 
     if config is not None:
         card.add(Heading("Configuration"), Bullets(_config_items(config)))
@@ -71,8 +87,16 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
     card.add(Heading("Per class", 3))
     card.add(Table(["class"] + columns + ["AUC 95% CI"],
                    [[f"{name} ({long_names[name]})" if name in long_names else name]
-                    + [entry.get(c) for c in columns] + [_interval({"ci95": entry.get("auc_ci95")})]
+                    + [_or_undefined(entry, c) for c in columns]
+                    + ["undefined" if entry.get("undefined") else _interval({"ci95": entry.get("auc_ci95")})]
                     for name, entry in metrics["per_class"].items()]))
+    undefined = (metrics.get("undefined_labels") or {}).get("test") or []
+    if undefined:
+        reasons = ", ".join(f"{name} ({metrics['per_class'][name]['undefined']})" for name in undefined)
+        card.add(Paragraph(f"Undefined on this test set: {reasons}. "
+                           "Their figures that need such images are undefined, not 0, and the means are over the "
+                           f"other {len(metrics['per_class']) - len(undefined)} "
+                           f"{'labels' if task == 'multilabel' else 'classes'}."))
 
     point = metrics.get("operating_point", {})
     card.add(Heading("Operating points"))
@@ -81,8 +105,8 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
                        " and applied unchanged to test (one-vs-rest: a class is flagged when its probability "
                        "reaches the threshold)."))
     card.add(Table(["class", "threshold", "test sensitivity", "test specificity"],
-                   [[name, entry.get("threshold"), entry.get("sensitivity_at_threshold"),
-                     entry.get("specificity_at_threshold")]
+                   [[name, entry.get("threshold"), _or_undefined(entry, "sensitivity_at_threshold"),
+                     _or_undefined(entry, "specificity_at_threshold")]
                     for name, entry in metrics["per_class"].items() if "sensitivity_at_threshold" in entry]))
 
     calibration = metrics["calibration"]
@@ -100,6 +124,8 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
     card.add(Heading("Training health check"), Paragraph(health["summary"]))
     if health["findings"]:
         card.add(Bullets([f"{f['kind']}: {f['message']} Suggested fix: {f['fix']}" for f in health["findings"]]))
+
+    card.add(*trust_blocks(metrics))
 
     if plots:
         card.add(Heading("Plots"))
@@ -119,6 +145,12 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
     if config is not None and hasattr(config, "data"):
         limits.append(f"Trained on: {config.data.data_dir or 'the synthetic demo dataset'}"
                       f"{' (synthetic demo data: not a medical model)' if config.data.demo else ''}.")
+        if str(config.model.weights).lower().endswith(".keras"):
+            limits.append(f"Fine-tuned from an earlier model: the backbone weights came from {config.model.weights}.")
+        if (config.recipe == "classify" and getattr(config.data, "layout", "") in ("folder", "table")
+                and not config.data.group_column and not config.data.group_pattern):
+            limits.append("NO PATIENT GROUPS: each image was its own group in the split, so images of one patient "
+                          "may sit in both training and test and the test figures may be too good.")
     limits.append("Research use only: not a medical device and not a substitute for a clinician.")
     card.add(Bullets(limits))
     return card

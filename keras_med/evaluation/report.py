@@ -12,6 +12,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from keras_med.atomic import write_text_atomic
+
 
 @dataclass
 class Heading:
@@ -122,6 +124,6 @@ def write_card(card: Card, out_dir: str | Path) -> tuple[Path, Path]:
     if missing:
         raise FileNotFoundError(f"report images missing from {out_dir}: {missing}")
     markdown_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    markdown_path.write_text(render_markdown(card), encoding="utf-8")
-    html_path.write_text(render_html(card, out_dir), encoding="utf-8")
+    write_text_atomic(markdown_path, render_markdown(card))
+    write_text_atomic(html_path, render_html(card, out_dir))
     return markdown_path, html_path

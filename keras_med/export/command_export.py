@@ -55,6 +55,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, verify after reload, print the signatures (and TFLite/ONNX reports); 0 on success."""
+    from keras_med.evaluation.trust import load_run_trust
     from keras_med.export.mobile import export_other_formats
     from keras_med.export.saved_model import build_metadata, describe_signatures, export_for_serving
     from keras_med.run_directory import load_trained_model
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     target = export_for_serving(model, name=args.name, base_dir=args.base_dir, version=args.version,
                                 class_names=run_info.class_names, task=run_info.task,
                                 thresholds=run_info.thresholds, resize=run_info.resize,
-                                container_base=args.container_base)
+                                container_base=args.container_base, **load_run_trust(trained.path))
     out = sys.stdout
     out.write(f"SavedModel written to {target}\n{describe_signatures(target)}\n")
     out.write(f"models.config: {Path(args.base_dir) / 'models.config'}\n")

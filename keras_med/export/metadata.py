@@ -12,6 +12,8 @@ from keras_med.errors import UserError
 TASKS = ("multiclass", "multilabel", "binary")
 RESIZE_MODES = ("resize", "pad")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
+# Smaller images are answered valid=false: a 1x1 PNG is not a lesion (issue 10, item 5).
+DEFAULT_MIN_IMAGE_SIZE = 32
 
 
 class ServingMetadataError(UserError, ValueError):
@@ -38,6 +40,10 @@ class ServingMetadata:
         resize: How an image of another size reaches ``S x S``: ``"resize"`` (bilinear, aspect
             ratio not kept) or ``"pad"`` (bilinear, aspect ratio kept, zero padding), as
             ``DataConfig.resize`` was in training.
+        min_image_size: Smallest short side (pixels) of an image the served model answers;
+            ``None`` for ``min(32, image_size)``.
+        ood: The out-of-distribution guard's summary (method, threshold, pass rates), or None.
+        conformal: The conformal sets' summary (coverage, mode, thresholds), or None.
     """
 
     class_names: tuple[str, ...]
@@ -45,6 +51,9 @@ class ServingMetadata:
     image_size: int
     thresholds: tuple[float, ...] | None = None
     resize: str = "resize"
+    min_image_size: int | None = None
+    ood: dict | None = None
+    conformal: dict | None = None
 
     def __post_init__(self):
         names = tuple(str(name) for name in self.class_names)
@@ -64,6 +73,10 @@ class ServingMetadata:
         if self.resize not in RESIZE_MODES:
             raise ServingMetadataError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         object.__setattr__(self, "thresholds", normalise_thresholds(self.thresholds, names, self.task))
+        if self.min_image_size is None:
+            object.__setattr__(self, "min_image_size", min(DEFAULT_MIN_IMAGE_SIZE, self.image_size))
+        if not isinstance(self.min_image_size, int) or isinstance(self.min_image_size, bool) or self.min_image_size < 1:
+            raise ValueError(f"min_image_size must be a positive integer, got {self.min_image_size!r}")
 
     @property
     def num_outputs(self) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from keras_med.atomic import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 MODELS_CONFIG = "models.config"
@@ -66,8 +68,6 @@ def write_models_config(base_dir: str | Path, container_base: str = "/models") -
     path = base_dir / MODELS_CONFIG
     names = exported_models(base_dir)
     # Written beside and renamed so that a TF Serving polling the file never reads half of it.
-    partial = path.with_suffix(".config.partial")
-    partial.write_text(render_models_config(names, container_base), encoding="utf-8")
-    partial.replace(path)
+    write_text_atomic(path, render_models_config(names, container_base))
     logger.info("%s lists %d model(s): %s", path, len(names), ", ".join(names))
     return path

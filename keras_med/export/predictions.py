@@ -8,24 +8,32 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_med.errors import UserError
+from keras_med.errors import KerasMedError, UserError
 from keras_med.export.signatures import OUTPUT_KEYS
+from keras_med.image_format import sniff_image_format
 
-_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+# Models exported before the serving graph answered a reason per row lack "reason"; their
+# invalid rows get this generic one.
+OPTIONAL_OUTPUT_KEYS = ("reason",)
+UNKNOWN_REASON = "the model could not decode it, or its pixels are outside 0..255"
 
 
 class ImageInputError(UserError, ValueError):
-    """An input that is not a JPEG/PNG file or not a valid pixel array; the message names it."""
+    """An input that is not an image file or not a valid pixel array; the message names it."""
 
 
-class ServingError(RuntimeError):
+class ServingError(KerasMedError, RuntimeError):
     """The model server refused a request or could not be reached; the message says which and why.
+
+    Not a bug of keras_med: the command line prints it in one line with exit status 2.
 
     Args:
         message: What failed, naming the server and model.
         bad_request: True when the server rejected the request's content (HTTP 400, gRPC
             INVALID_ARGUMENT), e.g. an image it could not decode, rather than failing itself.
     """
+
+    exit_code = 2
 
     def __init__(self, message: str, bad_request: bool = False):
         super().__init__(message)
@@ -39,12 +47,20 @@ class Prediction:
     Attributes:
         source: The file name (or ``pixels[i]``) the answer is for.
         input_sha256: SHA-256 of the encoded bytes (or of the pixel array) sent.
-        valid: False when the input could not be read or decoded; see ``error``.
+        valid: False when the input could not be read, decoded or answered; see ``error``.
         top_class: Name of the top class (binary: the thresholded decision); None when invalid.
         top_index: Its index in the class names; None when invalid.
         probabilities: Probability per class name.
-        decisions: Names of the classes whose probability reaches their threshold.
-        error: Why the input is invalid ("" when valid).
+        decisions: Names of the classes whose probability reaches their threshold (none when the
+            input is out of distribution).
+        error: Why the input is invalid ("" when valid): the served model's ``reason``
+            (``"<code>: <explanation>"``, codes in docs/serving.md) or a client-side check's message.
+        in_distribution: False when the model's guard finds the input unlike its training images;
+            None for a model exported without the trust outputs.
+        ood_score: The guard's score (higher = more unusual), or None.
+        prediction_set: The conformal prediction set's class names (multi-label: the decisions).
+        tta_spread: With ``keras-med predict --tta N``: the standard deviation of each class's
+            probability over N augmented copies (flips, small shifts); empty otherwise.
     """
 
     source: str
@@ -55,6 +71,10 @@ class Prediction:
     probabilities: dict[str, float] = field(default_factory=dict)
     decisions: list[str] = field(default_factory=list)
     error: str = ""
+    in_distribution: bool | None = None
+    ood_score: float | None = None
+    prediction_set: list[str] = field(default_factory=list)
+    tta_spread: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,8 +87,16 @@ class Prediction:
             return f"{source}: ERROR {self.error.removeprefix(self.source + ': ')}"
         ranked = sorted(self.probabilities.items(), key=lambda item: -item[1])
         probabilities = " ".join(f"{name}={value:.3f}" for name, value in ranked)
-        return (f"{source}: {self.top_class} ({self.probabilities[self.top_class]:.3f}) "
+        text = (f"{source}: {self.top_class} ({self.probabilities[self.top_class]:.3f}) "
                 f"decisions=[{', '.join(self.decisions)}] {probabilities}")
+        if self.in_distribution is not None:
+            text += f" set=[{', '.join(self.prediction_set)}]"
+        if self.in_distribution is False:
+            text += f" OUT OF DISTRIBUTION (score {self.ood_score:.4g}): unlike the training images, do not trust"
+        if self.tta_spread:
+            name, spread = max(self.tta_spread.items(), key=lambda item: item[1])
+            text += f" tta_spread: largest {name} +-{spread:.3f}"
+        return text
 
 
 def sha256(data: bytes) -> str:
@@ -76,7 +104,10 @@ def sha256(data: bytes) -> str:
 
 
 def check_image_bytes(data: bytes, source: str) -> bytes:
-    """``data`` when it starts like a JPEG or PNG; an ImageInputError naming ``source`` otherwise.
+    """``data`` when it starts like a JPEG, PNG, GIF or BMP; an ImageInputError naming ``source`` otherwise.
+
+    Only the magic bytes are checked, not the file name: a PNG saved as ``.jpg`` is sent as it is
+    and decoded as a PNG by the served model, which also judges the rest (truncation, size).
 
     Args:
         data: Encoded image bytes.
@@ -85,24 +116,39 @@ def check_image_bytes(data: bytes, source: str) -> bytes:
     if not isinstance(data, (bytes, bytearray)):
         raise ImageInputError(f"{source}: expected encoded image bytes, got {type(data).__name__}")
     if not data:
-        raise ImageInputError(f"{source}: empty input; expected JPEG or PNG bytes")
-    if not any(bytes(data).startswith(magic) for magic in _MAGIC):
-        raise ImageInputError(f"{source}: not a JPEG or PNG image (starts with {bytes(data[:8])!r})")
+        raise ImageInputError(f"{source}: empty input; expected JPEG, PNG, GIF or BMP bytes")
+    if sniff_image_format(data) is None:
+        raise ImageInputError(f"{source}: not a JPEG, PNG, GIF or BMP image (starts with {bytes(data[:8])!r})")
     return bytes(data)
 
 
 def read_image_file(path: str | Path) -> bytes:
-    """The bytes of a JPEG or PNG file, or an ImageInputError naming the file.
+    """The bytes of an image file (a DICOM file: converted to PNG), or an ImageInputError naming the file.
+
+    The served model takes JPEG/PNG/GIF/BMP bytes; a DICOM file is converted here, on the client
+    side, by the function the training pipeline decodes DICOM with (`keras_med.data.dicom`), so the
+    model sees the pixels it was trained on.
 
     Args:
-        path: Image file.
+        path: Image file (JPEG, PNG, GIF, BMP or DICOM, by content).
     """
+    from keras_med.data.dicom import UnsupportedDicomError, dicom_to_png_bytes, is_dicom_bytes
+
     path = Path(path)
     if not str(path) or str(path) == ".":
-        raise ImageInputError("empty image path; expected a JPEG or PNG file")
+        raise ImageInputError("empty image path; expected a JPEG, PNG, GIF, BMP or DICOM file")
     if not path.is_file():
         raise ImageInputError(f"{path}: no such file")
-    return check_image_bytes(path.read_bytes(), str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageInputError(f"{path}: cannot read it: {error.strerror or error}") from error
+    if is_dicom_bytes(data[:132]):
+        try:
+            return dicom_to_png_bytes(data, name=str(path))
+        except UnsupportedDicomError as error:
+            raise ImageInputError(str(error)) from error
+    return check_image_bytes(data, str(path))
 
 
 def check_pixels(pixels, source: str = "pixels") -> np.ndarray:
@@ -140,19 +186,23 @@ def predictions_from_rows(rows: list[dict], sources: list[str], hashes: list[str
         raise ServingError(f"expected {len(sources)} answers, got {len(rows)}")
     answers = []
     for row, source, digest in zip(rows, sources, hashes):
-        missing = [key for key in OUTPUT_KEYS if key not in row]
+        missing = [key for key in OUTPUT_KEYS if key not in row and key not in OPTIONAL_OUTPUT_KEYS]
         if missing:
             raise ServingError(f"answer for {source} lacks outputs {missing}; is this a keras_med model?")
         if not bool(row["valid"]):
-            answers.append(Prediction(source, digest, False,
-                                      error="the model could not decode it as a JPEG or PNG image, "
-                                            "or its pixels are outside 0..255"))
+            answers.append(Prediction(source, digest, False, error=_text(row.get("reason", "")) or UNKNOWN_REASON))
             continue
         names = [_text(name) for name in row["class_names"]]
         probabilities = {name: float(value) for name, value in zip(names, row["probabilities"])}
         decisions = [name for name, decided in zip(names, row["decisions"]) if bool(decided)]
-        answers.append(Prediction(source, digest, True, _text(row["top_class_name"]), int(row["top_class_index"]),
-                                  probabilities, decisions))
+        answer = Prediction(source, digest, True, _text(row["top_class_name"]), int(row["top_class_index"]),
+                            probabilities, decisions)
+        if "in_distribution" in row:
+            # Models exported before issue 12 lack these outputs; their answers leave them None.
+            answer.in_distribution = bool(row["in_distribution"])
+            answer.ood_score = float(row["ood_score"])
+            answer.prediction_set = [name for name, member in zip(names, row["prediction_set"]) if bool(member)]
+        answers.append(answer)
     return answers
 
 

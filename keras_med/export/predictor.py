@@ -7,6 +7,7 @@ Both run the very serving functions that are exported (``signatures.ServingFunct
 from __future__ import annotations
 
 import abc
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from keras_med.run_directory import load_saved_model, load_trained_model
 
 
 DEFAULT_BATCH_SIZE = 32
+_GRAPH_NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\]")
 
 
 class Predictor(abc.ABC):
@@ -42,10 +44,10 @@ class Predictor(abc.ABC):
         """The ``predict_pixels`` outputs, one dict per image of float32 (N, H, W, 3)."""
 
     def predict_files(self, paths, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
-        """Predict image files; an unreadable file gets an invalid Prediction naming why, not an exception.
+        """Predict image files; a bad file gets an invalid Prediction naming why, not an exception.
 
         Args:
-            paths: JPEG or PNG files.
+            paths: Image files (JPEG, PNG, GIF or BMP, recognised by content, not by name).
             batch_size: Images per request.
         """
         paths = [str(path) for path in paths]
@@ -70,12 +72,13 @@ class Predictor(abc.ABC):
         except (ServingError, tf.errors.InvalidArgumentError) as error:
             if isinstance(error, ServingError) and not error.bad_request:
                 raise
-            # A file that starts like a JPEG/PNG but is corrupt fails its whole request; retrying
-            # image by image keeps the others' answers and names the bad file.
+            # The serving graph flags a bad row itself; a whole request refused means a model
+            # exported before it did (or a server-side limit), so retrying image by image keeps
+            # the others' answers and names the bad file.
             if len(chunk) > 1:
                 return [answer for item in chunk for answer in self._predict_chunk([item], paths)]
-            message = getattr(error, "message", None) or str(error)
-            return [Prediction(sources[0], hashes[0], False, error=f"the model could not decode it: {message}")]
+            return [Prediction(sources[0], hashes[0], False,
+                               error=f"the model refused it: {one_line_error(error)}")]
         return predictions_from_rows(rows, sources, hashes)
 
     def predict_pixels(self, pixels, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
@@ -93,6 +96,20 @@ class Predictor(abc.ABC):
             hashes = [sha256(image.tobytes()) for image in chunk]
             answers.extend(predictions_from_rows(self.answer_pixels(chunk), sources, hashes))
         return answers
+
+
+def one_line_error(error: Exception) -> str:
+    """The line of a TensorFlow or server error that says what failed, without graph node names.
+
+    A ``tf.errors.InvalidArgumentError`` from a graph reads "Graph execution error: Detected at
+    node ... {{function_node ...}} jpeg::Uncompress failed ... [[{{node ...}}]]" over many lines;
+    a user needs "jpeg::Uncompress failed ...".
+    """
+    # The stack of "Detected at node ..." is indented; the error itself is the last flush-left line.
+    lines = [_GRAPH_NOISE.sub("", line).strip()
+             for line in (getattr(error, "message", None) or str(error)).splitlines() if not line[:1].isspace()]
+    lines = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node"))]
+    return lines[-1] if lines else type(error).__name__
 
 
 class LocalPredictor(Predictor):

@@ -9,6 +9,7 @@ input-free signature of constants, so the SavedModel alone is a complete artifac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
+from keras_med.atomic import replace_directory_atomic
+from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata, infer_task
 from keras_med.export.model_config import list_versions, write_models_config
 from keras_med.export.signatures import (IMAGE_SIGNATURE, METADATA_SIGNATURE, PIXELS_SIGNATURE,
@@ -31,10 +34,46 @@ logger = logging.getLogger(__name__)
 # rounding; PNG is lossless, so the bytes signature is held to the same bound.
 DEFAULT_TOLERANCE = 1e-4
 METADATA_FILE = "assets.extra/keras_med.json"
+# An export is written to <name>/.partial-<version>-<pid> and renamed into place when verified;
+# TF Serving ignores folders whose name is not an integer.
+PARTIAL_PREFIX = ".partial-"
 
 
 class ExportVerificationError(RuntimeError):
     """The reloaded SavedModel does not reproduce the Keras model's predictions."""
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_partials(model_dir: str | Path) -> list[Path]:
+    """Delete the ``.partial-<version>-<pid>`` folders of exports whose process is gone (killed midway).
+
+    A folder whose process still runs is another export in progress and is left alone.
+
+    Args:
+        model_dir: ``saved_models/<name>``.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    for path in Path(model_dir).glob(PARTIAL_PREFIX + "*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if path.is_dir() and (not pid.isdigit() or int(pid) == os.getpid() or not _process_alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        logger.warning("removed %d unfinished export(s) left by a killed run: %s", len(removed),
+                       ", ".join(path.name for path in removed))
+    return removed
 
 
 def next_version(model_dir: str | Path) -> int:
@@ -79,14 +118,16 @@ def build_metadata(model, class_names: Sequence[str], image_size: int | None = N
 def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models", version: int | None = None,
                        class_names: Sequence[str], image_size: int | None = None, task: str | None = None,
                        thresholds=None, resize: str = "resize", container_base: str = "/models",
-                       verify_images: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE) -> Path:
+                       verify_images: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                       ood_guard=None, conformal_sets=None) -> Path:
     """Write ``model`` to ``<base_dir>/<name>/<version>/`` for TF Serving and update ``models.config``.
 
     The SavedModel has three signatures: ``serving_default`` (encoded JPEG/PNG bytes),
     ``predict_pixels`` (float32 pixels, any size, 0..255) and ``metadata``. It is written to a
     temporary folder (TF Serving ignores non-integer names), reloaded with
-    ``tf.saved_model.load`` and checked against the Keras model, and only then renamed into
-    place, so a watching TF Serving never loads a half-written or wrong version.
+    ``tf.saved_model.load`` and checked against the Keras model, fsynced, and only then renamed
+    into place, so a watching TF Serving never loads a half-written or wrong version. Temporary
+    folders left by an export that was killed are removed first.
 
     Args:
         model: Keras model to the contract in docs/contracts.md.
@@ -102,13 +143,17 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
         verify_images: float32 (N, S, S, 3) images in 0..255 to check the reload on; a few seeded
             random images when None.
         tolerance: Largest absolute difference in probabilities allowed after reload.
+        ood_guard: A fitted `keras_med.evaluation.ood.OODGuard` to compute in the graph, or None.
+        conformal_sets: Calibrated `keras_med.evaluation.conformal.ConformalSets`, or None.
 
     Returns:
         The path of the version folder.
     """
     if not name or not all(char.isalnum() or char in "-_." for char in name) or name.startswith("."):
         raise ValueError(f"model name must be letters, digits, '-', '_' or '.', got {name!r}")
-    metadata = build_metadata(model, class_names, image_size, task, thresholds, resize)
+    guards = ServingGuards(ood_guard, conformal_sets)
+    metadata = dataclasses.replace(build_metadata(model, class_names, image_size, task, thresholds, resize),
+                                   **guards.summary())
     model_dir = Path(base_dir) / name
     if version is None:
         version = next_version(model_dir)
@@ -119,12 +164,12 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
         raise FileExistsError(f"{target} already exists; pick another --version or leave it out for the next one")
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    partial = model_dir / f".partial-{version}-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_stale_partials(model_dir)
+    partial = model_dir / f"{PARTIAL_PREFIX}{version}-{os.getpid()}"
     try:
-        write_saved_model(model, metadata, partial)
+        write_saved_model(model, metadata, partial, guards)
         report = verify_saved_model(partial, model, metadata, images=verify_images, tolerance=tolerance)
-        partial.rename(target)
+        replace_directory_atomic(partial, target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     logger.info("exported %s version %d to %s (max |difference| after reload: %s)", name, version, target,
@@ -134,17 +179,20 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     return target
 
 
-def write_saved_model(model, metadata: ServingMetadata, path: str | Path) -> Path:
+def write_saved_model(model, metadata: ServingMetadata, path: str | Path, guards: ServingGuards | None = None) -> Path:
     """Write the SavedModel with the serving signatures to ``path`` (no versioning, no checks).
 
     Args:
         model: Keras model to the contract.
         metadata: Its serving metadata.
         path: Folder to write.
+        guards: The out-of-distribution guard and conformal sets, or None.
     """
-    functions = ServingFunctions(model, metadata)
+    functions = ServingFunctions(model, metadata, guards)
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(functions.model)
+    if functions.guards.weights_layer is not None:
+        archive.track(functions.guards.weights_layer)
     specs = functions.input_signatures()
     for signature, function in functions.functions().items():
         archive.add_endpoint(name=signature, fn=function, input_signature=specs[signature])

@@ -13,6 +13,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_med.data.decode import decode_image, resize_image
+from keras_med.export import image_checks
+from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
 
 IMAGE_SIGNATURE = "serving_default"
@@ -20,10 +22,7 @@ PIXELS_SIGNATURE = "predict_pixels"
 METADATA_SIGNATURE = "metadata"
 IMAGE_INPUT = "image_bytes"
 PIXELS_INPUT = "pixels"
-OUTPUT_KEYS = ("probabilities", "top_class_index", "top_class_name", "decisions", "valid", "class_names")
-
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+OUTPUT_KEYS = ("probabilities", "top_class_index", "top_class_name", "decisions", "valid", "reason", "class_names")
 
 
 class ServingFunctions:
@@ -34,47 +33,48 @@ class ServingFunctions:
     ``top_class_index`` int32 (B,) and ``top_class_name`` string (B,) (binary: the thresholded
     decision; otherwise the most probable class); ``decisions`` bool (B, K) (the class's
     probability reaches its threshold; multiclass without thresholds: the top class only);
-    ``valid`` bool (B,) (false for an input that is not a decodable JPEG/PNG or has pixels
-    outside 0..255, whose other outputs are then 0, -1, "" and false); ``class_names`` string
-    (B, K), repeated per row because TF Serving's row format needs a batch dimension.
+    ``valid`` bool (B,) (false for an input that cannot be decoded, is smaller than
+    ``metadata.min_image_size`` on its short side, or has pixels outside 0..255; its other
+    outputs are then 0, -1, "" and false); ``reason`` string (B,) ("" when valid, else
+    ``"<code>: <explanation>"``, codes in ``image_checks.REASON_CODES``); ``class_names`` string
+    (B, K), repeated per row because TF Serving's row format needs a batch dimension. The trust
+    outputs (``keras_med.export.guards``): ``in_distribution`` bool (B,) (false for a row out of
+    distribution or invalid; its ``decisions`` are then all false), ``ood_score`` float32 (B,), and
+    ``prediction_set`` bool (B, K), the conformal set (multi-label: the decisions).
 
     Args:
         model: Keras model to the contract in docs/contracts.md (float32 0..255 in, ``predictions`` out).
-        metadata: Class names, task, image size, thresholds and resize mode.
+        metadata: Class names, task, image size, thresholds, resize mode and minimum image size.
+        guards: The out-of-distribution guard and conformal sets; None answers every valid row as
+            in distribution with score 0 and the decisions as its set.
     """
 
-    def __init__(self, model, metadata: ServingMetadata):
-        self.model = model
+    def __init__(self, model, metadata: ServingMetadata, guards: ServingGuards | None = None):
+        self.guards = guards or ServingGuards()
+        self.model = self.guards.wrap(model)
         self.metadata = metadata
 
     # --- signatures -----------------------------------------------------------------------------
     def predict_image_bytes(self, image_bytes):
-        """Predict from a batch of encoded JPEG or PNG images (tf.string, shape (B,))."""
-        size = self.metadata.image_size
+        """Predict from a batch of encoded images (tf.string, shape (B,)); a bad row is flagged, not fatal.
 
-        def decode_one(data):
-            ok = _looks_like_jpeg_or_png(data)
-            # Only bytes that start like a JPEG or PNG reach the decoder, so that an empty string or
-            # a stray text file becomes valid=False for its row instead of failing the whole batch.
-            # Bytes that start like one but are corrupt still fail the request (TF Serving: HTTP
-            # 400): a graph cannot catch a decode error, and decoding in a tf.data pass with
-            # ignore_errors made single-image requests 40-100x slower (measured); the client
-            # retries such a batch image by image instead (Predictor.predict_files).
-            image = tf.cond(ok, lambda: self._decode_and_resize(data), lambda: tf.zeros([size, size, 3]))
-            return image, ok
-
-        images, valid = tf.map_fn(
-            decode_one, image_bytes,
-            fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([], tf.bool)))
-        return self._answer(images, valid)
+        The format is read from the bytes (JPEG, PNG, GIF or BMP, whatever the file was called);
+        see ``image_checks`` for how a corrupt row is kept from failing the others.
+        """
+        meta = self.metadata
+        formats = image_checks.sniff_formats(image_bytes)
+        images, dims, decoded = image_checks.decode_rows(image_bytes, formats, self._decode_and_resize,
+                                                         meta.image_size, meta.min_image_size)
+        reasons = image_checks.byte_reasons(image_bytes, formats, dims, decoded, meta.min_image_size)
+        return self._answer(images, reasons)
 
     def predict_pixels(self, pixels):
         """Predict from float32 pixels (B, H, W, 3) in 0..255 of any H, W; resized and rounded in the graph."""
         pixels = tf.convert_to_tensor(pixels, tf.float32)
-        valid = tf.reduce_all(tf.math.is_finite(pixels) & (pixels >= 0.0) & (pixels <= 255.0), axis=[1, 2, 3])
+        reasons = image_checks.pixel_reasons(pixels, self.metadata.min_image_size)
         images = self._resize(pixels)
-        images = tf.where(valid[:, None, None, None], images, tf.zeros_like(images))
-        return self._answer(images, valid)
+        images = tf.where(tf.equal(reasons, "")[:, None, None, None], images, tf.zeros_like(images))
+        return self._answer(images, reasons)
 
     def describe(self):
         """The metadata as constants, so a client of the SavedModel alone can read it."""
@@ -85,6 +85,8 @@ class ServingFunctions:
             "image_size": tf.constant(meta.image_size, tf.int32),
             "thresholds": tf.constant(meta.effective_thresholds(), tf.float32, shape=[len(meta.effective_thresholds())]),
             "resize": tf.constant(meta.resize, tf.string),
+            "min_image_size": tf.constant(meta.min_image_size, tf.int32),
+            **self.guards.describe(),
         }
 
     def input_signatures(self) -> dict:
@@ -110,13 +112,18 @@ class ServingFunctions:
         resized = tf.cast(resize_image(images, size, self.metadata.resize), tf.float32)
         return tf.ensure_shape(resized, [*images.shape[:-3], size, size, 3])
 
-    def _answer(self, images, valid):
+    def _answer(self, images, reasons):
+        """The outputs of both prediction signatures: the one place that builds them (see the class doc)."""
         meta = self.metadata
+        valid = tf.equal(reasons, "")
         names = tf.constant(meta.class_names, tf.string)
         # An empty batch skips the model: some CPU kernels mis-shape zero-row convolutions.
+        width = self.model.outputs[0].shape[-1]
         raw = tf.cond(tf.shape(images)[0] > 0,
                       lambda: tf.cast(self.model(images, training=False), tf.float32),
-                      lambda: tf.zeros([0, meta.num_outputs], tf.float32))
+                      lambda: tf.zeros([0, width], tf.float32))
+        # With a guard the model also answers its pooled features, after the predictions.
+        raw, features = raw[:, :meta.num_outputs], raw[:, meta.num_outputs:]
         if meta.task == "binary":
             positive = raw[:, 0]
             probabilities = tf.stack([1.0 - positive, positive], axis=-1)
@@ -131,17 +138,16 @@ class ServingFunctions:
             else:
                 decisions = tf.cast(tf.one_hot(top, len(meta.class_names)), tf.bool)
         batch = tf.shape(probabilities)[0]
+        decisions = tf.logical_and(decisions, valid[:, None])
+        trust = self.guards.outputs(features, probabilities, decisions, valid, images)
         return {
             "probabilities": tf.where(valid[:, None], probabilities, 0.0),
             "top_class_index": tf.where(valid, top, -1),
             "top_class_name": tf.where(valid, tf.gather(names, top), ""),
-            "decisions": tf.logical_and(decisions, valid[:, None]),
+            "decisions": tf.logical_and(decisions, trust["in_distribution"][:, None]),
             "valid": valid,
+            "reason": reasons,
             "class_names": tf.tile(names[None, :], [batch, 1]),
+            **trust,
         }
 
-
-def _looks_like_jpeg_or_png(data):
-    """True for bytes that start with a JPEG or PNG signature (cheap check before decoding)."""
-    return tf.logical_or(tf.equal(tf.strings.substr(data, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC),
-                         tf.equal(tf.strings.substr(data, 0, len(_PNG_MAGIC)), _PNG_MAGIC))

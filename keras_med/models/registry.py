@@ -102,7 +102,9 @@ def create_model(name: str, *, num_classes: int, image_size: int, task: str = "m
             the model has one sigmoid output either way.
         image_size: Side S of the square input images, in pixels (at least 32).
         task: "multiclass" (softmax over C), "multilabel" (C sigmoids) or "binary" (1 sigmoid).
-        weights: "imagenet", a path to a weights file for the backbone, or None / "none".
+        weights: "imagenet", a path to a weights file for the backbone, None / "none", or a
+            `.keras` model of an earlier run: its backbone (and architecture, whatever `name` says)
+            with a new head (`transfer.model_from_checkpoint`).
         dropout: Dropout rate of the classification head, in [0, 1).
         head_units: Width of the head's hidden Dense layer (0: no hidden layer).
         width: Width multiplier (MobileNetV2's alpha, the custom CNN's filter multiplier).
@@ -133,10 +135,15 @@ def create_model(name: str, *, num_classes: int, image_size: int, task: str = "m
     if not width > 0:
         raise ConfigError(f"width: expected a positive multiplier, got {width!r}")
     weights = normalize_weights(weights)
+    output_units = 1 if task == "binary" else num_classes
+    from keras_med.models.transfer import is_checkpoint, model_from_checkpoint
+
+    if is_checkpoint(weights):
+        return model_from_checkpoint(weights, output_units=output_units, image_size=image_size, task=task,
+                                     dropout=dropout, head_units=head_units)
     if weights is not None and not spec.pretrained:
         raise ConfigError(f"weights: model '{name}' has no pretrained backbone; use weights='none', "
                          f"got {weights!r}")
-    output_units = 1 if task == "binary" else num_classes
     logger.info("building %s: %d outputs (%s), %dpx, weights=%s", name, output_units, task, image_size, weights)
     return spec.builder(output_units=output_units, image_size=image_size, task=task, weights=weights,
                         dropout=dropout, head_units=head_units, width=width)

@@ -20,9 +20,10 @@ from typing import Callable
 
 import numpy as np
 
+from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter, add_verbose_flag, run_command
 from keras_med.config import RecipeConfig, add_config_arguments, config_from_arguments
-from keras_med.errors import ConfigError
+from keras_med.errors import ConfigError, RunDivergedError
 
 log = logging.getLogger("keras_med")
 
@@ -44,6 +45,8 @@ class RecipeSpec:
         extra_evaluation: optional `(run_dir, metrics, data, model, y_prob, config) -> None` for
             recipe-specific tables and plots; `data` is the `PreparedData`, `y_prob` the
             `{"val", "test"}` probabilities the metrics came from.
+        resolve_config: optional `config -> config` run before anything else, turning the
+            recipe's `auto` values into ones that fit the data and the machine (classify).
     """
 
     name: str
@@ -55,6 +58,7 @@ class RecipeSpec:
     group_name: str = "group"
     demo_overrides: dict = field(default_factory=dict)
     extra_evaluation: Callable | None = None
+    resolve_config: Callable | None = None
 
 
 def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -90,12 +94,17 @@ def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allow
     Raises:
         ConfigError: a bad value, or no data source (after printing where the recipe's data is).
     """
-    config = config_from_arguments(args, spec.defaults, spec.demo_overrides).validate()
+    detects = spec.resolve_config is not None
+    config = config_from_arguments(args, spec.defaults, spec.demo_overrides).validate(allow_auto=detects)
     if not config.data.data_dir and not config.data.demo and not (prepared_allowed and config.data.prepared):
         sys.stderr.write(spec.data_help.strip() + "\n")
         sources = "--data-dir DIR, --demo" + (" or --prepared DIR" if prepared_allowed else "")
         raise ConfigError(f"no data: expected {sources}")
-    return dataclasses.replace(config, recipe=spec.name)
+    config = dataclasses.replace(config, recipe=spec.name)
+    if detects:
+        # The recipe's detection step looks at the data's layout (not its pixels) and the machine.
+        config = spec.resolve_config(config).validate()
+    return config
 
 
 def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
@@ -175,17 +184,19 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
         stage("decoding %d images at %d px", len(table), config.data.image_size)
         table = kdata.check_table_images(table, config.data.on_bad_image, report_dir=out,
                                          image_size=config.data.image_size, resize=config.data.resize)
-    elif config.data.on_bad_image == "skip":
-        table = kdata.check_table_images(table, "skip", report_dir=out)
+    else:
+        # The pipelines will stream the files; one decode pass now still names a bad file with its
+        # metadata line (or, with --on-bad-image skip, lists it) before any training starts.
+        table = kdata.check_table_images(table, config.data.on_bad_image, report_dir=out)
     if not config.data.split_file:
         table = kdata.split_by_group(table, val_fraction=config.data.val_fraction,
                                      test_fraction=config.data.test_fraction, seed=config.train.seed)
     kdata.save_split(table, out / "split.csv")
-    (out / "class_names.json").write_text(json.dumps(
+    write_text_atomic(out / "class_names.json", json.dumps(
         {"class_names": table.class_names, "task": table.task, "long_names": table.long_names,
          "image_size": config.data.image_size, "recipe": spec.name}, indent=2))
-    summary = table.frame.groupby(["split", "label"]).size().unstack(fill_value=0)
-    log.info("images per split and class:\n%s", summary.to_string())
+    summary = table.split_counts()
+    log.info("images per split and class (multilabel: positives per label):\n%s", summary.to_string())
 
     parts = {name: table.subset(name) for name in ("train", "val", "test")}
     options = dict(image_size=config.data.image_size, batch_size=config.data.batch_size,
@@ -196,7 +207,8 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
     def pipeline(part, **kwargs):
         if prepared_dir and part.pixels is None:
             return kdata.build_prepared_pipeline(prepared_dir, part, **kwargs, **options)
-        return kdata.build_image_pipeline(part.images(), part.targets(), **kwargs, **options)
+        # every file was decoded once above (check_table_images), so the pipeline need not check again
+        return kdata.build_image_pipeline(part.images(), part.targets(), check=False, **kwargs, **options)
 
     train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
                         cutmix=config.data.cutmix, oversample=config.data.oversample)
@@ -246,16 +258,30 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     """Train, evaluate and export one model; returns the test metrics.
 
     Writes `config.toml`, `split.csv`, `class_names.json`, `checkpoints/best.keras`, `logs/`,
-    `history.csv`, `metrics.json`, plots and the report into the run directory.
+    `history.csv`, `training_done.json`, `metrics.json`, plots and the report into the run
+    directory, each atomically. Re-run with the same `run_dir`, it resumes a killed training from
+    its last finished epoch, or skips a finished one and goes on to evaluation and export.
+
+    Raises:
+        RunDivergedError: Training diverged (exit status 3). With good epochs before it, the best
+            of them is evaluated (metrics.json and the report say the run diverged) but not
+            exported; without, nothing is evaluated or exported.
     """
     # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
     from keras_med.evaluation import evaluate_run, predict_with_tta
     from keras_med.export import export_for_serving
-    from keras_med.training import fit_model, setup_runtime
+    from keras_med.recipes.trust import assess_run_trust
+    from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
 
     started = time.time()
     config = dataclasses.replace(config, recipe=spec.name)
+    if spec.resolve_config is not None:
+        config = spec.resolve_config(config)
     out = make_run_dir(config, run_dir)
+    finished = read_training_outcome(out)
+    if finished is not None:
+        # Before config.toml is rewritten: it must keep describing the model in the run directory.
+        check_training_settings(finished, config, out)
     config.save(out / "config.toml")
     strategy = setup_runtime(config.train)
     prepared = prepare_data(spec, config, out)
@@ -265,12 +291,22 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], config, out,
                         class_weight=prepared.class_weight, class_names=table.class_names,
                         label_weights=prepared.label_weights)
+    divergence = read_training_outcome(out).divergence
+    diverged, good_history = None, history
+    if divergence is not None:
+        # The diverged epoch's row stays in the history (the health check reports it) but was
+        # never checkpointed, so it cannot be the best epoch.
+        good_history = history[history["epoch"] < divergence.epoch - 1]
+        diverged = {**divergence.to_dict(),
+                    "message": divergence.describe(kept=best_epoch_text(good_history, config.train.monitor))}
 
     stage("evaluating on the validation and test splits")
     # With --tta flips the reported figures are those of flip-averaged predictions; the exported
     # model serves single predictions, so the default (none) keeps report and service identical.
     y_prob = {name: predict_with_tta(model, prepared.eval_ds[name], config.evaluation.tta)
               for name in ("val", "test")}
+    # The guard and the prediction sets are fitted before the report is written, which shows them.
+    trust = assess_run_trust(out, model, prepared, config, spec.name)
     metrics = evaluate_run(
         out, class_names=table.class_names, task=table.task, long_names=table.long_names,
         y_true_test=parts["test"].targets(), y_prob_test=y_prob["test"],
@@ -280,18 +316,22 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         test_images=test_image_source(parts["test"], config),
         model=model, n_bootstrap=config.evaluation.bootstrap,
         operating_point=config.evaluation.operating_point, target=config.evaluation.target,
-        explain=config.evaluation.explain, seed=config.train.seed)
+        explain=config.evaluation.explain, seed=config.train.seed, diverged=diverged,
+        trust=trust.report)
     if spec.extra_evaluation is not None:
         spec.extra_evaluation(out, metrics, prepared, model, y_prob, config)
 
     export_path = None
-    if config.export.export:
+    if config.export.export and diverged is None:
         stage("exporting for TF Serving")
         export_path = export_for_serving(
             model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
             class_names=table.class_names, image_size=config.data.image_size, task=table.task,
-            thresholds=metrics.get("thresholds"), resize=config.data.resize)
-    print_summary(spec, config, out, history, metrics, export_path, time.time() - started)
+            thresholds=metrics.get("thresholds"), resize=config.data.resize,
+            ood_guard=trust.guard, conformal_sets=trust.sets)
+    print_summary(spec, config, out, good_history, metrics, export_path, time.time() - started)
+    if diverged is not None:
+        raise RunDivergedError(diverged["message"])
     return metrics
 
 
@@ -304,21 +344,29 @@ def _headline(metrics: dict, key: str) -> str:
     return f"{item['value']:.3f} (95% CI {lo:.3f}-{hi:.3f})"
 
 
+def best_epoch_text(history, monitor: str) -> str:
+    """'epoch 4, val_balanced_accuracy 0.612': the best epoch of `history` by `monitor`, or 'n/a'."""
+    if history is None or monitor not in history or history[monitor].dropna().empty:
+        return "n/a"
+    column = history[monitor]
+    best = column.idxmin() if "loss" in monitor else column.idxmax()
+    return f"epoch {int(history.loc[best, 'epoch']) + 1}, {monitor} {column[best]:.3f}"
+
+
 def print_summary(spec, config, out: Path, history, metrics: dict, export_path, seconds: float) -> None:
-    monitor = config.train.monitor
-    best_epoch = "n/a"
-    if history is not None and monitor in history:
-        column = history[monitor]
-        best = column.idxmin() if "loss" in monitor else column.idxmax()
-        best_epoch = f"{int(history.loc[best, 'epoch']) + 1} ({monitor} {column[best]:.3f})"
+    from keras_med.evaluation.trust import summary_lines
+
+    best_epoch = best_epoch_text(history, config.train.monitor)
     keys = {"multiclass": ["balanced_accuracy", "accuracy", "macro_auc"],
             "binary": ["roc_auc", "sensitivity", "specificity", "accuracy"],
             "multilabel": ["mean_auc"]}[metrics.get("task", "multiclass")]
     lines = [
         "",
+        *[f"WARNING: {finding['message']}" for finding in metrics["health"]["findings"] if finding["kind"] == "no_skill"],
         f"{spec.name}: finished in {seconds / 60:.1f} min",
-        f"  best epoch      {best_epoch}",
+        f"  best            {best_epoch}",
         *[f"  test {key:<17}{_headline(metrics, key)}" for key in keys],
+        *summary_lines(metrics),
         f"  run directory   {out}",
         f"  best model      {out / 'checkpoints' / 'best.keras'}",
         f"  report          {out / 'report.html'}",

@@ -141,7 +141,8 @@ def auroc_comparison(metrics: dict) -> pd.DataFrame:
     for name, values in metrics["per_class"].items():
         low, high = values.get("auc_ci95") or (np.nan, np.nan)
         rows.append({"pathology": name, "auroc": values.get("auc"), "ci95_low": low, "ci95_high": high,
-                     "chexnet_2017": CHEXNET_PAPER_AUROC.get(name.replace("_", " "), np.nan)})
+                     "chexnet_2017": CHEXNET_PAPER_AUROC.get(name.replace("_", " "), np.nan),
+                     "undefined": values.get("undefined", "")})
     frame = pd.DataFrame(rows)
     frame["difference"] = frame["auroc"] - frame["chexnet_2017"]
     paper = frame["chexnet_2017"].dropna()
@@ -150,7 +151,7 @@ def auroc_comparison(metrics: dict) -> pd.DataFrame:
     low, high = mean.get("ci95") or (np.nan, np.nan)
     frame.loc[len(frame)] = {"pathology": "mean", "auroc": mean.get("value", frame["auroc"].mean()),
                              "ci95_low": low, "ci95_high": high, "chexnet_2017": mean_paper,
-                             "difference": mean.get("value", np.nan) - mean_paper}
+                             "difference": mean.get("value", np.nan) - mean_paper, "undefined": ""}
     return frame
 
 
@@ -161,7 +162,8 @@ def _markdown(frame: pd.DataFrame) -> str:
     lines = ["| pathology | AUROC (ours) | 95% CI | CheXNet 2017 | difference |", "|---|---|---|---|---|"]
     for row in frame.itertuples():
         interval = "n/a" if pd.isna(row.ci95_low) else f"{row.ci95_low:.3f}-{row.ci95_high:.3f}"
-        lines.append(f"| {row.pathology} | {number(row.auroc)} | {interval} | {number(row.chexnet_2017)} | "
+        auroc = f"undefined ({row.undefined})" if row.undefined else number(row.auroc)
+        lines.append(f"| {row.pathology} | {auroc} | {interval} | {number(row.chexnet_2017)} | "
                      f"{number(row.difference)} |")
     return "\n".join(lines)
 

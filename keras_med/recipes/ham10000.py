@@ -40,9 +40,10 @@ def default_config() -> RecipeConfig:
 
 
 def load_table(data_dir, config):
+    """HAM10000 from `data_dir`; with `--on-bad-image skip` rows without an image are left out and listed."""
     from keras_med.data import load_ham10000
 
-    return load_ham10000(data_dir)
+    return load_ham10000(data_dir, on_bad_image=config.data.on_bad_image)
 
 
 def write_demo(out_dir, config):

@@ -1,4 +1,5 @@
-"""The default callbacks of a training run, all Keras's own except a phase tag and image samples."""
+"""The default callbacks of a training run: Keras's own, writing their files atomically, plus a phase tag,
+a divergence guard and image samples."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import keras
 import numpy as np
 
 from keras_med.config import RecipeConfig
+from keras_med.training.checkpoints import AtomicBackupAndRestore, AtomicCSVLogger, AtomicModelCheckpoint
+from keras_med.training.divergence import DivergenceGuard
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +118,14 @@ def _captions(targets: np.ndarray, class_names: list[str] | None) -> list[str]:
 def build_callbacks(config: RecipeConfig, run_dir: str | Path, *, phase: int = 1,
                     backup_dir: str | Path | None = None, best_so_far: float | None = None,
                     sample_batch: tuple | None = None, class_names: list[str] | None = None,
-                    monitor: str | None = None) -> list[keras.callbacks.Callback]:
-    """Default callbacks: NaN stop, LR schedule, best checkpoint, early stopping, logs, backup.
+                    monitor: str | None = None, learning_rate_flag: str = "--learning-rate",
+                    learning_rate: float | None = None) -> list[keras.callbacks.Callback]:
+    """Default callbacks: divergence stop, LR schedule, best checkpoint, early stopping, logs, backup.
 
-    Order matters: `phase` and the learning rate (logged by ReduceLROnPlateau) are added to the
-    epoch logs before CSVLogger and TensorBoard write them.
+    Order matters: the divergence guard comes first, so a diverged epoch is marked before the
+    checkpoint and backup see it; `phase` and the learning rate (logged by ReduceLROnPlateau) are
+    added to the epoch logs before CSVLogger and TensorBoard write them. Checkpoint, history and
+    backup are written atomically (`keras_med.training.checkpoints`).
 
     Args:
         config: Uses `train.monitor` and `train.patience`.
@@ -131,6 +137,8 @@ def build_callbacks(config: RecipeConfig, run_dir: str | Path, *, phase: int = 1
         sample_batch: `(images, targets)` of one training batch to show in TensorBoard.
         class_names: Names used to caption the sample images.
         monitor: Metric to monitor (default `config.train.monitor`).
+        learning_rate_flag: The flag setting this phase's learning rate, named in the divergence advice.
+        learning_rate: Its value.
     """
     run_dir = Path(run_dir)
     monitor = monitor or config.train.monitor
@@ -140,16 +148,16 @@ def build_callbacks(config: RecipeConfig, run_dir: str | Path, *, phase: int = 1
         raise ValueError(f"patience: expected at least 1 epoch, got {patience}")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     callbacks = [
-        keras.callbacks.TerminateOnNaN(),
+        DivergenceGuard(phase, learning_rate_flag, learning_rate),
         PhaseTag(phase),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
                                           patience=max(1, patience // 3), min_lr=1e-7),
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.train.ema > 0 else []),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode=mode,
-                                        save_best_only=True, initial_value_threshold=best_so_far),
+        AtomicModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode=mode,
+                              save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup")),
+        AtomicCSVLogger(str(run_dir / "history.csv")),
+        AtomicBackupAndRestore(str(backup_dir or run_dir / "backup")),
     ]
     if not tensorboard_available():
         logger.warning("the tensorboard package is not installed: no TensorBoard logs (pip install tensorboard)")

@@ -3,8 +3,12 @@
 `fit_model` picks the plan from `config.train.plan`, compiles the model for each phase, writes
 the whole history (with `phase` and a global `epoch`) to `run_dir/history.csv`, and keeps the
 best model at `run_dir/checkpoints/best.keras`. A killed run re-run with the same run
-directory resumes: each phase has its own BackupAndRestore directory, and a finished head
-phase leaves its weights in `backup/phase1_done.weights.h5` so it is not repeated.
+directory resumes: each phase has its own BackupAndRestore directory, a finished head phase
+leaves its weights in `backup/phase1_done.weights.h5` so it is not repeated, and a finished
+training leaves `training_done.json` so a run killed during evaluation or export does not train
+again. Every one of these files is written atomically. A diverging run stops at the first
+non-finite loss or weights, never checkpoints them, and keeps the best good model; with none,
+`fit_model` raises `RunDivergedError`.
 """
 
 from __future__ import annotations
@@ -18,11 +22,18 @@ import keras
 import numpy as np
 import pandas as pd
 
+from keras_med.atomic import atomic_path, remove_stale_temporaries
 from keras_med.config import RecipeConfig
+from keras_med.errors import RunDivergedError
 from keras_med.models import model_spec
 from keras_med.models.registry import normalize_weights
+from keras_med.models.transfer import is_checkpoint
 from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_mode
+from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
+from keras_med.training.divergence import Divergence, DivergenceGuard
+from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
+                                        read_training_outcome, training_settings, write_training_outcome)
 
 logger = logging.getLogger(__name__)
 
@@ -101,19 +112,23 @@ def resolve_plan(config: RecipeConfig) -> str:
         raise ValueError(f"plan: expected one of {['auto', *FIT_PLANS]}, got {plan!r}")
     if plan != "auto":
         return plan
-    pretrained = model_spec(config.model.model).pretrained and normalize_weights(config.model.weights) is not None
+    weights = normalize_weights(config.model.weights)
+    # a .keras model of an earlier run is a trained backbone whatever the architecture (models.transfer)
+    pretrained = weights is not None and (model_spec(config.model.model).pretrained or is_checkpoint(weights))
     return "finetune" if pretrained else "scratch"
 
 
 def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate, initial_epoch, epochs,
                backup_dir, class_weight, monitor, sample_batch=None, class_names=None, warmup_epochs=0.0,
-               label_weights=None):
+               label_weights=None, learning_rate_flag="--learning-rate") -> Divergence | None:
+    """One `model.fit` of a plan; returns where it diverged, or None."""
     task = infer_task(model)
     with model.distribute_strategy.scope():
         compile_model(model, config.train, task, learning_rate, label_weights=label_weights)
     callbacks = build_callbacks(config, run_dir, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
-                                sample_batch=sample_batch, class_names=class_names, monitor=monitor)
+                                sample_batch=sample_batch, class_names=class_names, monitor=monitor,
+                                learning_rate_flag=learning_rate_flag, learning_rate=learning_rate)
     if warmup_epochs > 0:
         callbacks.insert(0, LinearWarmUp(learning_rate, warmup_epochs, first_epoch=initial_epoch))
     steps = config.train.steps_per_epoch
@@ -127,36 +142,52 @@ def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate
     model.fit(train_ds.repeat() if steps else train_ds, validation_data=val_ds, epochs=epochs,
               initial_epoch=initial_epoch, steps_per_epoch=steps or None, class_weight=class_weight,
               callbacks=callbacks, shuffle=False, verbose=2)
+    return next(callback for callback in callbacks if isinstance(callback, DivergenceGuard)).divergence
 
 
-def _fit_scratch(model, train_ds, val_ds, config, run_dir, **kwargs):
+def _fit_scratch(model, train_ds, val_ds, config, run_dir, **kwargs) -> Divergence | None:
     for layer in model.layers:
         layer.trainable = True
-    _fit_phase(model, train_ds, val_ds, config, run_dir, phase=1, learning_rate=config.train.learning_rate,
-               initial_epoch=0, epochs=config.train.epochs, backup_dir=Path(run_dir) / "backup" / "phase1",
-               **kwargs)
+    return _fit_phase(model, train_ds, val_ds, config, run_dir, phase=1, learning_rate=config.train.learning_rate,
+                      initial_epoch=0, epochs=config.train.epochs,
+                      backup_dir=Path(run_dir) / "backup" / "phase1", **kwargs)
 
 
-def _fit_finetune(model, train_ds, val_ds, config, run_dir, **kwargs):
+def _load_head_phase(model, head_done: Path) -> bool:
+    """Load the finished head phase's weights; False (with a warning) when the file cannot be read."""
+    if not head_done.is_file():
+        return False
+    try:
+        model.load_weights(str(head_done))
+    except Exception as error:  # h5py: OSError on a damaged file
+        logger.warning("%s unreadable (%s); resuming the head phase from its backup instead", head_done,
+                       first_line(error))
+        return False
+    logger.info("head phase finished in an earlier run; resuming from %s", head_done)
+    return True
+
+
+def _fit_finetune(model, train_ds, val_ds, config, run_dir, **kwargs) -> Divergence | None:
     train = config.train
     backup_root = Path(run_dir) / "backup"
     head_done = backup_root / "phase1_done.weights.h5"
-    if head_done.is_file():
-        logger.info("head phase finished in an earlier run; resuming from %s", head_done)
-        model.load_weights(str(head_done))
-    elif train.head_epochs > 0:
+    if not _load_head_phase(model, head_done) and train.head_epochs > 0:
         freeze_backbone(model)
-        _fit_phase(model, train_ds, val_ds, config, run_dir, phase=1, learning_rate=train.learning_rate,
-                   initial_epoch=0, epochs=train.head_epochs, backup_dir=backup_root / "phase1", **kwargs)
-        backup_root.mkdir(parents=True, exist_ok=True)
-        model.save_weights(str(head_done))
+        divergence = _fit_phase(model, train_ds, val_ds, config, run_dir, phase=1, learning_rate=train.learning_rate,
+                                initial_epoch=0, epochs=train.head_epochs, backup_dir=backup_root / "phase1",
+                                **kwargs)
+        if divergence is not None:
+            return divergence
+        with atomic_path(head_done) as temporary:
+            model.save_weights(str(temporary))
     kwargs.pop("sample_batch", None)
     freeze_backbone(model)
     unfrozen = unfreeze_top(model, train.unfreeze)
     logger.info("fine-tuning: %d backbone layers unfrozen (BatchNorm kept frozen)", unfrozen)
-    _fit_phase(model, train_ds, val_ds, config, run_dir, phase=2, learning_rate=train.finetune_learning_rate,
-               initial_epoch=train.head_epochs, epochs=train.head_epochs + train.epochs,
-               backup_dir=backup_root / "phase2", warmup_epochs=train.warmup_epochs, **kwargs)
+    return _fit_phase(model, train_ds, val_ds, config, run_dir, phase=2,
+                      learning_rate=train.finetune_learning_rate, learning_rate_flag="--finetune-learning-rate",
+                      initial_epoch=train.head_epochs, epochs=train.head_epochs + train.epochs,
+                      backup_dir=backup_root / "phase2", warmup_epochs=train.warmup_epochs, **kwargs)
 
 
 FIT_PLANS = {"scratch": _fit_scratch, "finetune": _fit_finetune}
@@ -209,7 +240,8 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
         train_ds: `tf.data.Dataset` of `(images, targets)` batches.
         val_ds: Validation dataset, or None (the monitor then falls back to the training metric).
         config: The recipe configuration (uses `train` and `model`).
-        run_dir: Run directory; created if missing. Reusing one resumes a killed run.
+        run_dir: Run directory; created if missing. Reusing one resumes a killed run; one whose
+            training finished (`training_done.json`) is not trained again.
         class_weight: Optional `{class_index: weight}` for the loss.
         label_weights: Optional multilabel `(positive_weights, negative_weights)` per label, for a
             weighted binary cross-entropy (`keras_med.data.balanced_label_weights`).
@@ -217,27 +249,51 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
 
     Returns:
         The history, one row per epoch of all phases (also in `run_dir/history.csv`); the model
-        holds the weights of `run_dir/checkpoints/best.keras`.
+        holds the weights of `run_dir/checkpoints/best.keras`. Whether training diverged after
+        good epochs is in `read_training_outcome(run_dir)`.
+
+    Raises:
+        RunDivergedError: Training diverged before any good epoch; no model was written.
+        ConfigError: `run_dir` holds a finished training made with other model or train settings.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (run_dir, run_dir / "checkpoints"):
+        remove_stale_temporaries(folder)
+    outcome = read_training_outcome(run_dir)
+    if outcome is None:
+        outcome = _train(model, train_ds, val_ds, config, run_dir, class_weight=class_weight,
+                         class_names=class_names, label_weights=label_weights)
+    else:
+        check_training_settings(outcome, config, run_dir)
+        logger.info("training finished in an earlier run (%s): not training again", run_dir / TRAINING_RECORD)
+    if outcome.best_checkpoint:
+        # best.keras also holds the optimizer state of the phase that saved it, which may not
+        # match the current optimizer; only the layer weights are wanted here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(str(run_dir / BEST_CHECKPOINT))
+    elif outcome.divergence is not None:
+        raise RunDivergedError(outcome.divergence.describe())
+    return read_history(run_dir)
+
+
+def _train(model, train_ds, val_ds, config, run_dir: Path, **kwargs) -> TrainingOutcome:
     plan = resolve_plan(config)
     monitor = config.train.monitor
     if val_ds is None and monitor.startswith("val_"):
         logger.warning("no validation data: monitoring %s instead of %s", monitor[4:], monitor)
         monitor = monitor[4:]
     logger.info("fit plan %s, run directory %s", plan, run_dir)
-    FIT_PLANS[plan](model, train_ds, val_ds, config, run_dir, class_weight=class_weight, monitor=monitor,
-                    sample_batch=_sample_batch(train_ds), class_names=class_names, label_weights=label_weights)
-    best = run_dir / BEST_CHECKPOINT
-    if best.is_file():
-        # best.keras also holds the optimizer state of the phase that saved it, which may not
-        # match the current optimizer; only the layer weights are wanted here.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            model.load_weights(str(best))
-    # The run finished: nothing left to resume.
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    divergence = FIT_PLANS[plan](model, train_ds, val_ds, config, run_dir, monitor=monitor,
+                                 sample_batch=_sample_batch(train_ds), **kwargs)
     history = read_history(run_dir)
-    history.to_csv(run_dir / HISTORY_FILE, index=False)
-    return history
+    with atomic_path(run_dir / HISTORY_FILE) as temporary:
+        history.to_csv(temporary, index=False)
+    # Only non-finite-free models reach best.keras (AtomicModelCheckpoint), so its presence says
+    # whether a good model exists.
+    outcome = TrainingOutcome((run_dir / BEST_CHECKPOINT).is_file(), divergence, training_settings(config))
+    write_training_outcome(run_dir, outcome)
+    # Recorded as finished: nothing left to resume.
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    return outcome

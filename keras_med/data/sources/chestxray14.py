@@ -9,8 +9,9 @@ from pathlib import Path
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from keras_med.data.errors import DataError, UnknownLabelError
-from keras_med.data.files import require_dir
-from keras_med.data.sources.common import (attach_image_paths, metadata_row, read_metadata, require_columns)
+from keras_med.data.files import require_dir, write_bad_images
+from keras_med.data.sources.common import (attach_image_paths, group_ids, metadata_row, read_numbered_metadata,
+                                           require_columns)
 from keras_med.data.table import LABEL_SEPARATOR, ImageTable
 
 logger = logging.getLogger(__name__)
@@ -31,19 +32,21 @@ def load_chestxray14(metadata: str | os.PathLike, image_dir: str | os.PathLike, 
             anywhere below it (the release's `images_001/images/` folders).
         image_column: the column with the image file name (a Portuguese copy may call it `imagem`).
         label_column: the column with `|`-separated pathologies (e.g. `patologia`).
-        group_column: the patient id column (the grouping key of the splits).
+        group_column: the patient id column (the grouping key of the splits); a blank id makes the
+            image its own group (warned, with the count).
         class_names: the pathologies in target order; default: all found, sorted. A label outside
             them is an `UnknownLabelError`.
         no_finding: `"keep"` keeps "No Finding" images as all-zero rows, `"drop"` drops them (logged).
         no_finding_label: how the metadata spells "no finding".
-        on_bad_image: `"error"` or `"skip"` for rows whose image is missing.
+        on_bad_image: `"error"` or `"skip"` for rows whose image is missing (skipped rows are kept
+            in `table.skipped` with their metadata line).
         report_dir: where `bad_images.csv` goes in skip mode.
     """
     if no_finding not in NO_FINDING_MODES:
         raise DataError(f"no_finding must be one of {NO_FINDING_MODES}, got {no_finding!r}")
     source = Path(metadata)
     image_dir = require_dir(image_dir, "chest X-ray image directory")
-    frame = read_metadata(source)
+    frame = read_numbered_metadata(source)
     require_columns(frame, [image_column, label_column, group_column], source)
     label_sets = [sorted({name.strip() for name in str(text).split(LABEL_SEPARATOR) if name.strip()} - {no_finding_label})
                   for text in frame[label_column].fillna("")]
@@ -56,15 +59,17 @@ def load_chestxray14(metadata: str | os.PathLike, image_dir: str | os.PathLike, 
             raise UnknownLabelError(f"{metadata_row(index, source)}, column {label_column!r}: unknown label(s) "
                                     f"{unknown}; expected some of {list(binarizer.classes_)} or {no_finding_label!r}")
     frame = frame.assign(label=[LABEL_SEPARATOR.join(names) for names in label_sets],
-                         group=frame[group_column].astype(str))
+                         group=group_ids(frame, group_column, source, "patient"))
     if no_finding == "drop":
         empty = frame["label"] == ""
         logger.info("dropping %d '%s' images (no_finding='drop')", int(empty.sum()), no_finding_label)
         frame = frame.loc[~empty].reset_index(drop=True)
-    frame = attach_image_paths(frame, frame[image_column], image_dir, source, image_column,
-                               on_bad_image, report_dir, by_stem=True)
+    frame, skipped = attach_image_paths(frame, frame[image_column], image_dir, source, image_column, on_bad_image,
+                                        by_stem=True)
+    write_bad_images(report_dir, skipped)
     positives = dict(zip(binarizer.classes_, binarizer.transform(
         [name.split(LABEL_SEPARATOR) if name else [] for name in frame["label"]]).sum(axis=0).tolist()))
     logger.info("chest X-rays: %d images, %d patients, positives per label %s", len(frame),
                 frame["group"].nunique(), positives)
-    return ImageTable(frame, list(binarizer.classes_), "multilabel", group_column="group")
+    return ImageTable(frame, list(binarizer.classes_), "multilabel", group_column="group", metadata=str(source),
+                      skipped=skipped)

@@ -19,8 +19,8 @@ import pandas as pd
 from PIL import Image
 
 from keras_med.data.errors import DataError
-from keras_med.data.files import require_dir
-from keras_med.data.sources.common import attach_image_paths, read_metadata, require_columns
+from keras_med.data.files import require_dir, write_bad_images
+from keras_med.data.sources.common import attach_image_paths, group_ids, read_numbered_metadata, require_columns
 from keras_med.data.table import ImageTable
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def load_covid_chestxray(data_dir: str | os.PathLike, *, views=COVID_DEFAULT_VIE
         raise DataError("views is empty; expected X-ray views such as 'PA', 'AP', 'AP Supine'")
     data_dir = require_dir(data_dir, "covid-chestxray-dataset directory")
     source = Path(metadata) if Path(metadata).is_absolute() else data_dir / metadata
-    frame = read_metadata(source)
+    frame = read_numbered_metadata(source)
     require_columns(frame, REQUIRED_COLUMNS, source)
     finding = frame["finding"].astype(str).str.strip()
     is_positive = finding.str.contains(positive, regex=False)
@@ -73,14 +73,16 @@ def load_covid_chestxray(data_dir: str | os.PathLike, *, views=COVID_DEFAULT_VIE
     class_names = [NO_FINDING if negatives == "no_finding" else "other", positive]
     frame = frame.loc[keep].reset_index(drop=True)
     frame = frame.assign(label=np.where(is_positive[keep].to_numpy(), class_names[1], class_names[0]),
-                         group=frame["patientid"].astype(str))
+                         group=group_ids(frame, "patientid", source, "patient"))
     folders = frame["folder"].astype(str) if "folder" in frame.columns else pd.Series("images", index=frame.index)
     references = folders.str.cat(frame["filename"].astype(str), sep="/")
-    frame = attach_image_paths(frame, references, data_dir, source, "filename", on_bad_image, report_dir,
-                               by_stem=False)
+    frame, skipped = attach_image_paths(frame, references, data_dir, source, "filename", on_bad_image,
+                                        by_stem=False)
+    write_bad_images(report_dir, skipped)
     logger.info("COVID chest X-rays: %d images, %d patients, classes %s", len(frame), frame["group"].nunique(),
                 frame["label"].value_counts().to_dict())
-    return ImageTable(frame, class_names, "binary", group_column="group")
+    return ImageTable(frame, class_names, "binary", group_column="group", metadata=str(source),
+                      skipped=skipped)
 
 
 def write_covid_chestxray_demo(out_dir: str | os.PathLike, n_images: int = 240, seed: int = 0,

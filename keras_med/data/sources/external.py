@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from keras_med.data.errors import DataError, MissingColumnError, UnknownLabelError
-from keras_med.data.files import require_dir
-from keras_med.data.sources.common import attach_image_paths, metadata_row, read_metadata
-from keras_med.data.table import LABEL_SEPARATOR, ImageTable
+from keras_med.data.files import require_dir, write_bad_images
+from keras_med.data.sources.common import attach_image_paths, metadata_row, read_numbered_metadata
+from keras_med.data.table import LABEL_SEPARATOR, LINE_COLUMN, ImageTable
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def load_external_test(labels_csv: str | os.PathLike, image_dir: str | os.PathLi
     """
     source = Path(labels_csv)
     image_dir = require_dir(image_dir, "external test image directory")
-    frame = read_metadata(source)
+    frame = read_numbered_metadata(source)
     lower = {column.strip().lower(): column for column in frame.columns}
     image_column = next((lower[name] for name in IMAGE_COLUMNS if name in lower), None)
     if image_column is None:
@@ -56,14 +56,16 @@ def load_external_test(labels_csv: str | os.PathLike, image_dir: str | os.PathLi
     else:
         labels = _labels_from_one_hot(frame, image_column, by_lower, class_names, task, source)
     frame = frame.assign(label=labels, group=frame[image_column].astype(str), split="test")
-    frame = attach_image_paths(frame, frame[image_column], image_dir, source, image_column,
-                               on_bad_image, report_dir, by_stem=True)
+    frame, skipped = attach_image_paths(frame, frame[image_column], image_dir, source, image_column, on_bad_image,
+                                        by_stem=True)
+    write_bad_images(report_dir, skipped)
     logger.info("external test set %s: %d images, classes %s", source, len(frame), frame["label"].value_counts().to_dict())
-    return ImageTable(frame, class_names, task, group_column="group")
+    return ImageTable(frame, class_names, task, group_column="group", metadata=str(source),
+                      skipped=skipped)
 
 
 def _labels_from_one_hot(frame, image_column, by_lower, class_names, task, source) -> list[str]:
-    columns = [column for column in frame.columns if column != image_column]
+    columns = [column for column in frame.columns if column not in (image_column, LINE_COLUMN)]
     unknown = [column for column in columns if column.strip().lower() not in by_lower]
     if unknown or not columns:
         raise UnknownLabelError(f"{source}: column(s) {unknown or columns} are not classes of the model; expected "

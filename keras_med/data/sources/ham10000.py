@@ -7,9 +7,9 @@ import os
 import time
 
 from keras_med.data.errors import UnknownLabelError
-from keras_med.data.files import require_dir
-from keras_med.data.sources.common import (attach_image_paths, log_class_counts, metadata_row,
-                                           read_metadata, require_columns)
+from keras_med.data.files import require_dir, write_bad_images
+from keras_med.data.sources.common import (attach_image_paths, group_ids, log_class_counts, metadata_row,
+                                           read_numbered_metadata, require_columns)
 from keras_med.data.table import ImageTable
 
 logger = logging.getLogger(__name__)
@@ -31,14 +31,16 @@ def load_ham10000(data_dir: str | os.PathLike, *, metadata: str = HAM10000_METAD
                   on_bad_image: str = "error", report_dir: str | os.PathLike | None = None) -> ImageTable:
     """Load HAM10000: one row per image, label `dx`, grouped by `lesion_id`, other columns kept.
 
-    Images are found by `image_id` anywhere below `data_dir`, so the official
-    `HAM10000_images_part_1/`, `HAM10000_images_part_2/` layout and a single `images/` both work.
+    Images are found by `image_id` anywhere below `data_dir` (symlinked folders included), so the
+    official `HAM10000_images_part_1/`, `HAM10000_images_part_2/` layout and a single `images/`
+    both work. A blank `lesion_id` makes the image its own group (warned, with the count).
 
     Args:
         data_dir: the directory holding the metadata CSV and the images.
         metadata: the metadata file name inside `data_dir`.
         on_bad_image: `"error"` raises `MissingImageError` for a row without an image; `"skip"`
-            drops such rows and lists them in `report_dir/bad_images.csv`.
+            drops such rows, keeps them in `table.skipped` and lists them in `report_dir/bad_images.csv`
+            with their metadata line (header = line 1).
         report_dir: where the list of skipped images goes (skip mode).
 
     Example:
@@ -48,7 +50,7 @@ def load_ham10000(data_dir: str | os.PathLike, *, metadata: str = HAM10000_METAD
     started = time.perf_counter()
     data_dir = require_dir(data_dir, "HAM10000 data directory")
     source = data_dir / metadata
-    frame = read_metadata(source)
+    frame = read_numbered_metadata(source)
     require_columns(frame, ["lesion_id", "image_id", "dx"], source)
     labels = frame["dx"].astype(str).str.strip().str.lower()
     unknown = ~labels.isin(HAM10000_CLASSES)
@@ -56,9 +58,11 @@ def load_ham10000(data_dir: str | os.PathLike, *, metadata: str = HAM10000_METAD
         index = int(unknown.to_numpy().nonzero()[0][0])
         raise UnknownLabelError(f"{metadata_row(index, source)}, column 'dx': unknown class {frame['dx'].iloc[index]!r}; "
                                 f"expected one of {HAM10000_CLASSES}")
-    frame = frame.assign(label=labels, group=frame["lesion_id"].astype(str))
-    frame = attach_image_paths(frame, frame["image_id"], data_dir, source, "image_id",
-                               on_bad_image, report_dir, by_stem=True)
+    frame = frame.assign(label=labels, group=group_ids(frame, "lesion_id", source, "lesion"))
+    frame, skipped = attach_image_paths(frame, frame["image_id"], data_dir, source, "image_id", on_bad_image,
+                                        by_stem=True)
+    write_bad_images(report_dir, skipped)
     log_class_counts("HAM10000", frame["label"])
     logger.info("loaded HAM10000 metadata and found %d images in %.2f s", len(frame), time.perf_counter() - started)
-    return ImageTable(frame, HAM10000_CLASSES, "multiclass", dict(HAM10000_LONG_NAMES), group_column="group")
+    return ImageTable(frame, HAM10000_CLASSES, "multiclass", dict(HAM10000_LONG_NAMES), group_column="group",
+                      metadata=str(source), skipped=skipped)
