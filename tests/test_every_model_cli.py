@@ -1,16 +1,15 @@
-"""Every registered model trains, exports, predicts, evaluates and explains through the CLI.
+"""Every registered model loads through the one loading module; one model of each builder goes
+through the whole CLI (train, export, predict, evaluate, explain).
 
-Each model is trained for one step at 32 px from random weights on a tiny synthetic HAM10000 set,
-then its checkpoint goes through `keras-med export`, `predict`, `evaluate` and `explain`, all in
-this process. resnet50 and vgg16 carry the custom layer `ReverseChannels`, which every command
-must find when it loads the `.keras` file (keras_med.run_directory).
-
-Cost: well above the ~90 s this was sized for. Each model traces its graph in every command
-(train step, validation, SavedModel signatures and their reload check, prediction, Grad-CAM), so
-a deep backbone costs minutes even at 32 px. Wall time per model on the shared 2-core development
-machine at a load average of ~10 (2026-11-30): vgg16 3 min, mobilenetv2 4 min, resnet50 8 min,
-efficientnetb0 10 min, efficientnetb1-b4 4-8 min each, densenet121 11 min (about 3 min of CPU);
-all ten about an hour. Hence the `slow` marker (CI still runs it).
+resnet50 and vgg16 carry the custom layer `ReverseChannels`, which every command must find when it
+loads the `.keras` file (keras_med.run_directory). The whole CLI round costs minutes per deep
+backbone even at 32 px, because each command traces the model's graph (train step, validation,
+SavedModel signatures and their reload check, prediction, Grad-CAM): at a load average of ~10 on
+the 2-core development machine (2026-11-30) vgg16 took 3 min, mobilenetv2 4, resnet50 8,
+efficientnetb0 10, densenet121 11, efficientnetb1-b4 4-8 each, all ten about an hour. EfficientNetB1-B4
+are EfficientNetB0's builder at other depth/width scales (keras.applications, the same layer types,
+the same loading path), so the CLI round takes one model per builder and every model is saved and
+reloaded through `load_trained_model`.
 """
 
 from __future__ import annotations
@@ -42,8 +41,43 @@ def test_models_command_lists_every_registered_model(capsys):
     assert capsys.readouterr().out.split() == available_models()
 
 
-@pytest.mark.slow
+# One model per architecture family (EfficientNetB1-B4 share EfficientNetB0's keras.applications module).
+CLI_ROUND_MODELS = ["custom_cnn", "densenet121", "efficientnetb0", "mobilenetv2", "resnet50", "vgg16"]
+
+
+def architecture_family(name: str) -> str:
+    """The keras.applications module a backbone model is built from (the model's own name otherwise)."""
+    from keras_med.models.backbones import BACKBONES
+
+    return BACKBONES[name].application.__module__ if name in BACKBONES else name
+
+
+def test_cli_round_covers_one_model_of_every_architecture_family():
+    assert {architecture_family(name) for name in available_models()} == \
+        {architecture_family(name) for name in CLI_ROUND_MODELS}
+
+
 @pytest.mark.parametrize("name", available_models())
+def test_every_model_reloads_through_the_loading_module(tmp_path, name):
+    import numpy as np
+
+    from keras_med.models import create_model
+    from keras_med.run_directory import load_trained_model
+
+    classes = ["a", "b", "c"]
+    model = create_model(name, num_classes=3, image_size=32, weights=None)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "class_names.json").write_text(json.dumps({"class_names": classes, "task": "multiclass",
+                                                           "image_size": 32}))
+    model.save(tmp_path / "checkpoints" / "best.keras")
+    trained = load_trained_model(tmp_path / "checkpoints" / "best.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert trained.run.class_names == classes
+    np.testing.assert_allclose(trained.model(images, training=False), model(images, training=False), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLI_ROUND_MODELS)
 def test_every_model_through_the_cli(tiny_data, tmp_path, capsys, name):
     root, demo, images = tiny_data
     run_dir = tmp_path / "run"
