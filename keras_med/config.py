@@ -282,7 +282,7 @@ class RecipeConfig:
                 if problem:
                     problems.append(f"{where(section_name, spec.name)}: {problem}")
                     bad.add(spec.name)
-        problems += _cross_field_problems(self, bad)
+        problems += _cross_field_problems(self, bad, allow_auto)
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -333,20 +333,23 @@ def _path_problem(value: str, section: str, name: str, kind: str, inside: str = 
     return f"{where(section, name)}: expected an existing {kind}, got {value!r}{also}"
 
 
-def _cross_field_problems(config: RecipeConfig, bad: set[str]) -> list[str]:
+def _cross_field_problems(config: RecipeConfig, bad: set[str], allow_auto: bool = False) -> list[str]:
     """Checks that need several values, the model registry or the file system.
 
     Args:
         config: the configuration.
         bad: names of the fields already reported (their checks here are skipped).
+        allow_auto: a detection step will still adapt the model settings (see `validate`).
     """
     data, model = config.data, config.model
     problems = []
     if not bad & {"val_fraction", "test_fraction"} and data.val_fraction + data.test_fraction >= 1.0:
         problems.append(f"{where('data', 'val_fraction')} + {where('data', 'test_fraction')}: expected a sum "
                         f"below 1 (some groups must be left to train on), got {data.val_fraction} + {data.test_fraction}")
-    if not bad & {"model", "weights", "width"} and model.model != AUTO_VALUES["model"]:
-        problems += _model_problems(model)
+    if not bad & {"model", "weights", "width"} and not (allow_auto and model.model == AUTO_VALUES["model"]):
+        # With a detection step to come (allow_auto), the weights may still be adapted to the
+        # model (classify: 'imagenet' becomes 'none' for a model without a pretrained backbone).
+        problems += _model_problems(model, name_only=allow_auto)
     # Imported here: the export package imports TensorFlow.
     from keras_med.export.metadata import is_valid_served_name
 
@@ -369,8 +372,9 @@ def _cross_field_problems(config: RecipeConfig, bad: set[str]) -> list[str]:
     return [problem for problem in problems if problem]
 
 
-def _model_problems(model: ModelConfig) -> list[str]:
-    """The model name is registered; weights are 'imagenet', 'none' or a file, and only for pretrained models."""
+def _model_problems(model: ModelConfig, name_only: bool = False) -> list[str]:
+    """The model name is registered; weights are 'imagenet', 'none' or a file, and only for pretrained
+    models (with `name_only`: the name alone)."""
     # Imported here: the registry imports Keras, which `--help` should not wait for.
     from keras_med.models.backbones import BACKBONES
     from keras_med.models.registry import available_models, model_spec
@@ -378,12 +382,16 @@ def _model_problems(model: ModelConfig) -> list[str]:
     if model.model not in available_models():
         return [f"{where('model', 'model')}: expected one of {available_models()} (keras-med models lists them), "
                 f"got {model.model!r}"]
+    if name_only:
+        return []
     if model.width != 1.0 and model.model in BACKBONES and not BACKBONES[model.model].has_width:
         return [f"{where('model', 'width')}: model {model.model!r} has no width multiplier; expected 1.0, "
                 f"got {model.width}"]
     weights = model.weights.strip()
     if weights.lower() in ("", "none"):
         return []
+    if weights.endswith(".keras") and Path(weights).expanduser().is_file():
+        return []  # a checkpoint of any model: its backbone with a new head (keras_med.models.transfer)
     if not model_spec(model.model).pretrained:
         return [f"{where('model', 'weights')}: model {model.model!r} has no pretrained backbone; expected 'none', "
                 f"got {model.weights!r}"]

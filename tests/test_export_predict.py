@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_med.errors import RunFileError
+from keras_med.errors import ConfigError, RunFileError
 from keras_med.export import command_export, command_predict, export_for_serving
 from keras_med.export.predictions import ImageInputError, ServingError, check_pixels
 from keras_med.export.predictor import load_predictor
@@ -226,8 +226,8 @@ def test_predict_command_prints_json_and_logs(setup, server, tmp_path, capsys):
 
     assert command_predict.run(_parse(command_predict, ["--model", str(setup["saved"]), setup["files"][0]])) == 0
     assert capsys.readouterr().out.startswith(setup["files"][0] + ": ")
-    assert command_predict.run(_parse(command_predict, ["--server", server, setup["files"][0]])) == 2
-    assert "--name" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--server needs --name"):
+        command_predict.run(_parse(command_predict, ["--server", server, setup["files"][0]]))
 
 
 def test_export_command_writes_next_version_and_prints_signatures(setup, tmp_path, capsys):

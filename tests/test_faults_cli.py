@@ -21,7 +21,7 @@ from keras_med.cli import main as cli_main
 from keras_med.command_line import run_command
 from keras_med.config import RecipeConfig
 from keras_med.errors import RunDivergedError
-from keras_med.recipes import base, chexnet, covid_cxr, ham10000
+from keras_med.recipes import base, chexnet, classify, covid_cxr, ham10000
 
 RECIPE_PROG = "python -m keras_med.recipes.ham10000"
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def test_recipe_refuses_a_bad_flag_before_touching_data(tmp_path, capsys, no_tra
 def test_every_problem_is_named_at_once(tmp_path, capsys, no_training):
     assert base.main(ham10000.SPEC, ["--data-dir", str(tmp_path / "missing"), "--epochs", "0"]) == 2
     line = assert_one_line_error(capsys, RECIPE_PROG, "--epochs")
-    assert f"--data-dir ([data] data_dir): expected an existing directory, got '{tmp_path / 'missing'}'" in line
+    assert f"--data-dir ([data] data_dir): expected an existing directory or file, got '{tmp_path / 'missing'}'" in line
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -124,15 +124,24 @@ def test_metadata_file_is_looked_for_in_the_data_dir(tmp_path, capsys, no_traini
     assert_one_line_error(capsys, "keras-med train", "--metadata ([data] metadata)", f"also looked in {tmp_path}")
 
 
-@pytest.mark.parametrize("spec", [ham10000.SPEC, chexnet.SPEC, covid_cxr.SPEC], ids=lambda spec: spec.name)
+@pytest.mark.parametrize("spec", [ham10000.SPEC, chexnet.SPEC, covid_cxr.SPEC, classify.SPEC],
+                         ids=lambda spec: spec.name)
 def test_shipped_defaults_and_demo_overrides_validate(spec):
-    spec.defaults.validate()
-    RecipeConfig.from_dict(spec.demo_overrides, base=spec.defaults).validate()
+    detects = spec.resolve_config is not None
+    spec.defaults.validate(allow_auto=detects)
+    RecipeConfig.from_dict(spec.demo_overrides, base=spec.defaults).validate(allow_auto=detects)
 
 
 def test_shipped_recipe_files_validate():
     for path in sorted((REPO / "recipes").glob("*.toml")):
-        RecipeConfig.load(path).validate()
+        config = RecipeConfig.load(path)
+        # classify's "auto" model and image size are replaced by its detection step, then validated.
+        config.validate(allow_auto=config.recipe == "classify")
+
+
+def test_auto_values_are_refused_where_no_detection_step_replaces_them(capsys, no_training):
+    assert base.main(ham10000.SPEC, ["--demo", "--image-size", "0", "--model", "auto"]) == 2
+    assert_one_line_error(capsys, RECIPE_PROG, "--image-size", "--model")
 
 
 # --- the recipe-level commands ------------------------------------------------------------------

@@ -145,9 +145,9 @@ def test_new_augmentation_presets_keep_shape_and_range(name):
 
 
 def test_keras_med_train_with_data_dir_defaults_to_classify():
-    assert _split_recipe(["--data-dir", "x", "--epochs", "1"]) == ("classify", ["--data-dir", "x", "--epochs", "1"])
-    assert _split_recipe(["--demo"])[0] == "ham10000"
-    assert _split_recipe(["--recipe", "chexnet", "--data-dir", "x"])[0] == "chexnet"
+    assert _split_recipe(["--data-dir", "x", "--epochs", "1"], "keras-med train") == ("classify", ["--data-dir", "x", "--epochs", "1"])
+    assert _split_recipe(["--demo"], "keras-med train")[0] == "ham10000"
+    assert _split_recipe(["--recipe", "chexnet", "--data-dir", "x"], "keras-med train")[0] == "chexnet"
 
 
 # --- tiny runs ---------------------------------------------------------------------------------------------
