@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_med.data.synthetic import HAM10000_SHARES, draw_chest, draw_lesion
+from keras_med.errors import ConfigError
 from keras_med.evaluation.conformal import calibrate_conformal
 from keras_med.evaluation.ood import fit_ood_guard
 from keras_med.evaluation.trust import predict_features
@@ -132,7 +133,8 @@ def test_predict_shows_the_flag_the_set_and_the_tta_spread(guarded, tmp_path, ca
     answer = json.loads(capsys.readouterr().out)[0]
     assert set(answer["tta_spread"]) == set(CLASSES) and all(value >= 0 for value in answer["tta_spread"].values())
     assert isinstance(answer["in_distribution"], bool) and set(answer["prediction_set"]) <= set(CLASSES)
-    assert command_predict.run(parser.parse_args(["--model", str(path), "--tta", "1", str(lesion)])) == 2
+    with pytest.raises(ConfigError, match="--tta"):
+        command_predict.run(parser.parse_args(["--model", str(path), "--tta", "1", str(lesion)]))
 
 
 def test_augmented_copies_are_the_original_its_flips_and_shifts():

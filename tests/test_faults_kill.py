@@ -232,14 +232,16 @@ def test_a_finished_training_is_not_repeated_and_refuses_other_settings(tmp_path
 
 
 # --- divergence ----------------------------------------------------------------------------------
-def test_divergence_with_no_good_epoch_writes_no_model_and_exports_nothing(tmp_path, caplog):
+def test_divergence_with_no_good_epoch_writes_no_model_and_exports_nothing(tmp_path, caplog, capsys):
     run_dir, saved = tmp_path / "run", tmp_path / "saved_models"
     argv = TINY_DEMO + ["--epochs", "3", "--learning-rate", "1e6", "--output-dir", str(tmp_path),
                         "--run-dir", str(run_dir), "--saved-models", str(saved)]
     with caplog.at_level(logging.WARNING):
-        with pytest.raises(RunDivergedError, match=r"epoch 1 \(loss nan\) before any good epoch: no model "
-                                                   r"written, nothing exported; try a lower --learning-rate"):
-            main(ham10000.SPEC, argv)
+        assert main(ham10000.SPEC, argv) == RunDivergedError.exit_code
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in errors[0]
+    assert re.search(r"epoch 1 \(loss nan\) before any good epoch: no model written, nothing exported; "
+                     r"try a lower --learning-rate", errors[0])
     assert any("training diverged at epoch 1" in record.getMessage() for record in caplog.records)
     assert not (run_dir / "checkpoints" / "best.keras").exists()
     assert not (run_dir / "metrics.json").exists() and not saved.exists()
