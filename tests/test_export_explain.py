@@ -106,3 +106,39 @@ def test_explain_takes_gradients_through_the_guarded_model(tmp_path):
     answer = explain(tf.saved_model.load(str(path)), pictures[:2], [2, -1])
     reference = compute_gradcam(model, pictures[:2], class_index=answer["explained_class_index"].numpy())
     np.testing.assert_allclose(answer["heatmap"].numpy(), reference, atol=TOLERANCE)
+
+
+def test_every_export_has_warmup_requests_tf_serving_can_replay(tmp_path):
+    from keras_med.export.warmup import read_warmup_requests, run_example_images
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    rows = ["path,label,group,split"]
+    for index, (label, split) in enumerate([("mel", "train"), ("bcc", "test"), ("mel", "test"), ("akiec", "val")]):
+        picture = run_dir / f"img{index}.png"
+        picture.write_bytes(png(images(1, seed=index)[0]))
+        rows.append(f"{picture},{label},g{index},{split}")
+    rows.append(f"{run_dir / 'gone.png'},bcc,g9,test")
+    (run_dir / "split.csv").write_text("\n".join(rows) + "\n")
+    examples = run_example_images(run_dir / "checkpoints" / "best.keras", count=3)
+    # held-out images first, one per label first: bcc (test), mel (test), akiec (val)
+    assert [name for name, _ in examples] == ["img1.png", "img2.png", "img3.png"]
+
+    path = export_for_serving(conv_model(), name="ham", base_dir=tmp_path / "saved", class_names=CLASSES,
+                              example_images=examples)
+    assert sorted(p.name for p in (path / "assets.extra" / "examples").iterdir()) == \
+        ["0_img1.png", "1_img2.png", "2_img3.png"]
+    logs = read_warmup_requests(path / "assets.extra" / "tf_serving_warmup_requests")
+    signatures = [log.predict_log.request.model_spec.signature_name for log in logs]
+    assert signatures == ["serving_default", "explain"] * 3 + ["predict_pixels"]
+    assert {log.predict_log.request.model_spec.name for log in logs} == {"ham"}
+    loaded = tf.saved_model.load(str(path))
+    for log in logs:
+        request = log.predict_log.request
+        inputs = {key: tf.constant(tf.make_ndarray(proto)) for key, proto in request.inputs.items()}
+        answer = loaded.signatures[request.model_spec.signature_name](**inputs)
+        assert answer["valid"].numpy().all()
+
+    bare = export_for_serving(conv_model(), name="bare", base_dir=tmp_path / "saved", class_names=CLASSES)
+    assert not (bare / "assets.extra" / "examples").exists()
+    assert len(read_warmup_requests(bare / "assets.extra" / "tf_serving_warmup_requests")) == 5
