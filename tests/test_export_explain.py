@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_med.explain.gradcam import compute_gradcam
+from keras_med.explain.overlay import blend_heatmap
 from keras_med.export import export_for_serving
 from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
@@ -69,6 +70,10 @@ def test_explain_signature_agrees_with_tf_keras_vis(task, tmp_path):
         np.testing.assert_allclose(heatmap, reference, atol=TOLERANCE)
         assert [n.decode() for n in answer["explained_class_name"].numpy()] == [names[i] for i in explained]
         assert set(answer["feature_layer"].numpy()) == {b"last_conv"}
+        overlays = [np.asarray(Image.open(io.BytesIO(data))) for data in answer["overlay_png_bytes"].numpy()]
+        expected = [blend_heatmap(picture, m) for picture, m in zip(pictures.round(), heatmap)]
+        # the graph's blend is the project's overlay; a level may differ where the map sits on a boundary
+        assert max(np.abs(o.astype(int) - e.astype(int)).max() for o, e in zip(overlays, expected)) <= 3
     # the prediction outputs come with the map, equal to serving_default's
     default = loaded.signatures["serving_default"](image_bytes=tf.constant([png(p) for p in pictures]))
     np.testing.assert_allclose(answer["probabilities"].numpy(), default["probabilities"].numpy(), atol=1e-6)
@@ -87,6 +92,7 @@ def test_explain_flags_bad_rows_and_bad_class_index(tmp_path):
     assert reasons[2].startswith("bad_class_index: 7; expected -1 (the top class) or 0..2")
     assert answer["explained_class_index"].numpy().tolist()[1:] == [-1, -1]
     assert float(np.abs(answer["heatmap"].numpy()[1:]).max()) == 0.0
+    assert answer["overlay_png_bytes"].numpy().tolist()[1:] == [b"", b""]
     empty = loaded.signatures["explain"](image_bytes=tf.constant([], tf.string),
                                          class_index=tf.constant([], tf.int32))
     assert empty["heatmap"].shape == (0, SIZE, SIZE)
@@ -124,8 +130,10 @@ def test_every_export_has_warmup_requests_tf_serving_can_replay(tmp_path):
     # held-out images first, one per label first: bcc (test), mel (test), akiec (val)
     assert [name for name, _ in examples] == ["img1.png", "img2.png", "img3.png"]
 
+    (run_dir / "report.md").write_text("# Model card\n")
     path = export_for_serving(conv_model(), name="ham", base_dir=tmp_path / "saved", class_names=CLASSES,
-                              example_images=examples)
+                              run_dir=run_dir / "checkpoints" / "best.keras")
+    assert (path / "assets.extra" / "report.md").read_text() == "# Model card\n"
     assert sorted(p.name for p in (path / "assets.extra" / "examples").iterdir()) == \
         ["0_img1.png", "1_img2.png", "2_img3.png"]
     logs = read_warmup_requests(path / "assets.extra" / "tf_serving_warmup_requests")

@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from keras_med.export.mobile import export_other_formats
     from keras_med.export.predictor import run_resize_mode
     from keras_med.export.saved_model import build_metadata, describe_signatures, export_for_serving
-    from keras_med.export.warmup import run_example_images
 
     model_path = Path(args.model)
     if model_path.suffix != ".keras" or not model_path.is_file():
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     target = export_for_serving(model, name=args.name, base_dir=args.base_dir, version=args.version,
                                 class_names=class_names, task=args.task or run_info.get("task"),
                                 thresholds=run_info.get("thresholds"), resize=resize,
-                                container_base=args.container_base, example_images=run_example_images(model_path),
+                                container_base=args.container_base, run_dir=model_path,
                                 **load_run_trust(model_path))
     out = sys.stdout
     out.write(f"SavedModel written to {target}\n{describe_signatures(target)}\n")

@@ -17,14 +17,19 @@ into the SavedModel, which is why it lives in keras_med/export.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
+from matplotlib import colormaps
 
 from keras_med.explain.gradcam import find_last_conv_layer
 
 EXPLAIN_SIGNATURE = "explain"
 CLASS_INDEX_INPUT = "class_index"
 # Outputs added to those of the prediction signatures (see `ServingFunctions`).
-EXPLAIN_OUTPUT_KEYS = ("heatmap", "explained_class_index", "explained_class_name", "feature_layer")
+EXPLAIN_OUTPUT_KEYS = ("heatmap", "explained_class_index", "explained_class_name", "feature_layer",
+                       "overlay_png_bytes")
+# `keras_med.explain.overlay.blend_heatmap`'s weight of the heat map colours.
+OVERLAY_ALPHA = 0.4
 # tf-keras-vis normalises with keras.backend.epsilon().
 _EPSILON = 1e-7
 
@@ -119,5 +124,26 @@ def explain_outputs(gradcam: InGraphGradcam, answer: dict, images: tf.Tensor, cl
         "explained_class_index": tf.where(valid, explained, -1),
         "explained_class_name": tf.where(valid, tf.gather(names, explained), ""),
         "feature_layer": tf.fill(tf.shape(valid), gradcam.layer_name),
+        "overlay_png_bytes": tf.where(valid, overlay_pngs(images, heatmaps), ""),
     })
     return outputs
+
+
+def overlay_pngs(images: tf.Tensor, heatmaps: tf.Tensor) -> tf.Tensor:
+    """PNG bytes (B,) of each heat map in the 'jet' colours blended over its image.
+
+    A client (the web page, `keras-med explain --server`) then needs neither the preprocessing nor
+    matplotlib to show the map where the model looked, and the answer is a few kB instead of the
+    S x S floats of `heatmap` as JSON.
+
+    Args:
+        images: float32 (B, S, S, 3) in 0..255, as the model saw them.
+        heatmaps: float32 (B, S, S) in 0..1.
+    """
+    # The 256-colour table `blend_heatmap` samples from (matplotlib's jet), as a graph constant,
+    # indexed as matplotlib does a float in 0..1: floor(x * 256), 1.0 onto the last entry.
+    table = tf.constant(colormaps["jet"](np.arange(256))[:, :3] * 255.0, tf.float32)
+    levels = tf.minimum(tf.cast(tf.floor(tf.clip_by_value(heatmaps, 0.0, 1.0) * 256.0), tf.int32), 255)
+    blended = (1.0 - OVERLAY_ALPHA) * images + OVERLAY_ALPHA * tf.gather(table, levels)
+    pixels = tf.cast(tf.clip_by_value(blended, 0.0, 255.0), tf.uint8)
+    return tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.string)

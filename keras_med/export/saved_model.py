@@ -25,7 +25,7 @@ from keras_med.atomic import replace_directory_atomic
 from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata, infer_task
 from keras_med.export.model_config import list_versions, write_models_config
-from keras_med.export.warmup import write_examples, write_warmup_requests
+from keras_med.export.warmup import copy_run_card, run_example_images, write_examples, write_warmup_requests
 from keras_med.export.signatures import (IMAGE_SIGNATURE, METADATA_SIGNATURE, PIXELS_SIGNATURE,
                                          ServingFunctions)
 
@@ -121,7 +121,7 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
                        thresholds=None, resize: str = "resize", container_base: str = "/models",
                        verify_images: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE,
                        ood_guard=None, conformal_sets=None,
-                       example_images: Sequence[tuple[str, bytes]] | None = None) -> Path:
+                       run_dir: str | Path | None = None) -> Path:
     """Write ``model`` to ``<base_dir>/<name>/<version>/`` for TF Serving and update ``models.config``.
 
     The SavedModel has four signatures: ``serving_default`` (encoded JPEG/PNG bytes),
@@ -148,10 +148,11 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
         tolerance: Largest absolute difference in probabilities allowed after reload.
         ood_guard: A fitted `keras_med.evaluation.ood.OODGuard` to compute in the graph, or None.
         conformal_sets: Calibrated `keras_med.evaluation.conformal.ConformalSets`, or None.
-        example_images: A few of the run's images as ``(file name, bytes)`` (``warmup.run_example_images``),
-            copied to ``assets.extra/examples/`` and used for TF Serving's warm-up requests
-            (``assets.extra/tf_serving_warmup_requests``); None or empty: the warm-up uses seeded
-            random images and no examples are written.
+        run_dir: The run the model comes from (or its ``.keras`` file): a few of its images
+            (``split.csv``) are copied to ``assets.extra/examples/`` and make TF Serving's warm-up
+            requests (``assets.extra/tf_serving_warmup_requests``), and its model card and
+            ``class_names.json`` are copied to ``assets.extra/``; None: the warm-up uses seeded
+            random images (see ``keras_med.export.warmup``).
 
     Returns:
         The path of the version folder.
@@ -175,9 +176,12 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     partial = model_dir / f"{PARTIAL_PREFIX}{version}-{os.getpid()}"
     try:
         write_saved_model(model, metadata, partial, guards)
-        write_examples(partial, example_images or [])
-        write_warmup_requests(partial, name, [data for _, data in example_images or []]
-                              or _random_pngs(metadata.image_size), metadata.image_size)
+        examples = run_example_images(run_dir) if run_dir is not None else []
+        write_examples(partial, examples)
+        if run_dir is not None:
+            copy_run_card(run_dir, partial)
+        write_warmup_requests(partial, name, [data for _, data in examples] or _random_pngs(metadata.image_size),
+                              metadata.image_size)
         report = verify_saved_model(partial, model, metadata, images=verify_images, tolerance=tolerance)
         replace_directory_atomic(partial, target)
     finally:

@@ -1,4 +1,4 @@
-"""TF Serving's warm-up file and example images, written into every export.
+"""TF Serving's warm-up file, example images and the run's model card, written into every export.
 
 TF Serving replays `assets.extra/tf_serving_warmup_requests` (a TFRecord of `PredictionLog`
 protos, its documented format) when it loads a version, before it reports it AVAILABLE, so the
@@ -6,7 +6,9 @@ first real request does not pay for graph initialisation. The requests are built
 run's own images (from its `split.csv`), which are also copied to `assets.extra/examples/` so
 that a client of the SavedModel alone (the web page) can offer them. The protos come from the
 `tensorflow-serving-api` package (pinned beside TensorFlow in requirements.txt) rather than
-hand-written protobuf, so the file is the one TF Serving parses.
+hand-written protobuf, so the file is the one TF Serving parses. The run's model card
+(`report.md`, `report.html`) and `class_names.json` (long class names) are copied to
+`assets.extra/` too, so the page can show them beside a SavedModel that left its run behind.
 
 These images travel with the model: for a model trained on private data, export with
 `example_images=[]` (the warm-up then uses the seeded verification images).
@@ -28,9 +30,32 @@ logger = logging.getLogger(__name__)
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 EXAMPLES_FOLDER = "assets.extra/examples"
+RUN_CARD_FILES = ("report.md", "report.html", "class_names.json")
 DEFAULT_EXAMPLE_COUNT = 3
 # Splits tried in order for example images: held-out images first.
 _EXAMPLE_SPLITS = ("test", "val", "train")
+
+
+def run_directory_of(path: str | Path) -> Path:
+    """The run directory of a model file (stepping out of `checkpoints/`), or `path` itself if a folder."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def copy_run_card(run_dir: str | Path, saved_model_dir: str | Path) -> list[Path]:
+    """Copy the run's `RUN_CARD_FILES` that exist into the SavedModel's `assets.extra/`."""
+    run_dir = run_directory_of(run_dir)
+    copied = []
+    for name in RUN_CARD_FILES:
+        source = run_dir / name
+        if source.is_file():
+            target = Path(saved_model_dir) / "assets.extra" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+            copied.append(target)
+    return copied
 
 
 def run_example_images(run_dir: str | Path, count: int = DEFAULT_EXAMPLE_COUNT) -> list[tuple[str, bytes]]:
@@ -45,9 +70,7 @@ def run_example_images(run_dir: str | Path, count: int = DEFAULT_EXAMPLE_COUNT) 
     """
     import pandas as pd
 
-    run_dir = Path(run_dir)
-    if run_dir.is_file() or run_dir.suffix == ".keras":
-        run_dir = run_dir.parent.parent if run_dir.parent.name == "checkpoints" else run_dir.parent
+    run_dir = run_directory_of(run_dir)
     split_file = run_dir / "split.csv"
     if not split_file.is_file():
         return []

@@ -252,7 +252,6 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
     from keras_med.evaluation import evaluate_run, predict_with_tta
     from keras_med.export import export_for_serving
-    from keras_med.export.warmup import run_example_images
     from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
 
@@ -309,7 +308,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
             model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
             class_names=table.class_names, image_size=config.data.image_size, task=table.task,
             thresholds=metrics.get("thresholds"), resize=config.data.resize,
-            ood_guard=trust.guard, conformal_sets=trust.sets, example_images=run_example_images(out))
+            ood_guard=trust.guard, conformal_sets=trust.sets, run_dir=out)
     print_summary(spec, config, out, good_history, metrics, export_path, time.time() - started)
     if diverged is not None:
         raise RunDivergedError(diverged["message"])
