@@ -79,7 +79,8 @@ class InGraphGradcam:
         feature_map = tf.cast(feature_map, tf.float32)
         weights = tf.reduce_mean(gradients, axis=[1, 2], keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(feature_map * weights, axis=-1))
-        cam = tf.compat.v1.image.resize_bilinear(cam[..., None], size, align_corners=True)[..., 0]
+        cam = tf.raw_ops.ResizeBilinear(images=cam[..., None], size=tf.constant(list(size), tf.int32),
+                                        align_corners=True, half_pixel_centers=False)[..., 0]
         low = tf.reduce_min(cam, axis=[1, 2], keepdims=True)
         high = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
         return logits, (cam - low) / (high - low + _EPSILON)
