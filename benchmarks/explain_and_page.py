@@ -114,7 +114,7 @@ def take_screenshot(url: str, image: str, out: str) -> None:
         page.locator("#km-files").get_by_text(Path(image).name).first.wait_for()
         page.locator("#km-analyse").click()
         page.locator(".km-top").wait_for(timeout=60_000)
-        page.wait_for_function("() => [...document.querySelectorAll('#km-gradcam img')]"
+        page.wait_for_function("() => [...document.querySelectorAll('img.km-gradcam')]"
                                ".some(image => image.complete && image.naturalWidth > 0)", timeout=60_000)
         raw = Path(out).with_suffix(".raw.png")
         page.screenshot(path=str(raw), full_page=True)

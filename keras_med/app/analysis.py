@@ -5,6 +5,7 @@ Kept free of Gradio so that it is tested directly; `keras_med.app.page` only wir
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import logging
@@ -140,8 +141,19 @@ def _render_one(source: ModelSource, result: ImageResult) -> str:
         parts.append(f'<p class="km-in-distribution">Like the training images (out-of-distribution score '
                      f'{answer.ood_score:.3g}).</p>')
     parts.append(f'<p>Grad-CAM for <span class="km-explained">{html.escape(result.explanation.explained_class)}'
-                 f'</span> (image and overlay below).</p></div>')
+                 f'</span>: the image as the model saw it, and the map over it.</p>')
+    if result.side_by_side is not None:
+        parts.append(f'<img class="km-gradcam" alt="{name}: image and Grad-CAM" src="{_png_data_uri(result.side_by_side)}"'
+                     ' style="width:100%;max-width:560px">')
+    parts.append("</div>")
     return "".join(parts)
+
+
+def _png_data_uri(pixels: np.ndarray) -> str:
+    """The picture inline in the answer's HTML, so each image's map sits under its own answer."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def model_card_markdown(source: ModelSource) -> str:

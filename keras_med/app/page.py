@@ -1,7 +1,7 @@
 """The Gradio page: upload or pick images, see answers, Grad-CAM side by side, warnings and the model card.
 
 Gradio is the maintained standard for model demos and gives, with no front-end code, the page, an
-HTTP API behind it (`gradio_client`, endpoint `/analyse`) and file uploads that never reach the
+HTTP API behind it (`gradio_client`, endpoint `/analyse`: files and class choice in, the answers' HTML out) and file uploads that never reach the
 model as anything but bytes.
 """
 
@@ -35,10 +35,7 @@ def build_page(source: ModelSource):
 
     def analyse(files, choice):
         paths = [getattr(item, "name", item) for item in files or []]
-        results = analyse_files(source, paths, choice)
-        gallery = [(result.side_by_side, f"{result.name}: image | Grad-CAM for {result.explanation.explained_class}")
-                   for result in results if result.side_by_side is not None]
-        return render_results(source, results), gallery
+        return render_results(source, analyse_files(source, paths, choice))
 
     with gr.Blocks(title=f"keras_med: {source.title}") as page:
         gr.Markdown(f"# {source.title}\n**{RESEARCH_USE}**")
@@ -54,9 +51,7 @@ def build_page(source: ModelSource):
                                 label="Example images from the model's run")
             with gr.Column(scale=2):
                 answer = gr.HTML(render_results(source, []), elem_id="km-answer")
-                gallery = gr.Gallery(label="Image | Grad-CAM overlay", columns=1, height="auto",
-                                     elem_id="km-gradcam")
         with gr.Accordion("Model card", open=False, elem_id="km-model-card"):
             gr.Markdown(model_card_markdown(source))
-        button.click(analyse, inputs=[files, choice], outputs=[answer, gallery], api_name=API_NAME)
+        button.click(analyse, inputs=[files, choice], outputs=[answer], api_name=API_NAME)
     return page

@@ -62,7 +62,7 @@ class InGraphGradcam:
             images: float32 (B, S, S, 3) in 0..255.
             class_index: The class explained per row (binary: 0 negative, 1 positive), in range.
         """
-        size = images.shape[1:3]
+        size = images.shape[1:3].as_list()
         with tf.GradientTape() as tape:
             # The gradient is taken with respect to this intermediate tensor (as tf-keras-vis does),
             # so it is used as the model answered it, before any cast.
@@ -79,7 +79,7 @@ class InGraphGradcam:
         feature_map = tf.cast(feature_map, tf.float32)
         weights = tf.reduce_mean(gradients, axis=[1, 2], keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(feature_map * weights, axis=-1))
-        cam = tf.raw_ops.ResizeBilinear(images=cam[..., None], size=tf.constant(list(size), tf.int32),
+        cam = tf.raw_ops.ResizeBilinear(images=cam[..., None], size=tf.constant(size, tf.int32),
                                         align_corners=True, half_pixel_centers=False)[..., 0]
         low = tf.reduce_min(cam, axis=[1, 2], keepdims=True)
         high = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
