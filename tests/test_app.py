@@ -205,3 +205,23 @@ def test_a_remote_server_answers_the_page_and_explain_command(exported, server, 
     assert main(["explain", "--server", server, "--name", "tiny", str(exported["upload"]), "--class", "bcc",
                  "--out", str(tmp_path / "maps")]) == 0
     assert (tmp_path / "maps" / "lesion_gradcam.png").stat().st_size > 1000
+
+
+def test_answers_render_warnings_and_errors():
+    from keras_med.app.analysis import ImageResult
+    from keras_med.app.source import ModelSource
+    from keras_med.explain.served import ServedExplanation
+    from keras_med.export.predictions import Prediction
+
+    source = ModelSource(None, "m", CLASSES, LONG_NAMES, has_guard=True)
+    unusual = Prediction("x.png", "", True, "mel", 2, {"akiec": 0.1, "bcc": 0.2, "mel": 0.7}, [],
+                         in_distribution=False, ood_score=3.5, prediction_set=["bcc", "mel"])
+    page = render_results(source, [ImageResult("x<1>.png", ServedExplanation(unusual, "mel", np.zeros((2, 2)), b"")),
+                                   ImageResult("y.dcm", None, "too_large: 30000000 bytes")])
+    assert "Warning: unlike the training images" in page and "score 3.5" in page
+    assert 'class="km-decisions">none<' in page and 'class="km-set">bcc, mel<' in page
+    assert "x&lt;1&gt;.png" in page and "x<1>" not in page  # file names are escaped
+    assert 'class="km-error">Not answered: too_large' in page
+    assert "no out-of-distribution guard" in render_results(
+        ModelSource(None, "m", CLASSES, has_guard=False), [ImageResult("x.png", ServedExplanation(unusual, "mel",
+                                                                                                   np.zeros((2, 2)), b""))])

@@ -150,3 +150,23 @@ def test_every_export_has_warmup_requests_tf_serving_can_replay(tmp_path):
     bare = export_for_serving(conv_model(), name="bare", base_dir=tmp_path / "saved", class_names=CLASSES)
     assert not (bare / "assets.extra" / "examples").exists()
     assert len(read_warmup_requests(bare / "assets.extra" / "tf_serving_warmup_requests")) == 5
+
+
+def test_explain_under_mixed_precision(tmp_path):
+    """float16 feature maps (the GPU default): the map still agrees with tf-keras-vis."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((SIZE, SIZE, 3))
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="last_conv")(x)
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+        outputs = keras.layers.Dense(3, activation="softmax", dtype="float32", name="predictions")(x)
+        model = keras.Model(inputs, outputs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    path = export_for_serving(model, name="m", base_dir=tmp_path, class_names=CLASSES, tolerance=1e-2)
+    pictures = images(2)
+    answer = explain(tf.saved_model.load(str(path)), pictures, [0, 2])
+    reference = compute_gradcam(model, pictures, class_index=np.array([0, 2]))
+    np.testing.assert_allclose(answer["heatmap"].numpy(), reference, atol=1e-3)

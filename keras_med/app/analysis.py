@@ -128,7 +128,7 @@ def _render_one(source: ModelSource, result: ImageResult) -> str:
              f'<table class="km-probs"><tr><th>class</th><th>probability</th></tr>{rows}</table>',
              f'<p>Decision at the stored operating points: <span class="km-decisions">'
              f'{html.escape(", ".join(answer.decisions) or "none")}</span></p>']
-    if answer.prediction_set is not None:
+    if answer.in_distribution is not None:  # models exported before the trust outputs have no set
         parts.append(f'<p>Conformal prediction set: <span class="km-set">'
                      f'{html.escape(", ".join(answer.prediction_set) or "empty")}</span></p>')
     if source.has_guard is False:
