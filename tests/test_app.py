@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import tensorflow as tf
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from keras_med.app.analysis import analyse_files, render_results
 from keras_med.app.page import build_page
@@ -99,6 +100,28 @@ def test_api_answers_like_the_saved_model_and_flags_a_bad_file(exported, page_ur
     assert f'class="km-explained">{chosen}<' in answer
 
 
+def add_files(page, url, paths, already=()):
+    """Add `paths` to the page's file box (which holds `already`) and wait until the page lists them.
+
+    Gradio 6.31 sometimes never finishes an upload: its `upload_progress` stream stays open after the
+    POST (seen about one time in six here, with the browser's requests logged). Then the page is
+    loaded afresh and every file is set at once, the same state a user reaches by reloading.
+    """
+    box = page.locator("#km-files")
+    for attempt in range(3):
+        if attempt:
+            page.goto(url, wait_until="networkidle")
+            paths = [*already, *paths]
+        box.locator("input[type=file]").set_input_files([str(path) for path in paths])
+        try:
+            for path in paths:
+                box.get_by_text(path.name).first.wait_for(timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+
+
 def test_page_in_a_real_browser(exported, page_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -107,11 +130,10 @@ def test_page_in_a_real_browser(exported, page_url, tmp_path):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(page_url)
+            page.goto(page_url, wait_until="networkidle")
             page.get_by_text(RESEARCH_USE).first.wait_for()
 
-            page.locator("#km-files input[type=file]").set_input_files(str(exported["upload"]))
-            page.locator("#km-files").get_by_text("lesion.png").first.wait_for()
+            add_files(page, page_url, [exported["upload"]])
             page.locator("#km-analyse").click()
             page.locator(".km-top").wait_for(timeout=30_000)
             assert page.locator(".km-top").get_attribute("data-class") == top
@@ -123,20 +145,14 @@ def test_page_in_a_real_browser(exported, page_url, tmp_path):
                                    ".some(image => image.complete && image.naturalWidth > 0)", timeout=30_000)
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
-            page.locator("#km-files button[aria-label='Clear']").first.click()
-            page.locator("#km-files input[type=file]").set_input_files(str(exported["text"]))
-            page.locator("#km-files").get_by_text("notes.txt").first.wait_for()
+            # a non-image beside the image: its row says why, the image is still answered, the page stays up
+            add_files(page, page_url, [exported["text"]], already=[exported["upload"]])
             page.locator("#km-analyse").click()
             page.locator(".km-error").wait_for(timeout=30_000)
             assert "unknown_format" in page.locator(".km-error").inner_text()
-            assert page.locator(".km-top").count() == 0
+            assert page.locator(".km-top").count() == 1
+            assert page.locator(".km-top").get_attribute("data-class") == top
             page.screenshot(path=str(tmp_path / "page_error.png"), full_page=True)
-            # the page still answers after the bad file
-            page.locator("#km-files button[aria-label='Clear']").first.click()
-            page.locator("#km-files input[type=file]").set_input_files(str(exported["upload"]))
-            page.locator("#km-files").get_by_text("lesion.png").first.wait_for()
-            page.locator("#km-analyse").click()
-            page.locator(".km-top").wait_for(timeout=30_000)
         finally:
             browser.close()
     assert (tmp_path / "page.png").stat().st_size > 10_000
