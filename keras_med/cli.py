@@ -8,6 +8,7 @@
     keras-med export --model best.keras --name ham10000 [--version N]
     keras-med predict --model saved_models/ham10000/1 IMAGE... [--json]
     keras-med models
+    keras-med app --model saved_models/ham10000 [--port 7860]
 
 Each subcommand imports its room lazily so `--help` answers at once.
 """
@@ -114,6 +115,7 @@ COMMANDS = {
     "predict": (_mounted("keras_med.export.command_predict", "predict"),
                 "Predict images with a SavedModel, a .keras file or a TF Serving server."),
     "models": (cmd_models, "List the registered model names."),
+    "app": (_mounted("keras_med.app.command", "app"), "Serve a web page to try a model on images (Gradio)."),
 }
 
 

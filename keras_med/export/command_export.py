@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     target = export_for_serving(model, name=args.name, base_dir=args.base_dir, version=args.version,
                                 class_names=run_info.class_names, task=run_info.task,
                                 thresholds=run_info.thresholds, resize=run_info.resize,
-                                container_base=args.container_base, **load_run_trust(trained.path))
+                                container_base=args.container_base, run_dir=trained.path,
+                                **load_run_trust(trained.path))
     out = sys.stdout
     out.write(f"SavedModel written to {target}\n{describe_signatures(target)}\n")
     out.write(f"models.config: {Path(args.base_dir) / 'models.config'}\n")

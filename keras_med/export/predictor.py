@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_med.errors import RunFileError
 from keras_med.export.predictions import (ImageInputError, Prediction, ServingError, check_pixels, predictions_from_rows,
                                           read_image_file, rows_from_columns, sha256)
-from keras_med.export.signatures import IMAGE_INPUT, IMAGE_SIGNATURE, PIXELS_INPUT, PIXELS_SIGNATURE, ServingFunctions
-from keras_med.errors import RunFileError
+from keras_med.export.explain_signature import CLASS_INDEX_INPUT
+from keras_med.export.signatures import (EXPLAIN_SIGNATURE, IMAGE_INPUT, IMAGE_SIGNATURE, PIXELS_INPUT, PIXELS_SIGNATURE,
+                                         ServingFunctions)
 from keras_med.run_directory import load_saved_model, load_trained_model
 
 
@@ -42,6 +44,15 @@ class Predictor(abc.ABC):
     @abc.abstractmethod
     def answer_pixels(self, pixels: np.ndarray) -> list[dict]:
         """The ``predict_pixels`` outputs, one dict per image of float32 (N, H, W, 3)."""
+
+    def answer_explain(self, images: list[bytes], class_indices: list[int]) -> list[dict]:
+        """The ``explain`` outputs (answer and Grad-CAM), one dict per encoded image.
+
+        Args:
+            images: Encoded images.
+            class_indices: The class to explain per image, -1 for the top class.
+        """
+        raise ServingError(f"{type(self).__name__} does not answer the explain signature")
 
     def predict_files(self, paths, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
         """Predict image files; a bad file gets an invalid Prediction naming why, not an exception.
@@ -122,9 +133,10 @@ class LocalPredictor(Predictor):
         version: Model version or None.
     """
 
-    def __init__(self, image_fn, pixels_fn, name: str, version: int | None = None):
+    def __init__(self, image_fn, pixels_fn, name: str, version: int | None = None, explain_fn=None):
         self._image_fn = image_fn
         self._pixels_fn = pixels_fn
+        self._explain_fn = explain_fn
         self.name = name
         self.version = version
 
@@ -134,6 +146,14 @@ class LocalPredictor(Predictor):
 
     def answer_pixels(self, pixels: np.ndarray) -> list[dict]:
         outputs = self._pixels_fn(**{PIXELS_INPUT: tf.constant(pixels, tf.float32)})
+        return rows_from_columns({key: value.numpy() for key, value in outputs.items()})
+
+    def answer_explain(self, images: list[bytes], class_indices: list[int]) -> list[dict]:
+        if self._explain_fn is None:
+            raise ServingError(f"model '{self.name}' has no explain signature (exported before it existed); "
+                               "export it again with keras-med export")
+        outputs = self._explain_fn(**{IMAGE_INPUT: tf.constant(images, tf.string),
+                                      CLASS_INDEX_INPUT: tf.constant(class_indices, tf.int32)})
         return rows_from_columns({key: value.numpy() for key, value in outputs.items()})
 
 
@@ -157,7 +177,8 @@ def load_predictor(path: str | Path, class_names=None, task: str | None = None, 
         loaded = load_saved_model(path, signatures=(IMAGE_SIGNATURE, PIXELS_SIGNATURE))
         version = int(path.name) if path.name.isdigit() else None
         name = path.parent.name if version is not None else path.name
-        return LocalPredictor(loaded.signatures[IMAGE_SIGNATURE], loaded.signatures[PIXELS_SIGNATURE], name, version)
+        return LocalPredictor(loaded.signatures[IMAGE_SIGNATURE], loaded.signatures[PIXELS_SIGNATURE], name, version,
+                              explain_fn=loaded.signatures.get(EXPLAIN_SIGNATURE))
     from keras_med.export.saved_model import build_metadata
 
     trained = load_trained_model(path, class_names=class_names, task=task, thresholds=thresholds)
@@ -167,4 +188,5 @@ def load_predictor(path: str | Path, class_names=None, task: str | None = None, 
     specs = functions.input_signatures()
     image_fn = tf.function(functions.predict_image_bytes, input_signature=specs[IMAGE_SIGNATURE])
     pixels_fn = tf.function(functions.predict_pixels, input_signature=specs[PIXELS_SIGNATURE])
-    return LocalPredictor(image_fn, pixels_fn, trained.name)
+    explain_fn = tf.function(functions.explain_image_bytes, input_signature=specs[EXPLAIN_SIGNATURE])
+    return LocalPredictor(image_fn, pixels_fn, trained.name, explain_fn=explain_fn)

@@ -11,7 +11,8 @@ import numpy as np
 
 from keras_med.export.predictions import ServingError
 from keras_med.export.predictor import Predictor
-from keras_med.export.signatures import IMAGE_SIGNATURE, PIXELS_SIGNATURE
+from keras_med.export.explain_signature import CLASS_INDEX_INPUT
+from keras_med.export.signatures import EXPLAIN_SIGNATURE, IMAGE_INPUT, IMAGE_SIGNATURE, PIXELS_SIGNATURE
 
 
 class RestPredictor(Predictor):
@@ -51,6 +52,19 @@ class RestPredictor(Predictor):
 
     def answer_pixels(self, pixels: np.ndarray) -> list[dict]:
         return self._predict(PIXELS_SIGNATURE, np.asarray(pixels, np.float32).tolist())
+
+    def answer_explain(self, images: list[bytes], class_indices: list[int]) -> list[dict]:
+        instances = [{IMAGE_INPUT: {"b64": base64.b64encode(data).decode("ascii")}, CLASS_INDEX_INPUT: int(index)}
+                     for data, index in zip(images, class_indices, strict=True)]
+        rows = self._predict(EXPLAIN_SIGNATURE, instances)
+        # TF Serving sends string outputs named *_bytes as {"b64": ...}; give back bytes as a local model does.
+        for row in rows:
+            overlay = row.get("overlay_png_bytes")
+            if isinstance(overlay, dict):
+                row["overlay_png_bytes"] = base64.b64decode(overlay["b64"])
+            if "heatmap" in row:
+                row["heatmap"] = np.asarray(row["heatmap"], np.float32)
+        return rows
 
     def _predict(self, signature: str, instances: list) -> list[dict]:
         answer = self._request(f"{self._model_url}:predict", {"signature_name": signature, "instances": instances})

@@ -25,6 +25,7 @@ from keras_med.atomic import replace_directory_atomic
 from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata, infer_task
 from keras_med.export.model_config import list_versions, write_models_config
+from keras_med.export.warmup import copy_run_card, run_example_images, write_examples, write_warmup_requests
 from keras_med.export.signatures import (IMAGE_SIGNATURE, METADATA_SIGNATURE, PIXELS_SIGNATURE,
                                          ServingFunctions)
 
@@ -119,11 +120,13 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
                        class_names: Sequence[str], image_size: int | None = None, task: str | None = None,
                        thresholds=None, resize: str = "resize", container_base: str = "/models",
                        verify_images: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE,
-                       ood_guard=None, conformal_sets=None) -> Path:
+                       ood_guard=None, conformal_sets=None,
+                       run_dir: str | Path | None = None) -> Path:
     """Write ``model`` to ``<base_dir>/<name>/<version>/`` for TF Serving and update ``models.config``.
 
-    The SavedModel has three signatures: ``serving_default`` (encoded JPEG/PNG bytes),
-    ``predict_pixels`` (float32 pixels, any size, 0..255) and ``metadata``. It is written to a
+    The SavedModel has four signatures: ``serving_default`` (encoded JPEG/PNG bytes),
+    ``predict_pixels`` (float32 pixels, any size, 0..255), ``explain`` (bytes and a class index:
+    the answer and its Grad-CAM heat map) and ``metadata``. It is written to a
     temporary folder (TF Serving ignores non-integer names), reloaded with
     ``tf.saved_model.load`` and checked against the Keras model, fsynced, and only then renamed
     into place, so a watching TF Serving never loads a half-written or wrong version. Temporary
@@ -145,6 +148,11 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
         tolerance: Largest absolute difference in probabilities allowed after reload.
         ood_guard: A fitted `keras_med.evaluation.ood.OODGuard` to compute in the graph, or None.
         conformal_sets: Calibrated `keras_med.evaluation.conformal.ConformalSets`, or None.
+        run_dir: The run the model comes from (or its ``.keras`` file): a few of its images
+            (``split.csv``) are copied to ``assets.extra/examples/`` and make TF Serving's warm-up
+            requests (``assets.extra/tf_serving_warmup_requests``), and its model card and
+            ``class_names.json`` are copied to ``assets.extra/``; None: the warm-up uses seeded
+            random images (see ``keras_med.export.warmup``).
 
     Returns:
         The path of the version folder.
@@ -168,6 +176,12 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     partial = model_dir / f"{PARTIAL_PREFIX}{version}-{os.getpid()}"
     try:
         write_saved_model(model, metadata, partial, guards)
+        examples = run_example_images(run_dir) if run_dir is not None else []
+        write_examples(partial, examples)
+        if run_dir is not None:
+            copy_run_card(run_dir, partial)
+        write_warmup_requests(partial, name, [data for _, data in examples] or _random_pngs(metadata.image_size),
+                              metadata.image_size)
         report = verify_saved_model(partial, model, metadata, images=verify_images, tolerance=tolerance)
         replace_directory_atomic(partial, target)
     finally:
@@ -201,6 +215,11 @@ def write_saved_model(model, metadata: ServingMetadata, path: str | Path, guards
     extra.parent.mkdir(exist_ok=True)
     extra.write_text(metadata.to_json(), encoding="utf-8")
     return Path(path)
+
+
+def _random_pngs(size: int, count: int = 2) -> list[bytes]:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(count, size, size, 3)).astype(np.uint8)
+    return [tf.io.encode_png(image).numpy() for image in pixels]
 
 
 def keras_probabilities(model, images: np.ndarray, task: str) -> np.ndarray:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_med.data.decode import decode_image, resize_image
-from keras_med.export import image_checks
+from keras_med.export import explain_signature, image_checks
 from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
 
 IMAGE_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "predict_pixels"
 METADATA_SIGNATURE = "metadata"
+EXPLAIN_SIGNATURE = explain_signature.EXPLAIN_SIGNATURE
 IMAGE_INPUT = "image_bytes"
 PIXELS_INPUT = "pixels"
 OUTPUT_KEYS = ("probabilities", "top_class_index", "top_class_name", "decisions", "valid", "reason", "class_names")
@@ -53,6 +54,7 @@ class ServingFunctions:
         self.guards = guards or ServingGuards()
         self.model = self.guards.wrap(model)
         self.metadata = metadata
+        self.gradcam = explain_signature.InGraphGradcam(model)
 
     # --- signatures -----------------------------------------------------------------------------
     def predict_image_bytes(self, image_bytes):
@@ -61,12 +63,20 @@ class ServingFunctions:
         The format is read from the bytes (JPEG, PNG, GIF or BMP, whatever the file was called);
         see ``image_checks`` for how a corrupt row is kept from failing the others.
         """
-        meta = self.metadata
-        formats = image_checks.sniff_formats(image_bytes)
-        images, dims, decoded = image_checks.decode_rows(image_bytes, formats, self._decode_and_resize,
-                                                         meta.image_size, meta.min_image_size)
-        reasons = image_checks.byte_reasons(image_bytes, formats, dims, decoded, meta.min_image_size)
-        return self._answer(images, reasons)
+        return self._answer(*self._decode_rows(image_bytes))
+
+    def explain_image_bytes(self, image_bytes, class_index):
+        """The ``serving_default`` outputs plus the Grad-CAM heat map of one class per image.
+
+        Args:
+            image_bytes: tf.string (B,) encoded images.
+            class_index: int32 (B,): the class to explain per row, -1 for the served top class.
+
+        See ``keras_med.export.explain_signature.explain_outputs`` for the added outputs.
+        """
+        images, reasons = self._decode_rows(image_bytes)
+        return explain_signature.explain_outputs(self.gradcam, self._answer(images, reasons), images, class_index,
+                                                 self.metadata.class_names)
 
     def predict_pixels(self, pixels):
         """Predict from float32 pixels (B, H, W, 3) in 0..255 of any H, W; resized and rounded in the graph."""
@@ -95,14 +105,24 @@ class ServingFunctions:
             IMAGE_SIGNATURE: [tf.TensorSpec([None], tf.string, name=IMAGE_INPUT)],
             PIXELS_SIGNATURE: [tf.TensorSpec([None, None, None, 3], tf.float32, name=PIXELS_INPUT)],
             METADATA_SIGNATURE: [],
+            EXPLAIN_SIGNATURE: [tf.TensorSpec([None], tf.string, name=IMAGE_INPUT),
+                                tf.TensorSpec([None], tf.int32, name=explain_signature.CLASS_INDEX_INPUT)],
         }
 
     def functions(self) -> dict:
         """The Python functions per signature name (same keys as ``input_signatures``)."""
         return {IMAGE_SIGNATURE: self.predict_image_bytes, PIXELS_SIGNATURE: self.predict_pixels,
-                METADATA_SIGNATURE: self.describe}
+                METADATA_SIGNATURE: self.describe, EXPLAIN_SIGNATURE: self.explain_image_bytes}
 
     # --- pieces ---------------------------------------------------------------------------------
+    def _decode_rows(self, image_bytes):
+        """Model-size images (zeros for a bad row) and the reason per row (\"\" when valid)."""
+        meta = self.metadata
+        formats = image_checks.sniff_formats(image_bytes)
+        images, dims, decoded = image_checks.decode_rows(image_bytes, formats, self._decode_and_resize,
+                                                         meta.image_size, meta.min_image_size)
+        return images, image_checks.byte_reasons(image_bytes, formats, dims, decoded, meta.min_image_size)
+
     def _decode_and_resize(self, data):
         image = decode_image(data, self.metadata.image_size, self.metadata.resize)
         return tf.ensure_shape(tf.cast(image, tf.float32), [self.metadata.image_size, self.metadata.image_size, 3])

@@ -328,7 +328,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
             model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
             class_names=table.class_names, image_size=config.data.image_size, task=table.task,
             thresholds=metrics.get("thresholds"), resize=config.data.resize,
-            ood_guard=trust.guard, conformal_sets=trust.sets)
+            ood_guard=trust.guard, conformal_sets=trust.sets, run_dir=out)
     print_summary(spec, config, out, good_history, metrics, export_path, time.time() - started)
     if diverged is not None:
         raise RunDivergedError(diverged["message"])
