@@ -35,6 +35,9 @@ METADATA_FILE = "assets.extra/keras_med.json"
 # An export is written to <name>/.partial-<version>-<pid> and renamed into place when verified;
 # TF Serving ignores folders whose name is not an integer.
 PARTIAL_PREFIX = ".partial-"
+# On JAX, the jax2tf-converted model is one more endpoint the signatures call (float32 pixels at
+# the model's size in, raw model output out).
+JAX_MODEL_ENDPOINT = "jax_model"
 
 
 class ExportVerificationError(RuntimeError):
@@ -180,17 +183,48 @@ def write_saved_model(model, metadata: ServingMetadata, path: str | Path) -> Pat
         metadata: Its serving metadata.
         path: Folder to write.
     """
-    functions = ServingFunctions(model, metadata)
     archive = keras.export.ExportArchive()
-    archive.track(model)
-    specs = functions.input_signatures()
-    for signature, function in functions.functions().items():
-        archive.add_endpoint(name=signature, fn=function, input_signature=specs[signature])
+    if keras.backend.backend() == "jax":
+        _add_jax_endpoints(archive, model, metadata)
+    else:
+        functions = ServingFunctions(model, metadata)
+        archive.track(model)
+        specs = functions.input_signatures()
+        for signature, function in functions.functions().items():
+            archive.add_endpoint(name=signature, fn=function, input_signature=specs[signature])
     archive.write_out(str(path), verbose=False)
     extra = Path(path) / METADATA_FILE
     extra.parent.mkdir(exist_ok=True)
     extra.write_text(metadata.to_json(), encoding="utf-8")
     return Path(path)
+
+
+def _add_jax_endpoints(archive, model, metadata: ServingMetadata) -> None:
+    """The same signatures for a model trained on JAX.
+
+    ExportArchive converts a JAX function with jax2tf, which cannot take the TensorFlow image
+    decoding of the signatures; so the model alone is converted (Keras's documented way to combine
+    a JAX model with TensorFlow preprocessing) and the signatures are TensorFlow functions calling it.
+    """
+    size = metadata.image_size
+    model_fn = archive.track_and_add_endpoint(
+        JAX_MODEL_ENDPOINT, model, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    functions = ServingFunctions(_ConvertedModel(model_fn), metadata)
+    specs = functions.input_signatures()
+    for signature, function in functions.functions().items():
+        traced = tf.function(function, input_signature=specs[signature])
+        traced.get_concrete_function()
+        archive.add_endpoint(name=signature, fn=traced)
+
+
+class _ConvertedModel:
+    """Calls a jax2tf-converted model endpoint the way `ServingFunctions` calls a Keras model."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+
+    def __call__(self, images, training=False):
+        return self.endpoint(images)
 
 
 def keras_probabilities(model, images: np.ndarray, task: str) -> np.ndarray:

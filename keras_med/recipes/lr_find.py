@@ -27,6 +27,9 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     if not config.data.data_dir and not config.data.demo:
         parser.error("give --data-dir DIR or --demo")
 
+    from keras_med.backend import select_backend
+
+    select_backend(config.train.backend)
     from keras_med.training import compile_model, find_learning_rate, setup_runtime
 
     out = make_run_dir(config, args.run_dir)

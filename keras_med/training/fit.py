@@ -29,6 +29,7 @@ from keras_med.models import model_spec
 from keras_med.models.registry import normalize_weights
 from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_mode
 from keras_med.training.checkpoints import first_line
+from keras_med.training.runtime import model_scope
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
 from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
@@ -120,7 +121,7 @@ def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate
                label_weights=None, learning_rate_flag="--learning-rate") -> Divergence | None:
     """One `model.fit` of a plan; returns where it diverged, or None."""
     task = infer_task(model)
-    with model.distribute_strategy.scope():
+    with model_scope(model):
         compile_model(model, config.train, task, learning_rate, label_weights=label_weights)
     callbacks = build_callbacks(config, run_dir, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
