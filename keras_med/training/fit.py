@@ -29,9 +29,9 @@ from keras_med.models import model_spec
 from keras_med.models.registry import normalize_weights
 from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_mode
 from keras_med.training.checkpoints import first_line
-from keras_med.training.runtime import model_scope
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
+from keras_med.training.runtime import data_parallel_devices, model_scope, trim_to_devices
 from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
                                         read_training_outcome, training_settings, write_training_outcome)
 
@@ -137,6 +137,9 @@ def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate
     model._initial_epoch = None
     logger.info("phase %d: epochs %d..%d at lr %g, %d trainable weights", phase, initial_epoch + 1, epochs,
                 learning_rate, len(model.trainable_weights))
+    devices = data_parallel_devices()
+    train_ds, val_ds = (trim_to_devices(dataset, devices) if dataset is not None else None
+                        for dataset in (train_ds, val_ds))
     model.fit(train_ds.repeat() if steps else train_ds, validation_data=val_ds, epochs=epochs,
               initial_epoch=initial_epoch, steps_per_epoch=steps or None, class_weight=class_weight,
               callbacks=callbacks, shuffle=False, verbose=2)

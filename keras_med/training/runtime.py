@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 
 import keras
@@ -71,14 +72,12 @@ class Runtime:
         num_replicas_in_sync: Devices (all workers together) that each take a share of a batch.
         strategy: The `tf.distribute.Strategy` (TensorFlow), else None.
         distribution: The `keras.distribution.Distribution` (JAX), else None.
-        is_chief: Whether this process writes the run directory (worker 0 of a multi-worker run).
     """
 
     name: str
     num_replicas_in_sync: int = 1
     strategy: object = None
     distribution: object = None
-    is_chief: bool = True
 
     def scope(self):
         """Context to build and compile models in (the strategy's scope; a no-op on JAX, where the
@@ -92,7 +91,41 @@ def model_scope(model: keras.Model):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
-def _tensorflow_runtime(name: str) -> Runtime:
+def data_parallel_devices() -> int:
+    """How many devices a batch is split over by a JAX distribution (1 on other backends or none set).
+
+    JAX shards a batch evenly or not at all ("IndivisibleError" on a last batch of 5 over 2
+    devices), where tf.distribute splits unequal batches itself.
+    """
+    if keras.backend.backend() != "jax" or keras.distribution.distribution() is None:
+        return 1
+    return int(keras.distribution.distribution().device_mesh.devices.size)
+
+
+def trim_to_devices(dataset, devices: int):
+    """`dataset`'s batches cut to a multiple of `devices` rows (empty ones dropped), for JAX
+    data parallelism; unchanged when `devices` is 1.
+
+    Training then skips at most `devices - 1` images of an epoch's last batch (another each epoch,
+    as the order is shuffled), and validation during training as many; the final evaluation pads
+    instead (`keras_med.evaluation.predict_with_tta`) and sees every image.
+    """
+    if devices == 1:
+        return dataset
+    import tensorflow as tf
+
+    def trim(images, *rest):
+        rows = tf.shape(images)[0] // devices * devices
+        return (images[:rows], *(part[:rows] for part in rest))
+
+    return dataset.map(trim).filter(lambda images, *rest: tf.shape(images)[0] > 0)
+
+
+@functools.cache
+def _tensorflow_strategy(name: str):
+    """One strategy per name and process: two MirroredStrategy objects in one process draw
+    colliding collective-op keys (seen: "Shape mismatch in the collective instance" when a second
+    model trained), and MultiWorkerMirroredStrategy can only be created once."""
     import tensorflow as tf
 
     if name == "tpu":
@@ -109,12 +142,12 @@ def _tensorflow_runtime(name: str) -> Runtime:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         strategy = tf.distribute.get_strategy()
-    resolver = getattr(strategy, "cluster_resolver", None)
-    is_chief = True
-    if name == "multiworker" and resolver is not None and resolver.task_type is not None:
-        is_chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                                     and "chief" not in resolver.cluster_spec().as_dict())
-    return Runtime(name, strategy.num_replicas_in_sync, strategy=strategy, is_chief=is_chief)
+    return strategy
+
+
+def _tensorflow_runtime(name: str) -> Runtime:
+    strategy = _tensorflow_strategy(name)
+    return Runtime(name, strategy.num_replicas_in_sync, strategy=strategy)
 
 
 def _jax_runtime(name: str) -> Runtime:
@@ -123,6 +156,8 @@ def _jax_runtime(name: str) -> Runtime:
                           "MultiWorkerMirroredStrategy); on JAX run one process per host with "
                           "jax.distributed.initialize (docs/scale.md)")
     if name == "default":
+        # The distribution is process-global on JAX: an earlier setup_runtime's must not linger.
+        keras.distribution.set_distribution(None)
         return Runtime(name)
     devices = keras.distribution.list_devices()
     # Data parallel over every local device (GPUs, TPU cores, or the host devices of
