@@ -39,6 +39,19 @@ def _check_one_equals_two(result: dict, backend: str) -> None:
     assert result["metrics_one"] == result["metrics_two"]
 
 
+def test_scale_to_replicas_keeps_the_batch_per_replica_and_scales_learning_rates():
+    from keras_med.config import RecipeConfig
+    from keras_med.training.runtime import scale_to_replicas
+
+    config = RecipeConfig.from_dict({"data": {"batch_size": 32},
+                                     "train": {"learning_rate": 1e-3, "finetune_learning_rate": 1e-4}})
+    assert scale_to_replicas(config, 4) == config, "off by default: the batch is the global batch"
+    scaled = scale_to_replicas(RecipeConfig.from_dict({"train": {"scale_to_replicas": True}}, base=config), 4)
+    assert scaled.data.batch_size == 128
+    assert scaled.train.learning_rate == pytest.approx(4e-3)
+    assert scaled.train.finetune_learning_rate == pytest.approx(4e-4)
+
+
 def test_two_mirrored_replicas_train_like_one_and_resume(tmp_path):
     result = _run_two_replicas(tmp_path, "tensorflow", "--recipe")
     _check_one_equals_two(result, "tensorflow")
