@@ -15,11 +15,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tests" / "scripts" / "two_replicas.py"
+# Two host devices for JAX. XLA's CPU collectives abort when one device's thread has not reached an
+# all-reduce within 40 s, which happened on this 2-core machine under load (the full suite beside
+# other jobs); a longer limit keeps a slow machine from failing the test.
+XLA_FLAGS = ("--xla_force_host_platform_device_count=2 --xla_cpu_collective_timeout_seconds=600 "
+             "--xla_cpu_collective_call_terminate_timeout_seconds=600")
 
 
 def _run_two_replicas(tmp_path: Path, backend: str, *args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+           "JAX_PLATFORMS": "cpu", "XLA_FLAGS": XLA_FLAGS}
     result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), *args], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
