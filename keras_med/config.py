@@ -157,7 +157,14 @@ class TrainConfig:
                       rule=in_range(0.0, 1.0, "a momentum"))
     mixed_precision: str = _opt("auto", "mixed_float16 on GPU: 'auto', 'on' or 'off'.", ["auto", "on", "off"])
     jit_compile: str = _opt("auto", "XLA compilation: 'auto' (GPU only), 'on' or 'off'.", ["auto", "on", "off"])
-    strategy: str = _opt("default", "tf.distribute strategy.", ["default", "mirrored", "multiworker", "tpu"])
+    backend: str = _opt("auto", "Keras backend; 'auto': KERAS_BACKEND, else tensorflow. The run's config.toml "
+                        "records the one used.", ["auto", "tensorflow", "jax", "torch"])
+    strategy: str = _opt("default", "Distribution over devices and machines: tf.distribute on TensorFlow, "
+                         "keras.distribution.DataParallel on JAX (docs/scale.md).",
+                         ["default", "mirrored", "multiworker", "tpu"])
+    scale_to_replicas: bool = _opt(False, "Several replicas: keep --batch-size per replica (global batch x "
+                                   "replicas) and scale the learning rates linearly; off: --batch-size is "
+                                   "the global batch, split across replicas.")
     seed: int = _opt(42, "Random seed for splits, initialisation and augmentation.",
                     rule=in_range(0, 2**32 - 1, "an integer", closed=True))
     steps_per_epoch: int = _opt(0, "Limit steps per epoch (0: whole split); for smoke runs.",

@@ -71,7 +71,7 @@ def test_ensemble_averages_the_members(tmp_path, external_set):
 
 def test_predict_with_tta_averages_flips():
     class Recorder:
-        def predict_on_batch(self, images):
+        def predict(self, images, batch_size=None, verbose=0):
             return images[:, :1, 0, 0]  # the top-left pixel: changes under flips
     images = np.arange(2 * 3 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 3)
     dataset = [(images, None)]

@@ -2,7 +2,8 @@
 
 tf-keras-vis 0.8.7 works with Keras 3.15 / TensorFlow 2.21 (checked: `Gradcam` and
 `GradcamPlusPlus` with the `ReplaceToLinear` modifier run on a Keras 3 functional model), so
-the library is used as is. It is TensorFlow-specific, which is why it lives in this package only.
+the library is used as is. It is TensorFlow-specific, which is why it lives in this package only;
+on the JAX backend the same formulas run on `keras.ops` and `jax.grad` (`gradcam_jax.py`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def compute_gradcam(model: keras.Model, images, class_index=None, method: str = 
     if indices.min() < 0 or indices.max() >= n_classes:
         raise ValueError(f"class_index: expected class indices in 0..{n_classes - 1}, got {indices.tolist()}")
     layer_name = layer_name or find_last_conv_layer(model)
+    if keras.backend.backend() == "jax":
+        from keras_med.explain.gradcam_jax import compute_gradcam_jax
+
+        return compute_gradcam_jax(model, images, indices, method, layer_name)
     # clone=True: ReplaceToLinear edits the output activation, and the caller's model must keep its softmax.
     explainer = METHODS[method](model, model_modifier=ReplaceToLinear(), clone=True)
     heatmaps = explainer(_score(model, indices), images, penultimate_layer=layer_name,

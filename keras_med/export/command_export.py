@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -81,3 +82,29 @@ def run(args: argparse.Namespace) -> int:
         for report in export_other_formats(model, metadata, folder, tuple(args.tflite), args.onnx):
             out.write(report.to_text() + "\n")
     return 0
+
+
+def export_checkpoint_in_tensorflow(checkpoint: str | Path, *, name: str, base_dir: str | Path) -> Path:
+    """Export a run's `.keras` checkpoint from a TensorFlow-backend process (`keras-med export`).
+
+    A model trained on another Keras backend (JAX) is exported this way: the `.keras` file is
+    backend-independent, and the serving graph (image decoding, the out-of-distribution guard's
+    scores, the `explain` signature's gradients) is TensorFlow, which a JAX process cannot trace.
+    The child reads the run's class names, thresholds, guard and sets exactly as `keras-med export`
+    does, so the SavedModel is the one a TensorFlow run would have written.
+
+    Returns:
+        The new version folder.
+    """
+    import subprocess
+
+    from keras_med.export.model_config import list_versions
+
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    command = [sys.executable, "-m", "keras_med.cli", "export", "--model", str(checkpoint), "--name", name,
+               "--base-dir", str(base_dir)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"exporting {checkpoint} under TensorFlow failed ({result.returncode}): "
+                           f"{result.stderr.strip()[-2000:]}")
+    return Path(base_dir) / name / str(max(list_versions(Path(base_dir) / name)))

@@ -242,12 +242,12 @@ def test_image_source(part, config: RecipeConfig):
     return lambda index: load_image(paths[index], config.data.image_size, config.data.resize).numpy()
 
 
-def build_model(config: RecipeConfig, table, strategy):
+def build_model(config: RecipeConfig, table, runtime):
     from keras_med.models import create_model
 
     stage("building %s (%s, weights=%s) at %d px", config.model.model, table.task, config.model.weights,
           config.data.image_size)
-    with strategy.scope():
+    with runtime.scope():
         return create_model(config.model.model, num_classes=len(table.class_names),
                             image_size=config.data.image_size, task=table.task,
                             weights=config.model.weights, dropout=config.model.dropout,
@@ -267,14 +267,21 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
             of them is evaluated (metrics.json and the report say the run diverged) but not
             exported; without, nothing is evaluated or exported.
     """
-    # Imported here so that `--help` and the missing-data message do not wait for TensorFlow.
+    from keras_med.backend import select_backend
+
+    started = time.time()
+    # Before anything imports Keras; the backend actually used is what config.toml records.
+    backend = select_backend(config.train.backend)
+    config = dataclasses.replace(config, recipe=spec.name,
+                                 train=dataclasses.replace(config.train, backend=backend))
+    # Imported here, after the backend is chosen, so that `--help` and the missing-data message
+    # do not wait for TensorFlow.
     from keras_med.evaluation import evaluate_run, predict_with_tta
     from keras_med.export import export_for_serving
     from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
+    from keras_med.training.runtime import scale_to_replicas
 
-    started = time.time()
-    config = dataclasses.replace(config, recipe=spec.name)
     if spec.resolve_config is not None:
         config = spec.resolve_config(config)
     out = make_run_dir(config, run_dir)
@@ -283,10 +290,11 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         # Before config.toml is rewritten: it must keep describing the model in the run directory.
         check_training_settings(finished, config, out)
     config.save(out / "config.toml")
-    strategy = setup_runtime(config.train)
+    runtime = setup_runtime(config.train)
+    config = scale_to_replicas(config, runtime.num_replicas_in_sync)
     prepared = prepare_data(spec, config, out)
     table, parts = prepared.table, prepared.parts
-    model = build_model(config, table, strategy)
+    model = build_model(config, table, runtime)
     stage("training (%s plan)", config.train.plan)
     history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], config, out,
                         class_weight=prepared.class_weight, class_names=table.class_names,
@@ -324,11 +332,18 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     export_path = None
     if config.export.export and diverged is None:
         stage("exporting for TF Serving")
-        export_path = export_for_serving(
-            model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
-            class_names=table.class_names, image_size=config.data.image_size, task=table.task,
-            thresholds=metrics.get("thresholds"), resize=config.data.resize,
-            ood_guard=trust.guard, conformal_sets=trust.sets, run_dir=out)
+        if config.train.backend == "tensorflow":
+            export_path = export_for_serving(
+                model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
+                class_names=table.class_names, image_size=config.data.image_size, task=table.task,
+                thresholds=metrics.get("thresholds"), resize=config.data.resize,
+                ood_guard=trust.guard, conformal_sets=trust.sets, run_dir=out)
+        else:
+            from keras_med.export.command_export import export_checkpoint_in_tensorflow
+
+            export_path = export_checkpoint_in_tensorflow(out / "checkpoints" / "best.keras",
+                                                          name=config.export.name or spec.name,
+                                                          base_dir=config.export.saved_models)
     print_summary(spec, config, out, good_history, metrics, export_path, time.time() - started)
     if diverged is not None:
         raise RunDivergedError(diverged["message"])

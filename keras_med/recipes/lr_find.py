@@ -36,6 +36,9 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     check_sweep(args.min_lr, args.max_lr, args.steps)
     config = resolve_config(spec, args)
 
+    from keras_med.backend import select_backend
+
+    select_backend(config.train.backend)
     from keras_med.training import compile_model, find_learning_rate, setup_runtime
 
     out = make_run_dir(config, args.run_dir)

@@ -102,8 +102,8 @@ def compile_model(model: keras.Model, train_config: TrainConfig, task: str,
                   learning_rate: float | None = None, label_weights: tuple | None = None) -> keras.Model:
     """Compile `model` for `task` with the configured optimizer, loss and metrics.
 
-    Call inside the strategy scope returned by `setup_runtime` (fit plans recompile inside
-    `model.distribute_strategy.scope()`).
+    Call inside `runtime.scope()` of `setup_runtime` (fit plans recompile inside the scope the
+    model was built in, `keras_med.training.runtime.model_scope`).
 
     Args:
         model: Model whose output layer matches the task (C units, or 1 for binary).

@@ -32,6 +32,7 @@ from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_
 from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
+from keras_med.training.runtime import data_parallel_devices, model_scope, trim_to_devices
 from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
                                         read_training_outcome, training_settings, write_training_outcome)
 
@@ -123,7 +124,7 @@ def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate
                label_weights=None, learning_rate_flag="--learning-rate") -> Divergence | None:
     """One `model.fit` of a plan; returns where it diverged, or None."""
     task = infer_task(model)
-    with model.distribute_strategy.scope():
+    with model_scope(model):
         compile_model(model, config.train, task, learning_rate, label_weights=label_weights)
     callbacks = build_callbacks(config, run_dir, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
@@ -139,6 +140,9 @@ def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate
     model._initial_epoch = None
     logger.info("phase %d: epochs %d..%d at lr %g, %d trainable weights", phase, initial_epoch + 1, epochs,
                 learning_rate, len(model.trainable_weights))
+    devices = data_parallel_devices()
+    train_ds, val_ds = (trim_to_devices(dataset, devices) if dataset is not None else None
+                        for dataset in (train_ds, val_ds))
     model.fit(train_ds.repeat() if steps else train_ds, validation_data=val_ds, epochs=epochs,
               initial_epoch=initial_epoch, steps_per_epoch=steps or None, class_weight=class_weight,
               callbacks=callbacks, shuffle=False, verbose=2)

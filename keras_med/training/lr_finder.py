@@ -14,6 +14,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_med.training.runtime import model_scope
+
 logger = logging.getLogger(__name__)
 
 
@@ -167,7 +169,7 @@ def find_learning_rate(model: keras.Model, dataset, min_lr: float = 1e-7, max_lr
         raise ValueError(f"steps: expected an integer of at least 2, got {steps!r}")
     if getattr(model, "optimizer", None) is None or getattr(model, "loss", None) is None:
         raise ValueError("model: compile it first (compile_model) so the sweep uses its optimizer and loss")
-    with model.distribute_strategy.scope():
+    with model_scope(model):
         probe = keras.models.clone_model(model)
         probe.set_weights(model.get_weights())
         optimizer = keras.optimizers.deserialize(keras.optimizers.serialize(model.optimizer))

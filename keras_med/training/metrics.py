@@ -81,7 +81,7 @@ class BalancedAccuracy(keras.metrics.Metric):
         return ops.mean(per_group)
 
     def reset_state(self):
-        self.confusion.assign(ops.zeros_like(self.confusion))
+        self.confusion.assign(ops.zeros(self.confusion.shape, dtype=self.confusion.dtype))
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype, "num_classes": self.num_classes, "task": self.task,

@@ -1,25 +1,37 @@
-"""Runtime set-up: seed, mixed precision, XLA and the `tf.distribute` strategy.
+"""Runtime set-up: seed, mixed precision, XLA and the distribution over devices and machines.
 
-TensorFlow-specific on purpose: this is the one training module that talks to TF directly
-(device discovery and distribution strategies have no backend-agnostic Keras API).
+On TensorFlow the distribution is a `tf.distribute` strategy; on JAX it is Keras's distribution
+API (`keras.distribution.DataParallel` over every local device). `setup_runtime` hides the
+difference behind a `Runtime` whose `scope()` is where models are built and compiled.
+Backend-specific on purpose: device discovery and distribution have no backend-agnostic Keras API.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import logging
 
 import keras
-import tensorflow as tf
 
-from keras_med.config import TrainConfig
+from keras_med.config import RecipeConfig, TrainConfig
+from keras_med.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 _SWITCHES = ("auto", "on", "off")
+STRATEGY_NAMES = ("default", "mirrored", "multiworker", "tpu")
 
 
 def gpu_available() -> bool:
-    """Whether TensorFlow sees at least one GPU."""
+    """Whether the running Keras backend sees at least one GPU."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    import tensorflow as tf
+
     return bool(tf.config.list_physical_devices("GPU"))
 
 
@@ -43,47 +55,173 @@ def use_mixed_precision(train_config: TrainConfig) -> bool:
 def use_jit_compile(train_config: TrainConfig) -> bool:
     """Resolve `train_config.jit_compile` ('auto' = on when a GPU is present).
 
+    JAX always compiles the step with XLA (`jit_compile` is ignored there).
+
     Args:
         train_config: The training configuration.
     """
     return _resolve_switch(train_config.jit_compile, "jit_compile")
 
 
-def _tpu_strategy() -> tf.distribute.Strategy:
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
+@dataclasses.dataclass
+class Runtime:
+    """Where models are built and trained: the distribution and how many replicas it has.
+
+    Args:
+        name: The strategy name of the configuration (`default`, `mirrored`, `multiworker`, `tpu`).
+        num_replicas_in_sync: Devices (all workers together) that each take a share of a batch.
+        strategy: The `tf.distribute.Strategy` (TensorFlow), else None.
+        distribution: The `keras.distribution.Distribution` (JAX), else None.
+    """
+
+    name: str
+    num_replicas_in_sync: int = 1
+    strategy: object = None
+    distribution: object = None
+
+    def scope(self):
+        """Context to build and compile models in (the strategy's scope; a no-op on JAX, where the
+        distribution is set globally by `setup_runtime`)."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
 
-STRATEGIES = {
-    "default": tf.distribute.get_strategy,
-    "mirrored": tf.distribute.MirroredStrategy,
-    # Reads the cluster from the TF_CONFIG environment variable.
-    "multiworker": tf.distribute.MultiWorkerMirroredStrategy,
-    "tpu": _tpu_strategy,
-}
+def model_scope(model: keras.Model):
+    """The scope `model` was built in: its `tf.distribute` strategy's, or none on other backends."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
-def setup_runtime(train_config: TrainConfig) -> tf.distribute.Strategy:
-    """Seed everything, set the dtype policy and return the distribution strategy.
+def data_parallel_devices() -> int:
+    """How many devices a batch is split over by a JAX distribution (1 on other backends or none set).
 
-    Build and compile the model inside `with strategy.scope():`. Call once, before any model
+    JAX shards a batch evenly or not at all ("IndivisibleError" on a last batch of 5 over 2
+    devices), where tf.distribute splits unequal batches itself.
+    """
+    if keras.backend.backend() != "jax" or keras.distribution.distribution() is None:
+        return 1
+    return int(keras.distribution.distribution().device_mesh.devices.size)
+
+
+def trim_to_devices(dataset, devices: int):
+    """`dataset`'s batches cut to a multiple of `devices` rows (empty ones dropped), for JAX
+    data parallelism; unchanged when `devices` is 1.
+
+    Training then skips at most `devices - 1` images of an epoch's last batch (another each epoch,
+    as the order is shuffled), and validation during training as many; the final evaluation pads
+    instead (`keras_med.evaluation.predict_with_tta`) and sees every image.
+    """
+    if devices == 1:
+        return dataset
+    import tensorflow as tf
+
+    def trim(images, *rest):
+        rows = tf.shape(images)[0] // devices * devices
+        return (images[:rows], *(part[:rows] for part in rest))
+
+    return dataset.map(trim).filter(lambda images, *rest: tf.shape(images)[0] > 0)
+
+
+@functools.cache
+def _tensorflow_strategy(name: str):
+    """One strategy per name and process: two MirroredStrategy objects in one process draw
+    colliding collective-op keys (seen: "Shape mismatch in the collective instance" when a second
+    model trained), and MultiWorkerMirroredStrategy can only be created once."""
+    import tensorflow as tf
+
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        strategy = tf.distribute.TPUStrategy(resolver)
+    elif name == "mirrored":
+        # Every local GPU, or the logical CPU devices when there is none (how the tests get two).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
+    elif name == "multiworker":
+        # Reads the cluster from the TF_CONFIG environment variable (docs/scale.md).
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    return strategy
+
+
+def _tensorflow_runtime(name: str) -> Runtime:
+    strategy = _tensorflow_strategy(name)
+    return Runtime(name, strategy.num_replicas_in_sync, strategy=strategy)
+
+
+def _jax_runtime(name: str) -> Runtime:
+    if name == "multiworker":
+        raise ConfigError("--strategy multiworker: needs the TensorFlow backend (TF_CONFIG and "
+                          "MultiWorkerMirroredStrategy); on JAX run one process per host with "
+                          "jax.distributed.initialize (docs/scale.md)")
+    if name == "default":
+        # The distribution is process-global on JAX: an earlier setup_runtime's must not linger.
+        keras.distribution.set_distribution(None)
+        return Runtime(name)
+    devices = keras.distribution.list_devices()
+    # Data parallel over every local device (GPUs, TPU cores, or the host devices of
+    # XLA_FLAGS=--xla_force_host_platform_device_count=N): the global batch is split along its
+    # first axis and the weights are replicated.
+    distribution = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(distribution)
+    return Runtime(name, len(devices), distribution=distribution)
+
+
+def setup_runtime(train_config: TrainConfig) -> Runtime:
+    """Seed everything, set the dtype policy and set up the distribution.
+
+    Build and compile the model inside `with runtime.scope():`. Call once, before any model
     is built (the dtype policy applies to layers created afterwards).
 
     Args:
         train_config: Uses `seed`, `mixed_precision` and `strategy`.
 
     Returns:
-        The `tf.distribute.Strategy` named by `train_config.strategy`.
+        The `Runtime`: on TensorFlow it holds the `tf.distribute.Strategy` named by
+        `train_config.strategy`, on JAX the `keras.distribution.DataParallel` it set.
     """
-    if train_config.strategy not in STRATEGIES:
-        raise ValueError(f"strategy: expected one of {sorted(STRATEGIES)}, got {train_config.strategy!r}")
+    if train_config.strategy not in STRATEGY_NAMES:
+        raise ValueError(f"strategy: expected one of {list(STRATEGY_NAMES)}, got {train_config.strategy!r}")
     keras.utils.set_random_seed(train_config.seed)
     policy = "mixed_float16" if use_mixed_precision(train_config) else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    strategy = STRATEGIES[train_config.strategy]()
-    logger.info("runtime: seed %d, dtype policy %s, XLA %s, strategy %s (%d replicas), GPU %s",
-                train_config.seed, policy, use_jit_compile(train_config), type(strategy).__name__,
-                strategy.num_replicas_in_sync, gpu_available())
-    return strategy
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        runtime = _tensorflow_runtime(train_config.strategy)
+    elif backend == "jax":
+        runtime = _jax_runtime(train_config.strategy)
+    elif train_config.strategy == "default":
+        runtime = Runtime("default")
+    else:
+        raise ConfigError(f"--strategy {train_config.strategy}: needs the tensorflow or jax backend, "
+                          f"not {backend}")
+    logger.info("runtime: backend %s, seed %d, dtype policy %s, XLA %s, strategy %s (%d replicas), GPU %s",
+                backend, train_config.seed, policy, backend == "jax" or use_jit_compile(train_config),
+                runtime.name, runtime.num_replicas_in_sync, gpu_available())
+    return runtime
+
+
+def scale_to_replicas(config: RecipeConfig, replicas: int) -> RecipeConfig:
+    """With `train.scale_to_replicas`, each replica keeps `data.batch_size` and the learning rates
+    grow with the global batch; otherwise `config` unchanged (the batch is split across replicas).
+
+    The linear scaling rule (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): a global batch
+    k times larger takes a learning rate k times larger; pair it with `warmup_epochs` for large k.
+
+    Args:
+        config: The recipe configuration.
+        replicas: `runtime.num_replicas_in_sync`.
+
+    Returns:
+        The configuration to train with.
+    """
+    if not config.train.scale_to_replicas or replicas == 1:
+        return config
+    data = dataclasses.replace(config.data, batch_size=config.data.batch_size * replicas)
+    train = dataclasses.replace(config.train, learning_rate=config.train.learning_rate * replicas,
+                                finetune_learning_rate=config.train.finetune_learning_rate * replicas)
+    logger.info("scale_to_replicas: global batch %d (%d per replica), learning rates x%d (%g, %g)",
+                data.batch_size, config.data.batch_size, replicas, train.learning_rate,
+                train.finetune_learning_rate)
+    return dataclasses.replace(config, data=data, train=train)
