@@ -94,8 +94,13 @@ def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allow
     Raises:
         ConfigError: a bad value, or no data source (after printing where the recipe's data is).
     """
+    from keras_med.backend import select_backend
+
     detects = spec.resolve_config is not None
-    config = config_from_arguments(args, spec.defaults, spec.demo_overrides).validate(allow_auto=detects)
+    config = config_from_arguments(args, spec.defaults, spec.demo_overrides)
+    # Before validation imports Keras (the model registry): Keras fixes its backend when imported.
+    select_backend(config.train.backend)
+    config = config.validate(allow_auto=detects)
     if not config.data.data_dir and not config.data.demo and not (prepared_allowed and config.data.prepared):
         sys.stderr.write(spec.data_help.strip() + "\n")
         sources = "--data-dir DIR, --demo" + (" or --prepared DIR" if prepared_allowed else "")
