@@ -2,7 +2,7 @@
 
 Pure Python, so that clients that do not import TensorFlow (the REST client, a file check)
 can use it. The serving graph makes the same test with TensorFlow ops
-(``keras_med.export.validation``), from the same ``SIGNATURES`` table.
+(``keras_med.export.image_checks``), from the same ``SIGNATURES`` table.
 """
 
 from __future__ import annotations
