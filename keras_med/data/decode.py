@@ -22,6 +22,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_med.data.dicom import DICOM_MAGIC, DICOM_MAGIC_OFFSET, is_dicom_bytes, read_dicom_pixels
+from keras_med.image_format import sniff_image_format
 from keras_med.data.errors import BadImageError, DataError, MissingImageError
 from keras_med.data.files import bad_image_row, check_on_bad_image, write_bad_images
 from keras_med.data.memory import aligned_empty
@@ -67,10 +68,9 @@ def sniff_format(path: str) -> str | None:
             head = handle.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
     except OSError:
         return None
-    if head.startswith(JPEG_MAGIC):
-        return "jpeg"
-    if head.startswith(PNG_MAGIC):
-        return "png"
+    image_format = sniff_image_format(head)
+    if image_format in ("jpeg", "png"):
+        return image_format
     return "dicom" if is_dicom_bytes(head) else "other"
 
 
