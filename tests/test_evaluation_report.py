@@ -79,3 +79,82 @@ def test_mismatched_inputs_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="y_prob_val"):
         evaluate_run(tmp_path, class_names=["a", "b", "c"], task="multiclass", y_true_test=y, y_prob_test=p,
                      y_true_val=y, y_prob_val=p[:, :2])
+
+
+# --- the card's layout, from a hand-written metrics dictionary (no model, no plots computed) ------
+def _tiny_metrics(no_skill=False):
+    def headline(value, low, high):
+        return {"value": value, "ci95": [low, high]}
+
+    def per_class(support, recall, auc_ci95):
+        return {"support": support, "recall": recall, "precision": 0.7, "f1": 0.7, "auc": 0.8, "auc_ci95": auc_ci95,
+                "pr_auc": 0.6, "threshold": 0.4, "sensitivity_at_threshold": 0.8, "specificity_at_threshold": 0.7}
+
+    finding = {"kind": "no_skill", "message": "The model is no better than chance: balanced accuracy 0.34 "
+               "[0.25, 0.43] contains 0.33.", "evidence": {}, "fix": "More data."}
+    return {
+        "task": "multiclass", "class_names": ["nv", "mel"], "n_samples": 80,
+        "accuracy": headline(0.8, 0.7, 0.9), "balanced_accuracy": headline(0.75, 0.6, 0.85),
+        "macro_auc": headline(0.8, 0.7, 0.9), "weighted_auc": headline(0.81, 0.7, 0.9),
+        "per_class": {"nv": per_class(68, 0.9, [0.75, 0.85]), "mel": per_class(12, 0.35, [0.55, 0.95])},
+        "operating_point": {"method": "youden", "target": 0.9, "chosen_on": "validation"},
+        "bootstrap": {"n": 200, "groups": 40},
+        "calibration": {"n_bins": 15, "ece_before": 0.1, "temperature": None},
+        "health": {"healthy": not no_skill, "summary": "One finding.", "findings": [finding] if no_skill else []},
+        "ood": {"method": "knn", "threshold": 1.5, "pass_rate": 0.95, "validation_pass_rate": 0.95, "n_fit": 100,
+                "test_pass_rate": 0.94, "sets": []},
+        "conformal": {"applicable": False},
+    }
+
+
+def _plot(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "plots").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "plots" / "roc.png")
+    return {"ROC curves": "plots/roc.png"}
+
+
+def test_the_card_reads_like_a_model_card_in_order_with_the_configuration_folded_last(tmp_path):
+    from keras_med.evaluation.model_card import build_model_card
+    from keras_med.evaluation.report import write_card
+
+    config = RecipeConfig()
+    config.model.model, config.train.backend = "densenet121", "jax"
+    card = build_model_card(_tiny_metrics(), "Model card: tiny", config=config, plots=_plot(tmp_path),
+                            long_names={"mel": "Melanoma"})
+    headings = card.headings()
+    expected = ["Model details", "Intended use", "Data", "Metrics (test split, 95% bootstrap intervals)", "Per class",
+                "Training health check", "Calibration", "Operating points", "Limits of this model",
+                "Unfamiliar inputs", "Prediction sets", "Plots"]
+    assert headings[:len(expected)] == expected
+    assert len(headings) == len(expected) + 1 and headings[-1].startswith("Configuration")
+    markdown_path, html_path = write_card(card, tmp_path)
+    markdown = markdown_path.read_text()
+    details = markdown[markdown.index("<details>"):]
+    assert details.startswith("<details>\n<summary>Configuration") and details.rstrip().endswith("</details>")
+    assert "- model.model = 'densenet121'" in details and "model.model" not in markdown[:markdown.index("<details>")]
+    html = html_path.read_text()
+    assert html.index("<h2>Plots</h2>") < html.index("<details><summary>Configuration") < html.index("</details>")
+    # model details, intended use and the limits the metrics name
+    assert "Architecture: densenet121" in markdown and "backend jax" in markdown and "mel (Melanoma)" in markdown
+    assert "Out of scope: diagnosing" in markdown and "Ethical considerations:" in markdown
+    assert "Few test images for mel (under 30)" in markdown and "the AUC of mel [0.55, 0.95]" in markdown
+    assert "nv [0.75" not in markdown
+    # the per-class table leads with support and recall
+    assert "| class | support | recall |" in markdown and "| mel (Melanoma) | 12 | 0.350 |" in markdown
+
+
+def test_a_model_with_no_skill_is_named_in_the_cards_first_line_in_both_formats(tmp_path):
+    from keras_med.evaluation.model_card import build_model_card
+    from keras_med.evaluation.report import write_card
+
+    metrics = _tiny_metrics(no_skill=True)
+    metrics["diverged"] = {"message": "training diverged at epoch 3"}
+    markdown_path, html_path = write_card(build_model_card(metrics, "Model card: tiny"), tmp_path)
+    blocks = markdown_path.read_text().split("\n\n")
+    assert blocks[0] == "# Model card: tiny"
+    assert blocks[1].startswith("WARNING: The model is no better than chance") and blocks[2] == "## Training diverged"
+    html = html_path.read_text()
+    assert html[html.index("</h1>") + 5:].lstrip().startswith("<p>WARNING: The model is no better than chance")
+    assert "<details>" not in html, "no configuration given, nothing folded"
