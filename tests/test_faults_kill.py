@@ -21,67 +21,21 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 
-import keras_med.training.fit as fit_module
-from keras_med.config import RecipeConfig
 from keras_med.errors import RunDivergedError
-from keras_med.models import create_model
 from keras_med.recipes import ham10000
 from keras_med.recipes.base import main
 from keras_med.training import fit_model, read_training_outcome
 from keras_med.training.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = 32
 EPOCHS = 5
 # 112 images (the demo's minimum) at 32 px: 5 training steps, about 2 s per epoch on 2 CPU cores.
 TINY_DEMO = ["--demo", "--demo-size", "112", "--image-size", "32", "--batch-size", "16", "--bootstrap", "20",
              "--explain", "0", "--seed", "3"]
 
 
-# --- helpers -------------------------------------------------------------------------------------
-def toy_dataset(n=32, batch=16):
-    rng = np.random.default_rng(0)
-    labels = np.arange(n) % 2
-    images = (rng.uniform(0, 80, (n, SIZE, SIZE, 3)) + 150 * labels[:, None, None, None]).astype("float32")
-    return tf.data.Dataset.from_tensor_slices((images, np.eye(2, dtype="float32")[labels])).batch(batch)
-
-
-def tiny_config(**train):
-    config = RecipeConfig()
-    config.model.model, config.model.weights = "custom_cnn", "none"
-    for key, value in {"epochs": 3, "patience": 5, "learning_rate": 3e-3, **train}.items():
-        setattr(config.train, key, value)
-    return config
-
-
-def tiny_model():
-    keras.utils.set_random_seed(0)
-    return create_model("custom_cnn", num_classes=2, image_size=SIZE, weights=None, head_units=16, dropout=0.1)
-
-
-class KillAfterEpoch(keras.callbacks.Callback):
-    """Stops the process (as an exception) once every callback has seen the end of `epoch`."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("killed")
-
-
-class EpochCounter(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-
+# --- helpers ---------------------------------------------------------------------------------------
 class PoisonWeights(keras.callbacks.Callback):
     """Makes every trainable weight NaN after the first batch of `epoch`: a run that diverges mid-training."""
 
@@ -98,11 +52,6 @@ class PoisonWeights(keras.callbacks.Callback):
                 weight.assign(np.full(weight.shape, np.nan, dtype="float32"))
 
 
-def with_extra_callbacks(monkeypatch, *extra):
-    original = fit_module.build_callbacks
-    monkeypatch.setattr(fit_module, "build_callbacks", lambda *args, **kwargs: original(*args, **kwargs) + list(extra))
-
-
 def run_recipe_exit_code(argv) -> int:
     # The CLI turns RunDivergedError into exit status 3; run in-process, the error may come out raw.
     try:
@@ -112,12 +61,13 @@ def run_recipe_exit_code(argv) -> int:
 
 
 # --- atomic checkpoints --------------------------------------------------------------------------
-def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_and_backup_readable(tmp_path, monkeypatch):
-    model = tiny_model()
+def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_and_backup_readable(tmp_path, monkeypatch,
+                                                                                     toy_training):
+    model = toy_training.model()
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     checkpoint = AtomicModelCheckpoint(str(tmp_path / "best.keras"), monitor="loss", save_best_only=False)
     backup = AtomicBackupAndRestore(str(tmp_path / "backup"))
-    model.fit(toy_dataset(), epochs=1, callbacks=[checkpoint, backup], verbose=0)
+    model.fit(toy_training.data(32).dataset, epochs=1, callbacks=[checkpoint, backup], verbose=0)
     before = [weight.copy() for weight in model.get_weights()]
 
     def torn_write(self, filepath, *args, **kwargs):
@@ -131,7 +81,7 @@ def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_and_backup_rea
             callback.on_epoch_end(1, {"loss": 0.1})
     monkeypatch.undo()
     reloaded = keras.models.load_model(tmp_path / "best.keras")
-    fresh = tiny_model()
+    fresh = toy_training.model()
     fresh.load_weights(tmp_path / "backup" / "latest.weights.h5")
     for expected, a, b in zip(before, reloaded.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, expected)
@@ -141,8 +91,8 @@ def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_and_backup_rea
     assert leftovers == []
 
 
-def test_non_finite_weights_are_never_checkpointed_or_backed_up(tmp_path):
-    model = tiny_model()
+def test_non_finite_weights_are_never_checkpointed_or_backed_up(tmp_path, toy_training):
+    model = toy_training.model()
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     kernel = model.trainable_weights[0]
     kernel.assign(np.full(kernel.shape, np.inf, dtype="float32"))
@@ -169,27 +119,27 @@ def test_partial_exports_of_dead_processes_are_removed_and_live_ones_kept(tmp_pa
 
 
 # --- torn or missing resume state ----------------------------------------------------------------
-def interrupted_run(tmp_path, monkeypatch, kill_epoch, config):
-    original = fit_module.build_callbacks
-    monkeypatch.setattr(fit_module, "build_callbacks",
-                        lambda *args, **kwargs: original(*args, **kwargs) + [KillAfterEpoch(kill_epoch)])
+def interrupted_run(tmp_path, monkeypatch, toy, kill_epoch, config):
+    toy.extra_callbacks(monkeypatch, toy.KillAfterEpoch(kill_epoch))
+    data = toy.data(32).dataset
     with pytest.raises(KeyboardInterrupt):
-        fit_model(tiny_model(), toy_dataset(), toy_dataset(), config, tmp_path)
-    monkeypatch.setattr(fit_module, "build_callbacks", original)
+        fit_model(toy.model(), data, data, config, tmp_path)
+    monkeypatch.undo()
 
 
-def test_torn_resume_state_falls_back_to_the_previous_backup_and_says_so(tmp_path, monkeypatch, caplog):
-    config = tiny_config(epochs=4)
-    interrupted_run(tmp_path, monkeypatch, 1, config)  # epochs 0 and 1 finished and backed up
+def test_torn_resume_state_falls_back_to_the_previous_backup_and_says_so(tmp_path, monkeypatch, caplog, toy_training):
+    data = toy_training.data(32).dataset
+    config = toy_training.config(epochs=4)
+    interrupted_run(tmp_path, monkeypatch, toy_training, 1, config)  # epochs 0 and 1 finished and backed up
     backup = tmp_path / "backup" / "phase1"
     (backup / "latest.weights.h5").write_bytes(b"garbage, as a kill during a non-atomic write leaves")
     # and a torn last line, as Keras's appending CSVLogger leaves
     with open(tmp_path / "history.csv", "a", encoding="utf-8") as handle:
         handle.write("2,0.51,0.4")
-    counter = EpochCounter()
-    with_extra_callbacks(monkeypatch, counter)
+    counter = toy_training.EpochCounter()
+    toy_training.extra_callbacks(monkeypatch, counter)
     with caplog.at_level(logging.WARNING):
-        history = fit_model(tiny_model(), toy_dataset(), toy_dataset(), config, tmp_path)
+        history = fit_model(toy_training.model(), data, data, config, tmp_path)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any("latest.weights.h5" in message and "previous backup" in message and "after epoch 1" in message
                for message in warnings), warnings
@@ -199,35 +149,37 @@ def test_torn_resume_state_falls_back_to_the_previous_backup_and_says_so(tmp_pat
     assert read_training_outcome(tmp_path).best_checkpoint
 
 
-def test_with_no_readable_resume_state_the_phase_starts_again_and_says_so(tmp_path, monkeypatch, caplog):
-    config = tiny_config(epochs=3)
-    interrupted_run(tmp_path, monkeypatch, 1, config)
+def test_with_no_readable_resume_state_the_phase_starts_again_and_says_so(tmp_path, monkeypatch, caplog, toy_training):
+    data = toy_training.data(32).dataset
+    config = toy_training.config(epochs=3)
+    interrupted_run(tmp_path, monkeypatch, toy_training, 1, config)
     backup = tmp_path / "backup" / "phase1"
     for name in ("latest.weights.h5", "previous.weights.h5"):
         (backup / name).write_bytes(b"garbage")
-    counter = EpochCounter()
-    with_extra_callbacks(monkeypatch, counter)
+    counter = toy_training.EpochCounter()
+    toy_training.extra_callbacks(monkeypatch, counter)
     with caplog.at_level(logging.WARNING):
-        history = fit_model(tiny_model(), toy_dataset(), toy_dataset(), config, tmp_path)
+        history = fit_model(toy_training.model(), data, data, config, tmp_path)
     assert any("no readable resume state" in record.getMessage() for record in caplog.records)
     assert counter.epochs == [0, 1, 2]
     assert list(history["epoch"]) == [0, 1, 2]
 
 
-def test_a_finished_training_is_not_repeated_and_refuses_other_settings(tmp_path, monkeypatch):
-    config = tiny_config(epochs=2)
-    fit_model(tiny_model(), toy_dataset(), toy_dataset(), config, tmp_path)
+def test_a_finished_training_is_not_repeated_and_refuses_other_settings(tmp_path, monkeypatch, toy_training):
+    data = toy_training.data(32).dataset
+    config = toy_training.config(epochs=2)
+    fit_model(toy_training.model(), data, data, config, tmp_path)
     assert not (tmp_path / "backup").exists()
     best = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
-    counter = EpochCounter()
-    with_extra_callbacks(monkeypatch, counter)
-    model = tiny_model()
-    history = fit_model(model, toy_dataset(), toy_dataset(), config, tmp_path)
+    counter = toy_training.EpochCounter()
+    toy_training.extra_callbacks(monkeypatch, counter)
+    model = toy_training.model()
+    history = fit_model(model, data, data, config, tmp_path)
     assert counter.epochs == [] and list(history["epoch"]) == [0, 1]
     for a, b in zip(model.get_weights(), best.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(Exception, match=r"train.epochs \(2 -> 5\).*new --run-dir") as error:
-        fit_model(tiny_model(), toy_dataset(), toy_dataset(), tiny_config(epochs=5), tmp_path)
+        fit_model(toy_training.model(), data, data, toy_training.config(epochs=5), tmp_path)
     assert getattr(error.value, "exit_code", None) == 2
 
 
@@ -249,9 +201,10 @@ def test_divergence_with_no_good_epoch_writes_no_model_and_exports_nothing(tmp_p
     assert RunDivergedError.exit_code == 3
 
 
-def test_divergence_after_good_epochs_keeps_and_evaluates_the_best_and_exits_non_zero(tmp_path, monkeypatch):
+def test_divergence_after_good_epochs_keeps_and_evaluates_the_best_and_exits_non_zero(tmp_path, monkeypatch,
+                                                                                      toy_training):
     run_dir, saved = tmp_path / "run", tmp_path / "saved_models"
-    with_extra_callbacks(monkeypatch, PoisonWeights(epoch=1))
+    toy_training.extra_callbacks(monkeypatch, PoisonWeights(epoch=1))
     argv = TINY_DEMO + ["--epochs", "3", "--output-dir", str(tmp_path), "--run-dir", str(run_dir),
                         "--saved-models", str(saved)]
     assert run_recipe_exit_code(argv) == 3

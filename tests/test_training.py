@@ -7,38 +7,14 @@ import tensorflow as tf
 from sklearn.metrics import balanced_accuracy_score
 
 import keras_med.training.fit as fit_module
-from keras_med.config import RecipeConfig, TrainConfig
+from keras_med.config import TrainConfig
 from keras_med.models import create_model
 from keras_med.training import (BalancedAccuracy, build_loss, build_optimizer, compile_model, find_learning_rate,
                                 fit_model, monitor_mode, read_history, resolve_plan, setup_runtime)
 
-SIZE = 32
-
-
 @pytest.fixture(autouse=True)
 def seeded():
     keras.utils.set_random_seed(0)
-
-
-def toy_dataset(n=64, seed=0, batch=16):
-    """Dark images are class 0, bright images class 1: separable in a few steps."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    images = (rng.uniform(0, 80, (n, SIZE, SIZE, 3)) + 150 * labels[:, None, None, None]).astype("float32")
-    targets = np.eye(2, dtype="float32")[labels]
-    return tf.data.Dataset.from_tensor_slices((images, targets)).batch(batch), images, labels
-
-
-def tiny_config(**train):
-    config = RecipeConfig()
-    config.model.model, config.model.weights = "custom_cnn", "none"
-    for key, value in {"epochs": 3, "patience": 5, "learning_rate": 3e-3, **train}.items():
-        setattr(config.train, key, value)
-    return config
-
-
-def tiny_model():
-    return create_model("custom_cnn", num_classes=2, image_size=SIZE, weights=None, head_units=16, dropout=0.1)
 
 
 # --- balanced accuracy ---------------------------------------------------------------------------
@@ -78,7 +54,7 @@ def test_balanced_accuracy_exposes_majority_class_collapse():
 
 
 # --- compile pieces ------------------------------------------------------------------------------
-def test_losses_optimizers_and_monitor_modes():
+def test_losses_optimizers_and_monitor_modes(toy_training):
     assert isinstance(build_loss("multiclass", 0.1), keras.losses.CategoricalCrossentropy)
     assert isinstance(build_loss("multiclass", focal=True), keras.losses.CategoricalFocalCrossentropy)
     assert isinstance(build_loss("binary"), keras.losses.BinaryCrossentropy)
@@ -90,11 +66,11 @@ def test_losses_optimizers_and_monitor_modes():
     with pytest.raises(ValueError, match="optimizer: expected one of"):
         build_optimizer(TrainConfig(optimizer="rmsprop"), 1e-3)
     with pytest.raises(ValueError, match="task: a binary model has 1 output unit"):
-        compile_model(tiny_model(), TrainConfig(), "binary")
+        compile_model(toy_training.model(), TrainConfig(), "binary")
 
 
-def test_resolve_plan_auto():
-    config = tiny_config()
+def test_resolve_plan_auto(toy_training):
+    config = toy_training.config()
     assert resolve_plan(config) == "scratch"
     config.model.model, config.model.weights = "mobilenetv2", "imagenet"
     assert resolve_plan(config) == "finetune"
@@ -103,11 +79,11 @@ def test_resolve_plan_auto():
 
 
 # --- runtime -------------------------------------------------------------------------------------
-def test_setup_runtime_seeds_and_sets_precision():
+def test_setup_runtime_seeds_and_sets_precision(toy_training):
     try:
         strategy = setup_runtime(TrainConfig(seed=3, mixed_precision="on"))
         with strategy.scope():
-            first = tiny_model()
+            first = toy_training.model()
         assert keras.mixed_precision.global_policy().name == "mixed_float16"
         assert first.get_layer("block1_conv").compute_dtype == "float16"
         assert first.get_layer("predictions").compute_dtype == "float32"
@@ -115,9 +91,9 @@ def test_setup_runtime_seeds_and_sets_precision():
         assert keras.mixed_precision.global_policy().name == "float32"
         setup_runtime(TrainConfig(seed=3, mixed_precision="auto"))
         assert keras.mixed_precision.global_policy().name == "float32"  # no GPU here
-        second = tiny_model()
+        second = toy_training.model(seed=None)  # seeded by setup_runtime alone
         setup_runtime(TrainConfig(seed=3))
-        third = tiny_model()
+        third = toy_training.model(seed=None)
         for a, b in zip(second.get_weights(), third.get_weights()):
             np.testing.assert_array_equal(a, b)
     finally:
@@ -125,12 +101,12 @@ def test_setup_runtime_seeds_and_sets_precision():
 
 
 # --- fit plans -----------------------------------------------------------------------------------
-def test_scratch_plan_learns_and_writes_history_and_best_checkpoint(tmp_path):
+def test_scratch_plan_learns_and_writes_history_and_best_checkpoint(tmp_path, toy_training):
     # 8 updates of 16 images per epoch: enough steps for BatchNorm's moving statistics to follow
-    train, images, labels = toy_dataset(batch=8)
-    val, val_images, val_labels = toy_dataset(32, seed=1)
-    config = tiny_config(epochs=5, accumulate=2)
-    model = tiny_model()
+    train, images, labels = toy_training.data(batch=8)
+    val, val_images, val_labels = toy_training.data(32, seed=1)
+    config = toy_training.config(epochs=5, accumulate=2)
+    model = toy_training.model()
     history = fit_model(model, train, val, config, tmp_path, class_weight={0: 1.0, 1: 2.0})
     assert list(history["epoch"]) == [0, 1, 2, 3, 4]
     assert {"phase", "learning_rate", "val_balanced_accuracy", "val_auc"} <= set(history.columns)
@@ -142,12 +118,12 @@ def test_scratch_plan_learns_and_writes_history_and_best_checkpoint(tmp_path):
     assert not (tmp_path / "backup").exists()
 
 
-def test_weight_averaging_validates_and_checkpoints_the_averaged_weights(tmp_path):
-    train, _, _ = toy_dataset(batch=8)
-    val, val_images, val_labels = toy_dataset(32, seed=1)
+def test_weight_averaging_validates_and_checkpoints_the_averaged_weights(tmp_path, toy_training):
+    train, _, _ = toy_training.data(batch=8)
+    val, val_images, val_labels = toy_training.data(32, seed=1)
     # The averaged weights lag the raw ones by about 1 / (1 - momentum) steps: give them epochs.
-    config = tiny_config(epochs=7, ema=0.9)
-    model = tiny_model()
+    config = toy_training.config(epochs=7, ema=0.9)
+    model = toy_training.model()
     history = fit_model(model, train, val, config, tmp_path)
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(0.9)
     best = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
@@ -156,13 +132,13 @@ def test_weight_averaging_validates_and_checkpoints_the_averaged_weights(tmp_pat
     np.testing.assert_allclose(model.predict(val_images, verbose=0), best.predict(val_images, verbose=0), atol=1e-5)
     assert history["val_balanced_accuracy"].max() >= 0.9
     with pytest.raises(ValueError, match="ema"):
-        build_optimizer(tiny_config(ema=1.5).train, 1e-3)
+        build_optimizer(toy_training.config(ema=1.5).train, 1e-3)
 
 
-def test_finetune_plan_trains_head_then_top_with_batchnorm_frozen(tmp_path):
-    train, _, _ = toy_dataset(32)
-    config = tiny_config(plan="finetune", head_epochs=1, epochs=2, unfreeze=4, steps_per_epoch=1)
-    model = tiny_model()
+def test_finetune_plan_trains_head_then_top_with_batchnorm_frozen(tmp_path, toy_training):
+    train, _, _ = toy_training.data(32)
+    config = toy_training.config(plan="finetune", head_epochs=1, epochs=2, unfreeze=4, steps_per_epoch=1)
+    model = toy_training.model()
     initial = model.get_layer("block1_conv").get_weights()[0].copy()
     history = fit_model(model, train, train, config, tmp_path)
     assert list(history["epoch"]) == [0, 1, 2] and list(history["phase"]) == [1, 2, 2]
@@ -172,55 +148,27 @@ def test_finetune_plan_trains_head_then_top_with_batchnorm_frozen(tmp_path):
     np.testing.assert_array_equal(model.get_layer("block1_conv").get_weights()[0], initial)
 
 
-class KillAfterEpoch(keras.callbacks.Callback):
-    """Simulates a killed process once the backup of `epoch` has been written."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("killed")
-
-
-def test_killed_finetune_run_resumes_in_phase_two_without_repeating_epochs(tmp_path, monitor_epochs=None):
-    train, _, _ = toy_dataset(32)
-    config = tiny_config(plan="finetune", head_epochs=2, epochs=2, steps_per_epoch=1)
-    original = fit_module.build_callbacks
-
-    def with_kill(*args, **kwargs):
-        callbacks = original(*args, **kwargs)
-        return callbacks + [KillAfterEpoch(2)] if kwargs["phase"] == 2 else callbacks
-
-    fit_module.build_callbacks = with_kill
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fit_model(tiny_model(), train, train, config, tmp_path)
-    finally:
-        fit_module.build_callbacks = original
+def test_killed_finetune_run_resumes_in_phase_two_without_repeating_epochs(tmp_path, monkeypatch, toy_training):
+    train, _, _ = toy_training.data(32)
+    config = toy_training.config(plan="finetune", head_epochs=2, epochs=2, steps_per_epoch=1)
+    toy_training.extra_callbacks(monkeypatch, toy_training.KillAfterEpoch(2), phase=2)
+    with pytest.raises(KeyboardInterrupt):
+        fit_model(toy_training.model(), train, train, config, tmp_path)
+    monkeypatch.undo()
     assert list(read_history(tmp_path)["epoch"]) == [0, 1, 2]
     assert (tmp_path / "backup" / "phase1_done.weights.h5").is_file()
 
-    epochs_run = []
-
-    class Count(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            epochs_run.append(epoch)
-
-    fit_module.build_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Count()]
-    try:
-        history = fit_model(tiny_model(), train, train, config, tmp_path)
-    finally:
-        fit_module.build_callbacks = original
-    assert epochs_run == [3]
+    counter = toy_training.EpochCounter()
+    toy_training.extra_callbacks(monkeypatch, counter)
+    history = fit_model(toy_training.model(), train, train, config, tmp_path)
+    assert counter.epochs == [3]
     assert list(history["epoch"]) == [0, 1, 2, 3] and list(history["phase"]) == [1, 1, 2, 2]
 
 
 # --- learning-rate finder ------------------------------------------------------------------------
-def test_find_learning_rate_sweeps_suggests_plots_and_leaves_model_unchanged(tmp_path):
-    train, _, _ = toy_dataset(32)
-    model = compile_model(tiny_model(), TrainConfig(), "multiclass")
+def test_find_learning_rate_sweeps_suggests_plots_and_leaves_model_unchanged(tmp_path, toy_training):
+    train, _, _ = toy_training.data(32)
+    model = compile_model(toy_training.model(), TrainConfig(), "multiclass")
     before = [weights.copy() for weights in model.get_weights()]
     result = find_learning_rate(model, train, min_lr=1e-6, max_lr=10.0, steps=40, plot_path=tmp_path / "lr.png")
     assert 2 <= len(result.lrs) <= 40 and np.all(np.diff(result.lrs) > 0)
@@ -231,7 +179,7 @@ def test_find_learning_rate_sweeps_suggests_plots_and_leaves_model_unchanged(tmp
         np.testing.assert_array_equal(a, b)
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="compile it first"):
-        find_learning_rate(tiny_model(), train)
+        find_learning_rate(toy_training.model(), train)
 
 
 class RecordLearningRate(keras.callbacks.Callback):
@@ -243,11 +191,11 @@ class RecordLearningRate(keras.callbacks.Callback):
         self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
-def test_linear_warm_up_ramps_over_the_first_epoch_then_holds_the_target():
+def test_linear_warm_up_ramps_over_the_first_epoch_then_holds_the_target(toy_training):
     from keras_med.training.callbacks import LinearWarmUp
 
-    dataset, _, _ = toy_dataset(n=64, batch=16)  # 4 batches per epoch
-    model = tiny_model()
+    dataset, _, _ = toy_training.data(n=64, batch=16)  # 4 batches per epoch
+    model = toy_training.model()
     compile_model(model, TrainConfig(), "multiclass", 1e-3)
     recorder = RecordLearningRate()
     model.fit(dataset, epochs=3, initial_epoch=1, verbose=0,
@@ -256,7 +204,7 @@ def test_linear_warm_up_ramps_over_the_first_epoch_then_holds_the_target():
     np.testing.assert_allclose(recorder.rates[4:], [1e-3] * 4, rtol=1e-5)
 
 
-def test_finetune_plan_warms_up_the_unfrozen_phase(tmp_path, monkeypatch):
+def test_finetune_plan_warms_up_the_unfrozen_phase(tmp_path, monkeypatch, toy_training):
     from keras_med.training.callbacks import LinearWarmUp
 
     seen = []
@@ -267,9 +215,9 @@ def test_finetune_plan_warms_up_the_unfrozen_phase(tmp_path, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(fit_module, "_fit_phase", spy)
-    dataset, _, _ = toy_dataset()
-    model = tiny_model()
-    config = tiny_config(plan="finetune", head_epochs=1, epochs=1, unfreeze=2, warmup_epochs=0.5)
+    dataset, _, _ = toy_training.data()
+    model = toy_training.model()
+    config = toy_training.config(plan="finetune", head_epochs=1, epochs=1, unfreeze=2, warmup_epochs=0.5)
     history = fit_model(model, dataset, dataset, config, tmp_path)
     assert seen == [(1, 0.0), (2, 0.5)]
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
@@ -310,19 +258,19 @@ def test_weighted_binary_crossentropy_matches_the_formula_and_keras_when_unweigh
         build_loss("multiclass", label_weights=([1.0], [1.0]))
 
 
-def test_multilabel_fit_with_label_weights_trains_and_its_checkpoint_reloads(tmp_path):
+def test_multilabel_fit_with_label_weights_trains_and_its_checkpoint_reloads(tmp_path, toy_training):
     from keras_med.training.losses import WeightedBinaryCrossentropy
 
     rng = np.random.default_rng(0)
     labels = (rng.uniform(size=(48, 3)) < [0.5, 0.2, 0.1]).astype("float32")
     # label j lights up its own third of the image, so the labels are learnable independently
-    images = rng.uniform(0, 40, (48, SIZE, SIZE, 3)).astype("float32")
+    images = rng.uniform(0, 40, (48, toy_training.size, toy_training.size, 3)).astype("float32")
     for j in range(3):
         images[:, :, j * 10:(j + 1) * 10, :] += 200 * labels[:, j, None, None, None]
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
-    model = create_model("custom_cnn", num_classes=3, image_size=SIZE, weights=None, head_units=16,
+    model = create_model("custom_cnn", num_classes=3, image_size=toy_training.size, weights=None, head_units=16,
                          task="multilabel")
-    config = tiny_config(epochs=2, monitor="val_loss")
+    config = toy_training.config(epochs=2, monitor="val_loss")
     history = fit_model(model, dataset, dataset, config, tmp_path, label_weights=([1.0, 4.0, 9.0], [1.0, 0.6, 0.55]))
     assert isinstance(model.loss, WeightedBinaryCrossentropy) and np.isfinite(history["loss"]).all()
     reloaded = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras")

@@ -103,7 +103,7 @@ def _package_version(name: str) -> str:
 
 
 def _backend(name: str) -> str:
-    """The Keras backend a run used; "auto" resolved only when Keras is already imported (metrics alone need no Keras)."""
+    """The Keras backend a run used; "auto" is resolved only where Keras is already imported (metrics need none)."""
     keras_module = sys.modules.get("keras")
     return keras_module.backend.backend() if name == "auto" and keras_module is not None else name
 
