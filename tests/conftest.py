@@ -127,21 +127,3 @@ def toy_training():
                            KillAfterEpoch=kill_after_epoch, EpochCounter=epoch_counter,
                            extra_callbacks=_extra_callbacks)
 
-
-# --- two workers (pytest-xdist, `--dist loadgroup` in pyproject.toml) --------------------------------
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """Keep a module's tests that share a module-scoped fixture (a trained run, an export) on one worker.
-
-    Such a fixture is built once per worker that runs one of its tests, so splitting its users over two
-    workers would build it twice; tests without one are independent and spread freely, which lets
-    one module's slow tests run side by side. A module whose module-scoped fixtures cost less than
-    its tests gain from spreading says so with `pytestmark = pytest.mark.spread_over_workers`.
-    """
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if item.get_closest_marker("spread_over_workers"):
-            continue
-        if info is not None and any(definition.scope == "module" for definitions in info.name2fixturedefs.values()
-                                    for definition in definitions):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -22,9 +22,6 @@ import pytest
 from keras_med.cli import main as cli_main
 from keras_med.models import available_models
 
-# The demo fixture takes about a second; the CLI rounds take minutes each, so they run on both test workers.
-pytestmark = pytest.mark.spread_over_workers
-
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
