@@ -1,4 +1,4 @@
-"""Wall time of test files run in one process (`-n 0`) and on the two workers pyproject.toml configures.
+"""Wall time of test files run in one process and on two pytest-xdist workers (`-n 2 --dist loadfile`).
 
 The two runs go back to back, so on a shared machine their ratio means more than either figure.
 
@@ -18,10 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def timed_pytest(files: list[str], workers: str) -> tuple[float, int]:
-    """Seconds and exit status of `python -m pytest -q -n <workers> FILES` in the repository."""
+    """Seconds and exit status of `python -m pytest -q -n <workers> --dist loadfile FILES` in the repository."""
     started = time.monotonic()
-    finished = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", workers, *files],
-                              cwd=REPO, capture_output=True, text=True)
+    finished = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", workers,
+                               "--dist", "loadfile", *files], cwd=REPO, capture_output=True, text=True)
     return time.monotonic() - started, finished.returncode
 
 

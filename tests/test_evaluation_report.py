@@ -158,3 +158,12 @@ def test_a_model_with_no_skill_is_named_in_the_cards_first_line_in_both_formats(
     html = html_path.read_text()
     assert html[html.index("</h1>") + 5:].lstrip().startswith("<p>WARNING: The model is no better than chance")
     assert "<details>" not in html, "no configuration given, nothing folded"
+
+
+def test_a_partial_config_dict_names_only_what_it_holds(tmp_path):
+    from keras_med.evaluation.model_card import build_model_card
+    from keras_med.evaluation.report import render_markdown
+
+    markdown = render_markdown(build_model_card(_tiny_metrics(), "Model card", config={"model": {"model": "vgg16"}}))
+    assert "Architecture: vgg16" in markdown and "Input:" not in markdown and "Training:" not in markdown
+    assert "- model.model = 'vgg16'" in markdown

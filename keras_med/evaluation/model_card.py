@@ -113,19 +113,21 @@ def _model_details(metrics: dict, settings: dict, long_names: dict) -> list:
     names = ", ".join(f"{name} ({long_names[name]})" if name in long_names else name for name in class_names)
     kind = "labels" if task == "multilabel" else "classes"
     items = [f"Task: {task} ({TASK_WORDS.get(task, task)}) over {len(class_names)} {kind}: {names}."]
-    model, data, train = settings.get("model"), settings.get("data"), settings.get("train")
-    if model:
+    # A config given as a partial dict names only what it holds.
+    model, data, train = settings.get("model") or {}, settings.get("data") or {}, settings.get("train") or {}
+    if "model" in model:
         width = f", width {model['width']}" if model.get("width", 1.0) != 1.0 else ""
-        items += [f"Architecture: {model['model']}{width}, head Dense({model['head_units']}) with dropout "
-                  f"{model['dropout']}.",
-                  f"Backbone weights: {_weights_text(model['weights'])}."]
-    if data:
-        items.append(f"Input: {data['image_size']} x {data['image_size']} RGB images ({data['resize']} to that side), "
-                     "pixel values 0..255; the normalisation is inside the model.")
-    if train:
-        items.append(f"Training: recipe {settings.get('recipe')}, {train['plan']} plan, up to {train['epochs']} "
-                     f"epochs, {train['optimizer']} at learning rate {train['learning_rate']:g}, seed {train['seed']}; "
-                     f"Keras {_package_version('keras')}, backend {_backend(train['backend'])}.")
+        items += [f"Architecture: {model['model']}{width}, head Dense({model.get('head_units')}) with dropout "
+                  f"{model.get('dropout')}.",
+                  f"Backbone weights: {_weights_text(model.get('weights'))}."]
+    if "image_size" in data:
+        items.append(f"Input: {data['image_size']} x {data['image_size']} RGB images ({data.get('resize', 'resize')} "
+                     "to that side), pixel values 0..255; the normalisation is inside the model.")
+    if "epochs" in train:
+        items.append(f"Training: recipe {settings.get('recipe')}, {train.get('plan')} plan, up to {train['epochs']} "
+                     f"epochs, {train.get('optimizer')} at learning rate {train.get('learning_rate')}, seed "
+                     f"{train.get('seed')}; Keras {_package_version('keras')}, backend "
+                     f"{_backend(train.get('backend', 'auto'))}.")
     items.append(f"Card written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by keras_med {keras_med.__version__}.")
     return [Heading("Model details"), Bullets(items)]
 
