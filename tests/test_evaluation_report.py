@@ -166,4 +166,5 @@ def test_a_partial_config_dict_names_only_what_it_holds(tmp_path):
 
     markdown = render_markdown(build_model_card(_tiny_metrics(), "Model card", config={"model": {"model": "vgg16"}}))
     assert "Architecture: vgg16" in markdown and "Input:" not in markdown and "Training:" not in markdown
+    assert "Trained on" not in markdown
     assert "- model.model = 'vgg16'" in markdown

@@ -80,10 +80,10 @@ def _summary_table(data_summary) -> Table:
 
 
 def _trained_on(settings: dict) -> str | None:
-    data = settings.get("data")
-    if not data:
+    data = settings.get("data") or {}
+    if "data_dir" not in data:
         return None
-    where = data.get("data_dir") or "the synthetic demo dataset"
+    where = data["data_dir"] or "the synthetic demo dataset"
     return where + (" (synthetic demo data: not a medical model)" if data.get("demo") else "")
 
 
