@@ -1,8 +1,12 @@
 """What every recipe does, once: files on disk -> split -> pipelines -> model -> fit -> evaluate -> export.
 
-A recipe module (`ham10000.py`, `chexnet.py`, ...) is a `RecipeSpec`: its default configuration, how
-to load its data into an `ImageTable`, how to make its demo data, and where the real data is
-published. `run_recipe` composes the rooms of the package; it holds no training loop of its own.
+A recipe module (`ham10000.py`, `chexnet.py`, ...) is a `RecipeSpec`, registered by name
+(`keras_med.recipes.registry`): its default configuration, the recipe options it takes, how to
+load its data into an `ImageTable`, how to make its demo data, and where the real data is
+published. `resolve_run_config` is the one way every recipe-level command (train, lr-find,
+prepare) turns defaults, demo overrides, a TOML file and flags into a validated configuration;
+`run_recipe` composes the rooms of the package, handing each its own arguments; it holds no
+training loop of its own.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import numpy as np
 
 from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter, add_verbose_flag, run_command
-from keras_med.config import RecipeConfig, add_config_arguments, config_from_arguments
+from keras_med.config import RecipeConfig, add_config_arguments, check_recipe_options, config_from_arguments
 from keras_med.errors import ConfigError, RunDivergedError
+from keras_med.tasks import Task, monitor_mode
 
 log = logging.getLogger("keras_med")
 
@@ -34,8 +39,11 @@ class RecipeSpec:
 
     Args:
         name: recipe name; also the served model's name and the run folder.
-        description: one line for `--help`.
+        description: one line for `--help` and `keras-med recipes`.
         defaults: the recipe's default configuration.
+        options: the recipe options (`keras_med.config.RECIPE_OPTIONS`: `views`, `label_column`,
+            ...) its loader reads; only these become its flags, and a TOML file's others are
+            ignored with a warning.
         load_table: `(data_dir, config) -> ImageTable` for the real layout.
         write_demo: `(out_dir, config) -> data_dir` writing synthetic data in the real layout.
         data_help: where the real data is published and how to point at it.
@@ -45,7 +53,7 @@ class RecipeSpec:
         extra_evaluation: optional `(run_dir, metrics, data, model, y_prob, config) -> None` for
             recipe-specific tables and plots; `data` is the `PreparedData`, `y_prob` the
             `{"val", "test"}` probabilities the metrics came from.
-        resolve_config: optional `config -> config` run before anything else, turning the
+        resolve_auto_values: optional `config -> config` run before anything else, turning the
             recipe's `auto` values into ones that fit the data and the machine (classify).
     """
 
@@ -58,7 +66,11 @@ class RecipeSpec:
     group_name: str = "group"
     demo_overrides: dict = field(default_factory=dict)
     extra_evaluation: Callable | None = None
-    resolve_config: Callable | None = None
+    resolve_auto_values: Callable | None = None
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.options = check_recipe_options(self.options)
 
 
 def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -66,7 +78,7 @@ def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None
     parser = parser or CommandParser(
         prog=f"python -m keras_med.recipes.{spec.name}", description=spec.description,
         formatter_class=HelpFormatter)
-    add_config_arguments(parser, spec.defaults)
+    add_config_arguments(parser, spec.defaults, spec.options)
     parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
                         "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
     add_verbose_flag(parser)
@@ -80,11 +92,12 @@ def main(spec: RecipeSpec, argv: list[str] | None = None) -> int:
                        sys.argv[1:] if argv is None else argv)
 
 
-def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allowed: bool = True) -> RecipeConfig:
+def resolve_run_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allowed: bool = True) -> RecipeConfig:
     """The run's configuration: the recipe's defaults (and demo overrides), `--config`, flags; validated.
 
     Every recipe-level command (train, lr-find, prepare) resolves its configuration here, before
-    touching any data.
+    touching any data, in this order: defaults -> demo overrides (`--demo`) -> the TOML file ->
+    flags -> validation -> the recipe's `resolve_auto_values` (then validated again).
 
     Args:
         spec: the recipe.
@@ -96,8 +109,8 @@ def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allow
     """
     from keras_med.backend import select_backend
 
-    detects = spec.resolve_config is not None
-    config = config_from_arguments(args, spec.defaults, spec.demo_overrides)
+    detects = spec.resolve_auto_values is not None
+    config = config_from_arguments(args, spec.defaults, spec.demo_overrides, spec.options)
     # Before validation imports Keras (the model registry): Keras fixes its backend when imported.
     select_backend(config.train.backend)
     config = config.validate(allow_auto=detects)
@@ -108,13 +121,13 @@ def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allow
     config = dataclasses.replace(config, recipe=spec.name)
     if detects:
         # The recipe's detection step looks at the data's layout (not its pixels) and the machine.
-        config = spec.resolve_config(config).validate()
+        config = spec.resolve_auto_values(config).validate()
     return config
 
 
 def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
     """Resolve and validate the configuration, then run the recipe; returns the exit status."""
-    run_recipe(spec, resolve_config(spec, args), run_dir=args.run_dir)
+    run_recipe(spec, resolve_run_config(spec, args), run_dir=args.run_dir)
     return 0
 
 
@@ -287,8 +300,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
     from keras_med.training.runtime import scale_to_replicas
 
-    if spec.resolve_config is not None:
-        config = spec.resolve_config(config)
+    if spec.resolve_auto_values is not None:
+        config = spec.resolve_auto_values(config)
     out = make_run_dir(config, run_dir)
     finished = read_training_outcome(out)
     if finished is not None:
@@ -369,7 +382,7 @@ def best_epoch_text(history, monitor: str) -> str:
     if history is None or monitor not in history or history[monitor].dropna().empty:
         return "n/a"
     column = history[monitor]
-    best = column.idxmin() if "loss" in monitor else column.idxmax()
+    best = column.idxmin() if monitor_mode(monitor) == "min" else column.idxmax()
     return f"epoch {int(history.loc[best, 'epoch']) + 1}, {monitor} {column[best]:.3f}"
 
 

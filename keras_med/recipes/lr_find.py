@@ -7,7 +7,8 @@ import json
 from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.errors import ConfigError
-from keras_med.recipes.base import RecipeSpec, build_model, build_parser, make_run_dir, prepare_data, resolve_config, stage
+from keras_med.recipes.base import (RecipeSpec, build_model, build_parser, make_run_dir, prepare_data,
+                                    resolve_run_config, stage)
 
 
 def check_sweep(min_lr: float, max_lr: float, steps: int) -> None:
@@ -34,7 +35,7 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=200, help="Training steps the sweep takes.")
     args = parser.parse_args(argv)
     check_sweep(args.min_lr, args.max_lr, args.steps)
-    config = resolve_config(spec, args)
+    config = resolve_run_config(spec, args)
 
     from keras_med.backend import select_backend
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.config import RecipeConfig
 from keras_med.errors import ConfigError
-from keras_med.recipes.base import RecipeSpec, build_parser, load_source_table, resolve_config, stage
+from keras_med.recipes.base import RecipeSpec, build_parser, load_source_table, resolve_run_config, stage
 
 log = logging.getLogger("keras_med")
 
@@ -48,7 +48,7 @@ def run_prepare(spec: RecipeSpec, argv: list[str]) -> int:
         problems.append(f"--shard-size: expected an integer of at least 1, got {args.shard_size}")
     if problems:
         raise ConfigError("; ".join(problems))
-    config = resolve_config(spec, args, prepared_allowed=False)
+    config = resolve_run_config(spec, args, prepared_allowed=False)
     manifest = prepare_shards(spec, config, Path(args.out), encoding=args.encoding, quality=args.quality,
                               shard_size=args.shard_size)
     log.info("prepared %s: %s images per split in %d shards at %s; train with --prepared %s",

@@ -11,21 +11,11 @@ import keras
 import numpy as np
 
 from keras_med.config import RecipeConfig
+from keras_med.tasks import monitor_mode
 from keras_med.training.checkpoints import AtomicBackupAndRestore, AtomicCSVLogger, AtomicModelCheckpoint
 from keras_med.training.divergence import DivergenceGuard
 
 logger = logging.getLogger(__name__)
-
-
-def monitor_mode(monitor: str) -> str:
-    """'min' for losses (any name containing 'loss'), 'max' for every other metric.
-
-    Args:
-        monitor: A history key, e.g. "val_balanced_accuracy" or "val_loss".
-    """
-    if not monitor:
-        raise ValueError("monitor: expected a metric name such as 'val_balanced_accuracy', got ''")
-    return "min" if "loss" in monitor else "max"
 
 
 class PhaseTag(keras.callbacks.Callback):

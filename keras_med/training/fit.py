@@ -28,7 +28,8 @@ from keras_med.errors import RunDivergedError
 from keras_med.models import model_spec
 from keras_med.models.registry import normalize_weights
 from keras_med.models.transfer import is_checkpoint
-from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_mode
+from keras_med.tasks import infer_task, monitor_mode
+from keras_med.training.callbacks import LinearWarmUp, build_callbacks
 from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
@@ -90,16 +91,6 @@ def unfreeze_top(model: keras.Model, count: int) -> int:
             layer.trainable = True
             unfrozen += 1
     return unfrozen
-
-
-def infer_task(model: keras.Model) -> str:
-    """The task a `create_model` model was built for, from its `predictions` layer."""
-    output = model.get_layer("predictions")
-    activation = keras.activations.serialize(output.activation)
-    activation = activation if isinstance(activation, str) else activation.get("config", {}).get("name", "")
-    if "softmax" in str(activation):
-        return "multiclass"
-    return "binary" if output.units == 1 else "multilabel"
 
 
 def resolve_plan(config: RecipeConfig) -> str:
