@@ -127,7 +127,7 @@ def test_metadata_file_is_looked_for_in_the_data_dir(tmp_path, capsys, no_traini
 @pytest.mark.parametrize("spec", [ham10000.SPEC, chexnet.SPEC, covid_cxr.SPEC, classify.SPEC],
                          ids=lambda spec: spec.name)
 def test_shipped_defaults_and_demo_overrides_validate(spec):
-    detects = spec.resolve_config is not None
+    detects = spec.resolve_auto_values is not None
     spec.defaults.validate(allow_auto=detects)
     RecipeConfig.from_dict(spec.demo_overrides, base=spec.defaults).validate(allow_auto=detects)
 

@@ -131,6 +131,14 @@ def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
     return 0
 
 
+def announce_device() -> None:
+    """One plain line when there is no GPU (TensorFlow's own start-up lines are hidden: keras_med.backend)."""
+    from keras_med.training.runtime import gpu_available
+
+    if not gpu_available():
+        log.info("no GPU found: training on the CPU")
+
+
 def make_run_dir(config: RecipeConfig, run_dir: str | None) -> Path:
     if run_dir:
         path = Path(run_dir)
@@ -272,6 +280,19 @@ def build_model(config: RecipeConfig, table, runtime):
                             head_units=config.model.head_units, width=config.model.width)
 
 
+def fit_arguments(config: RecipeConfig) -> dict:
+    """`fit_model`'s settings from a recipe configuration: `train`, the resolved `plan`, and `settings`.
+
+    Example:
+        >>> fit_model(model, train_ds, val_ds, run_dir, **fit_arguments(config), class_weight=weights)
+    """
+    from keras_med.training import resolve_plan
+    from keras_med.training.outcome import training_settings
+
+    return {"train": config.train, "plan": resolve_plan(config.train.plan, config.model.model, config.model.weights),
+            "settings": training_settings(config)}
+
+
 def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = None) -> dict:
     """Train, evaluate and export one model; returns the test metrics.
 
@@ -298,6 +319,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     from keras_med.export import export_for_serving
     from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
+    from keras_med.training.outcome import training_settings
     from keras_med.training.runtime import scale_to_replicas
 
     if spec.resolve_auto_values is not None:
@@ -306,15 +328,17 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     finished = read_training_outcome(out)
     if finished is not None:
         # Before config.toml is rewritten: it must keep describing the model in the run directory.
-        check_training_settings(finished, config, out)
+        check_training_settings(finished, training_settings(config), out)
     config.save(out / "config.toml")
     runtime = setup_runtime(config.train)
+    announce_device()
     config = scale_to_replicas(config, runtime.num_replicas_in_sync)
     prepared = prepare_data(spec, config, out)
     table, parts = prepared.table, prepared.parts
     model = build_model(config, table, runtime)
-    stage("training (%s plan)", config.train.plan)
-    history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], config, out,
+    fitting = fit_arguments(config)
+    stage("training (%s plan)", fitting["plan"])
+    history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], out, **fitting,
                         class_weight=prepared.class_weight, class_names=table.class_names,
                         label_weights=prepared.label_weights)
     divergence = read_training_outcome(out).divergence

@@ -7,8 +7,8 @@ import json
 from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.errors import ConfigError
-from keras_med.recipes.base import (RecipeSpec, build_model, build_parser, make_run_dir, prepare_data,
-                                    resolve_run_config, stage)
+from keras_med.recipes.base import (RecipeSpec, announce_device, build_model, build_parser, make_run_dir,
+                                    prepare_data, resolve_run_config, stage)
 
 
 def check_sweep(min_lr: float, max_lr: float, steps: int) -> None:
@@ -44,6 +44,7 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
 
     out = make_run_dir(config, args.run_dir)
     strategy = setup_runtime(config.train)
+    announce_device()
     prepared = prepare_data(spec, config, out)
     model = build_model(config, prepared.table, strategy)
     with strategy.scope():
