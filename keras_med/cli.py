@@ -30,16 +30,46 @@ log = logging.getLogger("keras_med")
 def _split_recipe(argv: list[str], prog: str) -> tuple[str, list[str]]:
     """Pull `--recipe NAME` out of argv so the rest can go to that recipe's own parser.
 
-    Without `--recipe`, `--data-dir` means the general `classify` recipe (which detects the
-    layout), and anything else the `ham10000` recipe as before.
+    Without `--recipe`, the `recipe` key of the `--config` file names it (a run's config.toml, or
+    recipes/chexnet.toml); else `--data-dir` means the general `classify` recipe (which detects
+    the layout), and anything else the `ham10000` recipe as before.
     """
-    parser = CommandParser(prog=prog, add_help=False)
+    parser = CommandParser(prog=prog, add_help=False, allow_abbrev=False)
     parser.add_argument("--recipe", default=None, choices=available_recipes())
-    known, rest = parser.parse_known_args(argv)
+    parser.add_argument("--config", default=None)
+    known, _ = parser.parse_known_args(argv)
+    rest = _without_recipe_flag(argv)
     if known.recipe:
         return known.recipe, rest
+    named = _recipe_of_config_file(known.config)
+    if named:
+        return named, rest
     has_data = any(arg == "--data-dir" or arg.startswith("--data-dir=") for arg in rest)
     return ("classify" if has_data else "ham10000"), rest
+
+
+def _without_recipe_flag(argv: list[str]) -> list[str]:
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--recipe":
+            skip = True
+        elif not arg.startswith("--recipe="):
+            rest.append(arg)
+    return rest
+
+
+def _recipe_of_config_file(path: str | None) -> str | None:
+    """The registered recipe a TOML file's `recipe` key names, or None (a bad file is reported later)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            name = tomllib.load(handle).get("recipe")
+    except (TypeError, OSError, tomllib.TOMLDecodeError):
+        return None
+    return name if name in available_recipes() else None
 
 
 def cmd_train(argv: list[str]) -> int:

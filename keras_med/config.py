@@ -90,7 +90,7 @@ class DataConfig:
     resize: str = _opt("resize", "How images reach the model size.", ["resize", "pad"])
     cache: str = _opt("memory", "Cache decoded, resized images: 'memory', 'none' or a file path.",
                      rule=NOT_EMPTY)
-    augment: str = _opt("dermoscopy", "Augmentation preset ('auto': the --modality's preset; classify recipe).",
+    augment: str = _opt("dermoscopy", "Augmentation preset ('auto': the --modality's preset, classify only).",
                         ["auto", "dermoscopy", "xray", "fundus", "histology", "light", "none"])
     mixup: float = _opt(0.0, "MixUp alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
     cutmix: float = _opt(0.0, "CutMix alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
@@ -296,9 +296,10 @@ class RecipeConfig:
             section = getattr(self, section_name)
             for spec in dataclasses.fields(section):
                 value = getattr(section, spec.name)
-                if allow_auto and AUTO_VALUES.get(spec.name, object()) == value:
+                auto = spec.name in AUTO_VALUES and AUTO_VALUES[spec.name] == value
+                if allow_auto and auto:
                     continue
-                problem = _field_problem(value, spec)
+                problem = _field_problem(value, spec) or (_auto_problem(value) if auto else None)
                 if problem:
                     problems.append(f"{where(section_name, spec.name)}: {problem}")
                     bad.add(spec.name)
@@ -309,7 +310,12 @@ class RecipeConfig:
 
 
 # Values that mean "chosen from the data and the machine" for recipes that detect them (classify).
-AUTO_VALUES = {"image_size": 0, "model": "auto"}
+AUTO_VALUES = {"image_size": 0, "model": "auto", "augment": "auto"}
+
+
+def _auto_problem(value) -> str:
+    return (f"expected a value of its own, got {value!r} (chosen from the data only by a recipe that detects it: "
+            "classify)")
 
 
 def where(section: str, name: str) -> str:

@@ -141,3 +141,14 @@ def test_train_lr_find_and_prepare_resolve_the_same_way(command, tmp_path, capsy
     assert "Traceback" not in err and f"keras-med {command}: error: {tmp_path / 'bad.toml'}: not valid TOML" in err
     assert cli_main([command, "--prepared", str(tmp_path), *extra]) == 2
     assert "--prepared ([data] prepared): expected a folder written by `keras-med prepare`" in capsys.readouterr().err
+
+
+def test_a_config_file_names_its_recipe_when_no_recipe_flag_is_given(tmp_path):
+    from keras_med.cli import _split_recipe
+
+    (tmp_path / "run.toml").write_text('recipe = "covid_cxr"\n[data]\nviews = "PA"\n')
+    config = ["--config", str(tmp_path / "run.toml")]
+    assert _split_recipe([*config, "--demo"], "keras-med train") == ("covid_cxr", [*config, "--demo"])
+    assert _split_recipe(["--recipe", "chexnet", *config], "keras-med train") == ("chexnet", config)
+    assert _split_recipe(["--data-dir", "x"], "keras-med train") == ("classify", ["--data-dir", "x"])
+    assert _split_recipe(["--config", str(tmp_path / "none.toml")], "keras-med train")[0] == "ham10000"

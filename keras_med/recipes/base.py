@@ -280,6 +280,31 @@ def build_model(config: RecipeConfig, table, runtime):
                             head_units=config.model.head_units, width=config.model.width)
 
 
+def scale_to_replicas(config: RecipeConfig, replicas: int) -> RecipeConfig:
+    """With `train.scale_to_replicas`, each replica keeps `data.batch_size` and the learning rates
+    grow with the global batch; otherwise `config` unchanged (the batch is split across replicas).
+
+    The linear scaling rule (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): a global batch
+    k times larger takes a learning rate k times larger; pair it with `warmup_epochs` for large k.
+
+    Args:
+        config: The recipe configuration.
+        replicas: `runtime.num_replicas_in_sync`.
+
+    Returns:
+        The configuration to train with.
+    """
+    if not config.train.scale_to_replicas or replicas == 1:
+        return config
+    data = dataclasses.replace(config.data, batch_size=config.data.batch_size * replicas)
+    train = dataclasses.replace(config.train, learning_rate=config.train.learning_rate * replicas,
+                                finetune_learning_rate=config.train.finetune_learning_rate * replicas)
+    log.info("scale_to_replicas: global batch %d (%d per replica), learning rates x%d (%g, %g)",
+                data.batch_size, config.data.batch_size, replicas, train.learning_rate,
+                train.finetune_learning_rate)
+    return dataclasses.replace(config, data=data, train=train)
+
+
 def fit_arguments(config: RecipeConfig) -> dict:
     """`fit_model`'s settings from a recipe configuration: `train`, the resolved `plan`, and `settings`.
 
@@ -320,7 +345,6 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
     from keras_med.training.outcome import training_settings
-    from keras_med.training.runtime import scale_to_replicas
 
     if spec.resolve_auto_values is not None:
         config = spec.resolve_auto_values(config)
