@@ -490,22 +490,30 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, defaults: RecipeConfig, options=RECIPE_OPTIONS) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, defaults: RecipeConfig, options=RECIPE_OPTIONS,
+                         sections: dict | None = None) -> None:
     """Add one flag per configuration field the recipe uses; each help states the recipe's own default once.
 
     Args:
         parser: the parser to add `--config`, `--output-dir` and the sections' flags to.
         defaults: the recipe's default configuration.
         options: the recipe options (`RECIPE_OPTIONS`) that get a flag; the others are left out.
+        sections: the fields a command reads, when not all: `{section: None (all) or (names)}`,
+            e.g. `{"data": None, "train": ("seed",)}` for `keras-med prepare`.
     """
     parser.add_argument("--config", metavar="TOML", help="TOML file whose values replace the recipe's defaults "
                         "(flags still win). E.g. recipes/ham10000.toml.")
     parser.add_argument("--output-dir", metavar="DIR", help=f"Where run directories go (default: {defaults.output_dir}).")
     for section_name in RecipeConfig.SECTIONS:
+        if sections is not None and section_name not in sections:
+            continue
         section = getattr(defaults, section_name)
+        names = None if sections is None else sections[section_name]
         group = parser.add_argument_group(f"[{section_name}]")
         for spec in dataclasses.fields(section):
             if spec.metadata.get("recipe_option") and spec.name not in options:
+                continue
+            if names is not None and spec.name not in names:
                 continue
             default = getattr(section, spec.name)
             help_text = spec.metadata.get("help", "")

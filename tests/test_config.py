@@ -131,7 +131,7 @@ def test_recipes_are_registered_and_listed_one_line_each(capsys):
 
 @pytest.mark.parametrize("command", ["train", "lr-find", "prepare"])
 def test_train_lr_find_and_prepare_resolve_the_same_way(command, tmp_path, capsys):
-    """Bad TOML is one line for each, and --prepared is checked the same way (lr-find takes it like train)."""
+    """Bad TOML is one line for each; lr-find takes --prepared like train, prepare has no such flag."""
     from keras_med.cli import main as cli_main
 
     (tmp_path / "bad.toml").write_text("[data\n")
@@ -140,7 +140,9 @@ def test_train_lr_find_and_prepare_resolve_the_same_way(command, tmp_path, capsy
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"keras-med {command}: error: {tmp_path / 'bad.toml'}: not valid TOML" in err
     assert cli_main([command, "--prepared", str(tmp_path), *extra]) == 2
-    assert "--prepared ([data] prepared): expected a folder written by `keras-med prepare`" in capsys.readouterr().err
+    expected = ("unrecognized arguments: --prepared" if command == "prepare" else
+                "--prepared ([data] prepared): expected a folder written by `keras-med prepare`")
+    assert expected in capsys.readouterr().err
 
 
 def test_a_config_file_names_its_recipe_when_no_recipe_flag_is_given(tmp_path):

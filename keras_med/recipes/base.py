@@ -73,14 +73,23 @@ class RecipeSpec:
         self.options = check_recipe_options(self.options)
 
 
-def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The recipe's flags (one per configuration field, `--config`, `--run-dir`, `--verbose`) on `parser`."""
+def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None, *,
+                 sections: dict | None = None) -> argparse.ArgumentParser:
+    """The recipe's flags (one per configuration field, `--config`, `--run-dir`, `--verbose`) on `parser`.
+
+    Args:
+        spec: the recipe; its own `options` get flags, other recipes' do not.
+        parser: the parser to add to (default: `python -m keras_med.recipes.<name>`'s).
+        sections: only these configuration fields (see `keras_med.config.add_config_arguments`),
+            and no `--run-dir`, for a command that trains nothing (`keras-med prepare`).
+    """
     parser = parser or CommandParser(
         prog=f"python -m keras_med.recipes.{spec.name}", description=spec.description,
         formatter_class=HelpFormatter)
-    add_config_arguments(parser, spec.defaults, spec.options)
-    parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
-                        "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
+    add_config_arguments(parser, spec.defaults, spec.options, sections)
+    if sections is None:
+        parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
+                            "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
     add_verbose_flag(parser)
     return parser
 

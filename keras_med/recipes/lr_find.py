@@ -35,11 +35,8 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=200, help="Training steps the sweep takes.")
     args = parser.parse_args(argv)
     check_sweep(args.min_lr, args.max_lr, args.steps)
+    # Also selects the Keras backend, before anything below imports Keras.
     config = resolve_run_config(spec, args)
-
-    from keras_med.backend import select_backend
-
-    select_backend(config.train.backend)
     from keras_med.training import compile_model, find_learning_rate, setup_runtime
 
     out = make_run_dir(config, args.run_dir)
