@@ -250,7 +250,7 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
     eval_ds = {name: pipeline(parts[name], training=False, augment="none") for name in ("val", "test")}
     class_weight = label_weights = None
     if config.data.class_weights and not config.data.oversample:
-        if table.task == "multilabel":
+        if table.task == Task.MULTILABEL:
             # Keras's class_weight needs one class per row; multi-hot rows get a weighted loss instead.
             label_weights = kdata.balanced_label_weights(parts["train"].targets())
             log.info("label weights (positive): %s", dict(zip(table.class_names, np.round(label_weights[0], 2))))
@@ -447,9 +447,9 @@ def print_summary(spec, config, out: Path, history, metrics: dict, export_path, 
     from keras_med.evaluation.trust import summary_lines
 
     best_epoch = best_epoch_text(history, config.train.monitor)
-    keys = {"multiclass": ["balanced_accuracy", "accuracy", "macro_auc"],
-            "binary": ["roc_auc", "sensitivity", "specificity", "accuracy"],
-            "multilabel": ["mean_auc"]}[metrics.get("task", "multiclass")]
+    keys = {Task.MULTICLASS: ["balanced_accuracy", "accuracy", "macro_auc"],
+            Task.BINARY: ["roc_auc", "sensitivity", "specificity", "accuracy"],
+            Task.MULTILABEL: ["mean_auc"]}[Task(metrics.get("task", Task.MULTICLASS))]
     lines = [
         "",
         *[f"WARNING: {finding['message']}" for finding in metrics["health"]["findings"] if finding["kind"] == "no_skill"],
