@@ -1,12 +1,16 @@
-"""Choose the Keras backend before Keras is imported.
+"""What must happen before Keras or TensorFlow is imported: the backend, and TensorFlow's C++ log level.
 
 Keras reads `KERAS_BACKEND` once, when it is first imported, so a `--backend` flag (or a
-`backend` key in a TOML file) only takes effect if it is applied before that; this module imports
-no Keras at module level for that reason.
+`backend` key in a TOML file) only takes effect if it is applied before that; TensorFlow reads
+`TF_CPP_MIN_LOG_LEVEL` when it is loaded. This module imports neither at module level for that
+reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -46,3 +50,82 @@ def select_backend(backend: str) -> str:
         raise ConfigError(f"--backend {backend}: Keras was already imported with the {running} backend in this "
                           f"process; set KERAS_BACKEND={backend} before starting Python instead")
     return running
+
+
+TF_LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+# 2: TensorFlow's C++ errors only (no INFO or WARNING lines).
+QUIET_TF_LOG_LEVEL = "2"
+
+
+def quiet_tensorflow_logs(verbose: bool = False) -> bool:
+    """Keep TensorFlow's C++ start-up noise off a command's stderr, unless asked for.
+
+    On a CPU machine TensorFlow 2.21 writes, at import, "oneDNN custom operations are on" and
+    "Could not find cuda drivers" twice (absl logs written before absl is initialised, which
+    `TF_CPP_MIN_LOG_LEVEL` does not filter: tensorflow/tensorflow#100442) and, when the first
+    device is set up, an `E0000 ... failed call to cuInit` line that a new user reads as a
+    failure. This sets `TF_CPP_MIN_LOG_LEVEL=2` and silences stderr while TensorFlow is imported
+    and its devices are listed (which is when those lines come); Python errors still raise.
+    Each command logs "no GPU found: training on the CPU" itself where it matters.
+
+    Nothing changes when the user set `TF_CPP_MIN_LOG_LEVEL`, passed `--verbose`, or TensorFlow
+    is imported already.
+
+    Args:
+        verbose: the command's `--verbose`.
+
+    Returns:
+        Whether the logs were quietened.
+    """
+    if verbose or TF_LOG_LEVEL_VARIABLE in os.environ or "tensorflow" in sys.modules:
+        return False
+    os.environ[TF_LOG_LEVEL_VARIABLE] = QUIET_TF_LOG_LEVEL
+    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    return True
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Point file descriptor 2 at /dev/null (C++ code writes there directly, not to `sys.stderr`)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` once (then leaves `sys.meta_path`) and loads it with stderr silenced."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _SilencedLoader(spec.loader)
+        return spec
+
+
+class _SilencedLoader(importlib.abc.Loader):
+    """Runs TensorFlow's `__init__` and lists its devices (the cuInit line) with stderr silenced."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        # The module keeps its real loader; this wrapper is only for the first import.
+        module.__loader__ = module.__spec__.loader = self._loader
+        with _stderr_silenced():
+            self._loader.exec_module(module)
+            module.config.list_physical_devices("GPU")

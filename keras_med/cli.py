@@ -8,9 +8,11 @@
     keras-med export --model best.keras --name ham10000 [--version N]
     keras-med predict --model saved_models/ham10000/1 IMAGE... [--json]
     keras-med models
+    keras-med recipes
     keras-med app --model saved_models/ham10000 [--port 7860]
 
-Each subcommand imports its room lazily so `--help` answers at once.
+Each subcommand imports its room lazily so `--help` answers at once. The recipes come from their
+registry (`keras_med.recipes.registry`), not from a list here.
 """
 
 from __future__ import annotations
@@ -20,37 +22,54 @@ import logging
 import sys
 
 from keras_med.command_line import CommandParser, HelpFormatter, add_verbose_flag, run_command
-from keras_med.errors import ConfigError
-
-RECIPES = {
-    "ham10000": "keras_med.recipes.ham10000",
-    "chexnet": "keras_med.recipes.chexnet",
-    "covid_cxr": "keras_med.recipes.covid_cxr",
-    "classify": "keras_med.recipes.classify",
-}
+from keras_med.recipes.registry import available_recipes, recipe_spec
 
 log = logging.getLogger("keras_med")
-
-
-def recipe_spec(name: str):
-    if name not in RECIPES:
-        raise ConfigError(f"--recipe: expected one of {sorted(RECIPES)}, got {name!r}")
-    return importlib.import_module(RECIPES[name]).SPEC
 
 
 def _split_recipe(argv: list[str], prog: str) -> tuple[str, list[str]]:
     """Pull `--recipe NAME` out of argv so the rest can go to that recipe's own parser.
 
-    Without `--recipe`, `--data-dir` means the general `classify` recipe (which detects the
-    layout), and anything else the `ham10000` recipe as before.
+    Without `--recipe`, the `recipe` key of the `--config` file names it (a run's config.toml, or
+    recipes/chexnet.toml); else `--data-dir` means the general `classify` recipe (which detects
+    the layout), and anything else the `ham10000` recipe as before.
     """
-    parser = CommandParser(prog=prog, add_help=False)
-    parser.add_argument("--recipe", default=None, choices=sorted(RECIPES))
-    known, rest = parser.parse_known_args(argv)
+    parser = CommandParser(prog=prog, add_help=False, allow_abbrev=False)
+    parser.add_argument("--recipe", default=None, choices=available_recipes())
+    parser.add_argument("--config", default=None)
+    known, _ = parser.parse_known_args(argv)
+    rest = _without_recipe_flag(argv)
     if known.recipe:
         return known.recipe, rest
+    named = _recipe_of_config_file(known.config)
+    if named:
+        return named, rest
     has_data = any(arg == "--data-dir" or arg.startswith("--data-dir=") for arg in rest)
     return ("classify" if has_data else "ham10000"), rest
+
+
+def _without_recipe_flag(argv: list[str]) -> list[str]:
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--recipe":
+            skip = True
+        elif not arg.startswith("--recipe="):
+            rest.append(arg)
+    return rest
+
+
+def _recipe_of_config_file(path: str | None) -> str | None:
+    """The registered recipe a TOML file's `recipe` key names, or None (a bad file is reported later)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            name = tomllib.load(handle).get("recipe")
+    except (TypeError, OSError, tomllib.TOMLDecodeError):
+        return None
+    return name if name in available_recipes() else None
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -89,6 +108,17 @@ def cmd_models(argv: list[str]) -> int:
     return 0
 
 
+def cmd_recipes(argv: list[str]) -> int:
+    parser = CommandParser(prog="keras-med recipes", description="List the registered recipes, one per line.")
+    add_verbose_flag(parser)
+    parser.parse_args(argv)
+    names = available_recipes()
+    width = max(len(name) for name in names)
+    for name in names:
+        sys.stdout.write(f"{name:<{width}}  {recipe_spec(name).description}\n")
+    return 0
+
+
 def _mounted(module: str, prog: str):
     """Subcommands owned by other rooms expose `add_arguments(parser)` and `run(args)`."""
 
@@ -115,6 +145,7 @@ COMMANDS = {
     "predict": (_mounted("keras_med.export.command_predict", "predict"),
                 "Predict images with a SavedModel, a .keras file or a TF Serving server."),
     "models": (cmd_models, "List the registered model names."),
+    "recipes": (cmd_recipes, "List the registered recipes (name and description)."),
     "app": (_mounted("keras_med.app.command", "app"), "Serve a web page to try a model on images (Gradio)."),
 }
 

@@ -4,7 +4,9 @@ Every entry point (`keras-med COMMAND`, `python -m keras_med.recipes.NAME`) runs
 `run_command`: a `keras_med.errors.KerasMedError` (a `UserError`, exit status 2; a
 `RunDivergedError`, exit status 3) prints `PROG: error: MESSAGE` on one line and returns the
 error's exit status; its traceback appears only with `--verbose`. Any other exception is a bug
-and keeps its traceback. A bad flag is a `UsageError` too, so it reads the same way.
+and keeps its traceback. A bad flag is a `UsageError` too, so it reads the same way. TensorFlow's
+C++ start-up lines are kept off stderr unless `--verbose` or `TF_CPP_MIN_LOG_LEVEL` asks for them
+(`keras_med.backend.quiet_tensorflow_logs`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
+from keras_med.backend import quiet_tensorflow_logs
 from keras_med.errors import ConfigError, KerasMedError
 
 log = logging.getLogger("keras_med")
@@ -88,6 +91,8 @@ def run_command(prog: str, body: Callable[[list[str]], int | None], argv: Sequen
     argv = list(argv)
     verbose = wants_verbose(argv)
     configure_logging(verbose)
+    # Before the body imports TensorFlow (Keras does), which every command but --help does.
+    quiet_tensorflow_logs(verbose)
     try:
         return int(body(argv) or 0)
     except KerasMedError as error:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -58,8 +59,19 @@ NOT_EMPTY = Rule(lambda value: bool(str(value).strip()), "a non-empty value")
 MIN_IMAGE_SIZE = 32  # the smallest input every registered model builds at (keras_med.models.create_model)
 
 
-def _opt(default, help_text: str, choices=None, rule: Rule | None = None):
-    return field(default=default, metadata={"help": help_text, "choices": choices, "rule": rule})
+def _opt(default, help_text: str, choices=None, rule: Rule | None = None, recipe_option: bool = False):
+    """A configuration field with its flag's help, allowed choices and range.
+
+    Args:
+        recipe_option: an option of some recipes or data sources only (`--views`, `--label-column`);
+            a recipe lists the ones it takes in `RecipeSpec.options`, and only those become its flags.
+    """
+    return field(default=default, metadata={"help": help_text, "choices": choices, "rule": rule,
+                                            "recipe_option": recipe_option})
+
+
+def _recipe_opt(default, help_text: str, choices=None, rule: Rule | None = None):
+    return _opt(default, help_text, choices, rule, recipe_option=True)
 
 
 @dataclass
@@ -78,7 +90,7 @@ class DataConfig:
     resize: str = _opt("resize", "How images reach the model size.", ["resize", "pad"])
     cache: str = _opt("memory", "Cache decoded, resized images: 'memory', 'none' or a file path.",
                      rule=NOT_EMPTY)
-    augment: str = _opt("dermoscopy", "Augmentation preset ('auto': the --modality's preset; classify recipe).",
+    augment: str = _opt("dermoscopy", "Augmentation preset ('auto': the --modality's preset, classify only).",
                         ["auto", "dermoscopy", "xray", "fundus", "histology", "light", "none"])
     mixup: float = _opt(0.0, "MixUp alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
     cutmix: float = _opt(0.0, "CutMix alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
@@ -89,28 +101,29 @@ class DataConfig:
     max_images: int = _opt(0, "Use a random subset of this many images (0: all).", rule=at_least(0))
     prepared: str = _opt("", "Train from TFRecord shards written by `keras-med prepare` in this directory "
                          "instead of decoding the original files.")
-    metadata: str = _opt("", "Metadata file (CSV or Parquet), inside --data-dir or a path; empty: the "
-                         "recipe's default (chexnet: Data_Entry_2017.csv or the one Parquet file).")
-    label_column: str = _opt("", "Metadata column with the labels; empty: the recipe's default "
-                             "(chexnet: 'Finding Labels'; a Portuguese copy may use 'patologia').")
-    image_column: str = _opt("", "Metadata column with the image file name; empty: the recipe's default.")
-    group_column: str = _opt("", "Metadata column with the patient id; empty: the recipe's default.")
-    no_finding: str = _opt("drop", "Multilabel chest X-rays: drop 'No Finding' images, or keep them "
-                           "as all-zero targets.", ["drop", "keep"])
-    layout: str = _opt("auto", "classify: the data layout: a folder per class, a CSV/Parquet table, a MedMNIST "
-                       ".npz, or 'auto' (detected and logged).", ["auto", "folder", "table", "npz"])
-    modality: str = _opt("other", "classify: the kind of images; picks the augmentation preset when --augment "
-                         "is 'auto'.", ["dermoscopy", "xray", "fundus", "histology", "other"])
-    label_separator: str = _opt("", "classify, table layout: the separator of multi-label labels (e.g. '|'); "
-                                "empty: detected ('|' when labels hold one), else single-label.")
-    group_pattern: str = _opt("", "classify: a regex on image file names whose first group (or match) is the "
-                              "patient, when there is no group column; empty: one group per image (warned).")
-    dicom_tags: str = _opt("", "classify: comma-separated DICOM header keywords read into the table for "
-                           "reports (e.g. ViewPosition,PatientSex,PatientAge,Manufacturer).")
-    views: str = _opt("PA,AP,AP Supine", "covid_cxr, ieee8023 layout: comma-separated X-ray views kept.",
-                      rule=NOT_EMPTY)
-    negatives: str = _opt("all", "covid_cxr, ieee8023 layout: negatives are all other findings, or "
-                          "'No Finding' images only.", ["all", "no_finding"])
+    # Options of some recipes or sources only (RecipeSpec.options): a recipe's --help shows its own.
+    metadata: str = _recipe_opt("", "Metadata file (CSV or Parquet), inside --data-dir or a path; empty: the "
+                                "recipe's default (chexnet: Data_Entry_2017.csv or the one Parquet file).")
+    label_column: str = _recipe_opt("", "Metadata column with the labels; empty: the recipe's default "
+                                    "(chexnet: 'Finding Labels'; a Portuguese copy may use 'patologia').")
+    image_column: str = _recipe_opt("", "Metadata column with the image file name; empty: the recipe's default.")
+    group_column: str = _recipe_opt("", "Metadata column with the patient id; empty: the recipe's default.")
+    no_finding: str = _recipe_opt("drop", "Multi-label tables: drop 'No Finding' images, or keep them as "
+                                  "all-zero targets.", ["drop", "keep"])
+    layout: str = _recipe_opt("auto", "The data layout: a folder per class, a CSV/Parquet table, a MedMNIST .npz, "
+                              "or 'auto' (detected and logged).", ["auto", "folder", "table", "npz"])
+    modality: str = _recipe_opt("other", "The kind of images; picks the augmentation preset when --augment is "
+                                "'auto'.", ["dermoscopy", "xray", "fundus", "histology", "other"])
+    label_separator: str = _recipe_opt("", "Table layout: the separator of multi-label labels (e.g. '|'); empty: "
+                                       "detected ('|' when labels hold one), else single-label.")
+    group_pattern: str = _recipe_opt("", "A regex on image file names whose first group (or match) is the "
+                                     "patient, when there is no group column; empty: one group per image (warned).")
+    dicom_tags: str = _recipe_opt("", "Comma-separated DICOM header keywords read into the table for reports "
+                                  "(e.g. ViewPosition,PatientSex,PatientAge,Manufacturer).")
+    views: str = _recipe_opt("PA,AP,AP Supine", "ieee8023 layout: comma-separated X-ray views kept.",
+                             rule=NOT_EMPTY)
+    negatives: str = _recipe_opt("all", "ieee8023 layout: negatives are all other findings, or 'No Finding' "
+                                 "images only.", ["all", "no_finding"])
 
 
 @dataclass
@@ -283,9 +296,10 @@ class RecipeConfig:
             section = getattr(self, section_name)
             for spec in dataclasses.fields(section):
                 value = getattr(section, spec.name)
-                if allow_auto and AUTO_VALUES.get(spec.name, object()) == value:
+                auto = spec.name in AUTO_VALUES and AUTO_VALUES[spec.name] == value
+                if allow_auto and auto:
                     continue
-                problem = _field_problem(value, spec)
+                problem = _field_problem(value, spec) or (_auto_problem(value) if auto else None)
                 if problem:
                     problems.append(f"{where(section_name, spec.name)}: {problem}")
                     bad.add(spec.name)
@@ -296,7 +310,12 @@ class RecipeConfig:
 
 
 # Values that mean "chosen from the data and the machine" for recipes that detect them (classify).
-AUTO_VALUES = {"image_size": 0, "model": "auto"}
+AUTO_VALUES = {"image_size": 0, "model": "auto", "augment": "auto"}
+
+
+def _auto_problem(value) -> str:
+    return (f"expected a value of its own, got {value!r} (chosen from the data only by a recipe that detects it: "
+            "classify)")
 
 
 def where(section: str, name: str) -> str:
@@ -420,41 +439,112 @@ def _coerce(value, spec: dataclasses.Field, source: str):
     return value
 
 
+# --- recipe options -----------------------------------------------------------------------------
+# Every [data] key that only some recipes or sources take (`_recipe_opt`).
+RECIPE_OPTIONS = tuple(spec.name for spec in dataclasses.fields(DataConfig) if spec.metadata.get("recipe_option"))
+# The options of a labelled metadata table (keras_med.data.sources.table, ChestX-ray14's loader).
+TABLE_OPTIONS = ("metadata", "image_column", "label_column", "group_column", "no_finding")
+
+
+def check_recipe_options(options) -> tuple[str, ...]:
+    """`options` as a tuple, each one a recipe option of `DataConfig` (a recipe's own declaration).
+
+    Raises:
+        ValueError: a name that is not a recipe option (a bug in the recipe module).
+    """
+    unknown = sorted(set(options) - set(RECIPE_OPTIONS))
+    if unknown:
+        raise ValueError(f"options: expected names among {list(RECIPE_OPTIONS)}, got {unknown}")
+    return tuple(options)
+
+
+def drop_unused_options(config: RecipeConfig, options, source: str = "configuration") -> RecipeConfig:
+    """Reset the recipe options a recipe does not take to their defaults, with one warning naming them.
+
+    An older config.toml (every run's holds every key) or a TOML written for another recipe may
+    set them; they would not change this recipe's run, and the run's config.toml should say what
+    was used.
+
+    Args:
+        config: the merged configuration.
+        options: the recipe options the recipe takes (`RecipeSpec.options`).
+        source: where the values came from, for the warning.
+
+    Returns:
+        The configuration with every other recipe option at its `DataConfig` default.
+    """
+    defaults = DataConfig()
+    unused = [name for name in RECIPE_OPTIONS
+              if name not in options and getattr(config.data, name) != getattr(defaults, name)]
+    if not unused:
+        return config
+    logging.getLogger("keras_med").warning(
+        "%s: %s not used by the %s recipe; ignored", source,
+        ", ".join(f"[data] {name}" for name in unused) + (" is" if len(unused) == 1 else " are"), config.recipe)
+    return dataclasses.replace(config, data=dataclasses.replace(
+        config.data, **{name: getattr(defaults, name) for name in unused}))
+
+
 # --- command line -------------------------------------------------------------------------------
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, defaults: RecipeConfig) -> None:
-    """Add one flag per configuration field; defaults shown are the recipe's own."""
-    parser.add_argument("--config", help="TOML file whose values replace the recipe's defaults "
+def add_config_arguments(parser: argparse.ArgumentParser, defaults: RecipeConfig, options=RECIPE_OPTIONS,
+                         sections: dict | None = None) -> None:
+    """Add one flag per configuration field the recipe uses; each help states the recipe's own default once.
+
+    Args:
+        parser: the parser to add `--config`, `--output-dir` and the sections' flags to.
+        defaults: the recipe's default configuration.
+        options: the recipe options (`RECIPE_OPTIONS`) that get a flag; the others are left out.
+        sections: the fields a command reads, when not all: `{section: None (all) or (names)}`,
+            e.g. `{"data": None, "train": ("seed",)}` for `keras-med prepare`.
+    """
+    parser.add_argument("--config", metavar="TOML", help="TOML file whose values replace the recipe's defaults "
                         "(flags still win). E.g. recipes/ham10000.toml.")
-    parser.add_argument("--output-dir", help=f"Where run directories go (default: {defaults.output_dir}).")
+    parser.add_argument("--output-dir", metavar="DIR", help=f"Where run directories go (default: {defaults.output_dir}).")
     for section_name in RecipeConfig.SECTIONS:
+        if sections is not None and section_name not in sections:
+            continue
         section = getattr(defaults, section_name)
+        names = None if sections is None else sections[section_name]
         group = parser.add_argument_group(f"[{section_name}]")
         for spec in dataclasses.fields(section):
+            if spec.metadata.get("recipe_option") and spec.name not in options:
+                continue
+            if names is not None and spec.name not in names:
+                continue
             default = getattr(section, spec.name)
             help_text = spec.metadata.get("help", "")
             if "(default:" not in help_text:  # some say what an empty default means instead
                 help_text += f" (default: {default!r})"
+            # argparse's own default stays None ("not given"), so a --config file's value is not
+            # overridden by it; the help states the recipe's default instead (HelpFormatter).
             dest = f"{section_name}.{spec.name}"
             if isinstance(default, bool):
                 group.add_argument(_flag(spec.name), dest=dest, action=argparse.BooleanOptionalAction,
                                    default=None, help=help_text)
             else:
                 group.add_argument(_flag(spec.name), dest=dest, type=type(default), default=None,
-                                   choices=spec.metadata.get("choices"), help=help_text)
+                                   choices=spec.metadata.get("choices"), metavar=_metavar(spec), help=help_text)
 
 
-def config_from_arguments(args: argparse.Namespace, defaults: RecipeConfig,
-                          demo_overrides: dict | None = None) -> RecipeConfig:
+def _metavar(spec: dataclasses.Field) -> str | None:
+    """`{a,b}` for choices (argparse's own), else the field's name: `--image-size IMAGE_SIZE`."""
+    return None if spec.metadata.get("choices") else spec.name.upper()
+
+
+def config_from_arguments(args: argparse.Namespace, defaults: RecipeConfig, demo_overrides: dict | None = None,
+                          options=RECIPE_OPTIONS) -> RecipeConfig:
     """Recipe defaults (with the demo's overrides under `--demo`), then the --config file, then flags.
 
     Args:
         args: parsed flags of `add_config_arguments` (`--config`, `--output-dir`, `section.field`).
         defaults: the recipe's default configuration.
         demo_overrides: sections `--demo` changes (`RecipeSpec.demo_overrides`); flags still win.
+        options: the recipe options the recipe takes; others set by the --config file are reset to
+            their defaults with one warning (`drop_unused_options`).
 
     Returns:
         The resolved configuration, not yet validated (see `RecipeConfig.validate`).
@@ -464,6 +554,7 @@ def config_from_arguments(args: argparse.Namespace, defaults: RecipeConfig,
         config = RecipeConfig.from_dict(demo_overrides, base=config, source="demo defaults")
     if getattr(args, "config", None):
         config = RecipeConfig.load(args.config, base=config)
+        config = drop_unused_options(dataclasses.replace(config, recipe=defaults.recipe), options, args.config)
     overrides: dict = {}
     for dest, value in vars(args).items():
         if value is None or "." not in dest:

@@ -213,7 +213,7 @@ def check_model_matches(model, run: RunInfo) -> RunInfo:
     Raises:
         RunContentError: e.g. "the model has 7 outputs and the run directory names 6 classes (FILE)".
     """
-    from keras_med.export.metadata import infer_task
+    from keras_med.tasks import infer_task
 
     outputs = int(model.outputs[0].shape[-1])
     task = run.task or infer_task(model)

@@ -127,7 +127,7 @@ def test_metadata_file_is_looked_for_in_the_data_dir(tmp_path, capsys, no_traini
 @pytest.mark.parametrize("spec", [ham10000.SPEC, chexnet.SPEC, covid_cxr.SPEC, classify.SPEC],
                          ids=lambda spec: spec.name)
 def test_shipped_defaults_and_demo_overrides_validate(spec):
-    detects = spec.resolve_config is not None
+    detects = spec.resolve_auto_values is not None
     spec.defaults.validate(allow_auto=detects)
     RecipeConfig.from_dict(spec.demo_overrides, base=spec.defaults).validate(allow_auto=detects)
 
@@ -140,8 +140,9 @@ def test_shipped_recipe_files_validate():
 
 
 def test_auto_values_are_refused_where_no_detection_step_replaces_them(capsys, no_training):
-    assert base.main(ham10000.SPEC, ["--demo", "--image-size", "0", "--model", "auto"]) == 2
-    assert_one_line_error(capsys, RECIPE_PROG, "--image-size", "--model")
+    assert base.main(ham10000.SPEC, ["--demo", "--image-size", "0", "--model", "auto", "--augment", "auto"]) == 2
+    assert_one_line_error(capsys, RECIPE_PROG, "--image-size", "--model", "--augment ([data] augment): expected a "
+                          "value of its own, got 'auto'")
 
 
 # --- the recipe-level commands ------------------------------------------------------------------
@@ -271,17 +272,23 @@ def test_divergence_exits_3_and_a_bug_keeps_its_traceback(capsys):
 
 # --- the real entry points -----------------------------------------------------------------------
 def run_entry_point(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # As a user starts it: TensorFlow's log level not set (keras_med.backend.quiet_tensorflow_logs).
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
 
 
 def test_entry_point_recipe_module_one_line_exit_2(tmp_path):
+    """Validation imports Keras and TensorFlow: their C++ start-up lines stay off stderr, which is one line."""
     result = run_entry_point("-m", "keras_med.recipes.ham10000", "--data-dir", str(tmp_path / "missing"),
                              "--epochs", "0")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    for noise in ("I0000", "E0000", "W0000", "oneDNN", "cuInit", "absl::InitializeLog"):
+        assert noise not in result.stderr, result.stderr
     lines = error_lines(result.stderr, RECIPE_PROG)
     assert len(lines) == 1 and "--epochs ([train] epochs)" in lines[0] and "--data-dir" in lines[0]
+    assert result.stderr.strip().splitlines() == lines
 
 
 def test_entry_point_console_script_one_line_exit_2(tmp_path):

@@ -24,7 +24,7 @@ import pytest
 
 from keras_med.errors import RunDivergedError
 from keras_med.recipes import ham10000
-from keras_med.recipes.base import main
+from keras_med.recipes.base import fit_arguments, main
 from keras_med.training import fit_model, read_training_outcome
 from keras_med.training.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint
 
@@ -123,7 +123,7 @@ def interrupted_run(tmp_path, monkeypatch, toy, kill_epoch, config):
     toy.extra_callbacks(monkeypatch, toy.KillAfterEpoch(kill_epoch))
     data = toy.data(32).dataset
     with pytest.raises(KeyboardInterrupt):
-        fit_model(toy.model(), data, data, config, tmp_path)
+        fit_model(toy.model(), data, data, tmp_path, **fit_arguments(config))
     monkeypatch.undo()
 
 
@@ -139,7 +139,7 @@ def test_torn_resume_state_falls_back_to_the_previous_backup_and_says_so(tmp_pat
     counter = toy_training.EpochCounter()
     toy_training.extra_callbacks(monkeypatch, counter)
     with caplog.at_level(logging.WARNING):
-        history = fit_model(toy_training.model(), data, data, config, tmp_path)
+        history = fit_model(toy_training.model(), data, data, tmp_path, **fit_arguments(config))
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any("latest.weights.h5" in message and "previous backup" in message and "after epoch 1" in message
                for message in warnings), warnings
@@ -159,7 +159,7 @@ def test_with_no_readable_resume_state_the_phase_starts_again_and_says_so(tmp_pa
     counter = toy_training.EpochCounter()
     toy_training.extra_callbacks(monkeypatch, counter)
     with caplog.at_level(logging.WARNING):
-        history = fit_model(toy_training.model(), data, data, config, tmp_path)
+        history = fit_model(toy_training.model(), data, data, tmp_path, **fit_arguments(config))
     assert any("no readable resume state" in record.getMessage() for record in caplog.records)
     assert counter.epochs == [0, 1, 2]
     assert list(history["epoch"]) == [0, 1, 2]
@@ -168,18 +168,18 @@ def test_with_no_readable_resume_state_the_phase_starts_again_and_says_so(tmp_pa
 def test_a_finished_training_is_not_repeated_and_refuses_other_settings(tmp_path, monkeypatch, toy_training):
     data = toy_training.data(32).dataset
     config = toy_training.config(epochs=2)
-    fit_model(toy_training.model(), data, data, config, tmp_path)
+    fit_model(toy_training.model(), data, data, tmp_path, **fit_arguments(config))
     assert not (tmp_path / "backup").exists()
     best = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
     counter = toy_training.EpochCounter()
     toy_training.extra_callbacks(monkeypatch, counter)
     model = toy_training.model()
-    history = fit_model(model, data, data, config, tmp_path)
+    history = fit_model(model, data, data, tmp_path, **fit_arguments(config))
     assert counter.epochs == [] and list(history["epoch"]) == [0, 1]
     for a, b in zip(model.get_weights(), best.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(Exception, match=r"train.epochs \(2 -> 5\).*new --run-dir") as error:
-        fit_model(toy_training.model(), data, data, toy_training.config(epochs=5), tmp_path)
+        fit_model(toy_training.model(), data, data, tmp_path, **fit_arguments(toy_training.config(epochs=5)))
     assert getattr(error.value, "exit_code", None) == 2
 
 

@@ -126,11 +126,11 @@ def test_medmnist_npz_keeps_official_splits_and_multilabel(tmp_path):
 
 def test_auto_defaults_follow_modality_data_and_machine(tmp_path):
     data = write_classes_demo(tmp_path, n_images=8, image_size=40)
-    resolved = classify.resolve_config(config(data_dir=str(data), modality="histology"))
+    resolved = classify.resolve_auto_values(config(data_dir=str(data), modality="histology"))
     assert resolved.data.augment == "histology"
     assert (resolved.model.model, resolved.model.weights) == ("mobilenetv2", "imagenet"), "no GPU here"
     assert resolved.data.image_size == 64, "40 px images: not upsampled to 160"
-    scratch = classify.resolve_config(RecipeConfig.from_dict({"data": {"data_dir": str(data), "image_size": 96},
+    scratch = classify.resolve_auto_values(RecipeConfig.from_dict({"data": {"data_dir": str(data), "image_size": 96},
                                                               "model": {"model": "custom_cnn"}},
                                                              base=classify.SPEC.defaults))
     assert (scratch.model.weights, scratch.data.image_size, scratch.data.augment) == ("none", 96, "light")

@@ -9,6 +9,7 @@ from sklearn.metrics import balanced_accuracy_score
 import keras_med.training.fit as fit_module
 from keras_med.config import TrainConfig
 from keras_med.models import create_model
+from keras_med.recipes.base import fit_arguments
 from keras_med.training import (BalancedAccuracy, build_loss, build_optimizer, compile_model, find_learning_rate,
                                 fit_model, monitor_mode, read_history, resolve_plan, setup_runtime)
 
@@ -69,13 +70,11 @@ def test_losses_optimizers_and_monitor_modes(toy_training):
         compile_model(toy_training.model(), TrainConfig(), "binary")
 
 
-def test_resolve_plan_auto(toy_training):
-    config = toy_training.config()
-    assert resolve_plan(config) == "scratch"
-    config.model.model, config.model.weights = "mobilenetv2", "imagenet"
-    assert resolve_plan(config) == "finetune"
-    config.model.weights = "none"
-    assert resolve_plan(config) == "scratch"
+def test_resolve_plan_auto():
+    assert resolve_plan("auto", "custom_cnn", "none") == "scratch"
+    assert resolve_plan("auto", "mobilenetv2", "imagenet") == "finetune"
+    assert resolve_plan("auto", "mobilenetv2", "none") == "scratch"
+    assert resolve_plan("finetune", "mobilenetv2", "none") == "finetune"
 
 
 # --- runtime -------------------------------------------------------------------------------------
@@ -107,7 +106,7 @@ def test_scratch_plan_learns_and_writes_history_and_best_checkpoint(tmp_path, to
     val, val_images, val_labels = toy_training.data(32, seed=1)
     config = toy_training.config(epochs=5, accumulate=2)
     model = toy_training.model()
-    history = fit_model(model, train, val, config, tmp_path, class_weight={0: 1.0, 1: 2.0})
+    history = fit_model(model, train, val, tmp_path, **fit_arguments(config), class_weight={0: 1.0, 1: 2.0})
     assert list(history["epoch"]) == [0, 1, 2, 3, 4]
     assert {"phase", "learning_rate", "val_balanced_accuracy", "val_auc"} <= set(history.columns)
     assert (history["phase"] == 1).all() and history["learning_rate"].iloc[0] == pytest.approx(3e-3)
@@ -124,7 +123,7 @@ def test_weight_averaging_validates_and_checkpoints_the_averaged_weights(tmp_pat
     # The averaged weights lag the raw ones by about 1 / (1 - momentum) steps: give them epochs.
     config = toy_training.config(epochs=7, ema=0.9)
     model = toy_training.model()
-    history = fit_model(model, train, val, config, tmp_path)
+    history = fit_model(model, train, val, tmp_path, **fit_arguments(config))
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(0.9)
     best = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
     assert (best.predict(val_images, verbose=0).argmax(axis=1) == val_labels).mean() >= 0.9
@@ -140,7 +139,7 @@ def test_finetune_plan_trains_head_then_top_with_batchnorm_frozen(tmp_path, toy_
     config = toy_training.config(plan="finetune", head_epochs=1, epochs=2, unfreeze=4, steps_per_epoch=1)
     model = toy_training.model()
     initial = model.get_layer("block1_conv").get_weights()[0].copy()
-    history = fit_model(model, train, train, config, tmp_path)
+    history = fit_model(model, train, train, tmp_path, **fit_arguments(config))
     assert list(history["epoch"]) == [0, 1, 2] and list(history["phase"]) == [1, 2, 2]
     assert list(history["learning_rate"]) == pytest.approx([3e-3, 1e-4, 1e-4])
     assert model.get_layer("block4_conv").trainable and model.get_layer("block3_conv").trainable
@@ -153,14 +152,14 @@ def test_killed_finetune_run_resumes_in_phase_two_without_repeating_epochs(tmp_p
     config = toy_training.config(plan="finetune", head_epochs=2, epochs=2, steps_per_epoch=1)
     toy_training.extra_callbacks(monkeypatch, toy_training.KillAfterEpoch(2), phase=2)
     with pytest.raises(KeyboardInterrupt):
-        fit_model(toy_training.model(), train, train, config, tmp_path)
+        fit_model(toy_training.model(), train, train, tmp_path, **fit_arguments(config))
     monkeypatch.undo()
     assert list(read_history(tmp_path)["epoch"]) == [0, 1, 2]
     assert (tmp_path / "backup" / "phase1_done.weights.h5").is_file()
 
     counter = toy_training.EpochCounter()
     toy_training.extra_callbacks(monkeypatch, counter)
-    history = fit_model(toy_training.model(), train, train, config, tmp_path)
+    history = fit_model(toy_training.model(), train, train, tmp_path, **fit_arguments(config))
     assert counter.epochs == [3]
     assert list(history["epoch"]) == [0, 1, 2, 3] and list(history["phase"]) == [1, 1, 2, 2]
 
@@ -218,7 +217,7 @@ def test_finetune_plan_warms_up_the_unfrozen_phase(tmp_path, monkeypatch, toy_tr
     dataset, _, _ = toy_training.data()
     model = toy_training.model()
     config = toy_training.config(plan="finetune", head_epochs=1, epochs=1, unfreeze=2, warmup_epochs=0.5)
-    history = fit_model(model, dataset, dataset, config, tmp_path)
+    history = fit_model(model, dataset, dataset, tmp_path, **fit_arguments(config))
     assert seen == [(1, 0.0), (2, 0.5)]
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
     with pytest.raises(ValueError, match="warmup_epochs"):
@@ -271,7 +270,7 @@ def test_multilabel_fit_with_label_weights_trains_and_its_checkpoint_reloads(tmp
     model = create_model("custom_cnn", num_classes=3, image_size=toy_training.size, weights=None, head_units=16,
                          task="multilabel")
     config = toy_training.config(epochs=2, monitor="val_loss")
-    history = fit_model(model, dataset, dataset, config, tmp_path, label_weights=([1.0, 4.0, 9.0], [1.0, 0.6, 0.55]))
+    history = fit_model(model, dataset, dataset, tmp_path, **fit_arguments(config), label_weights=([1.0, 4.0, 9.0], [1.0, 0.6, 0.55]))
     assert isinstance(model.loss, WeightedBinaryCrossentropy) and np.isfinite(history["loss"]).all()
     reloaded = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras")
     assert reloaded.loss.positive_weights == [1.0, 4.0, 9.0]

@@ -13,14 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TASKS = ("multiclass", "binary", "multilabel")
-
-
-def check_task(task: str) -> str:
-    """Return `task` if it is a known task, else raise a ValueError naming the choices."""
-    if task not in TASKS:
-        raise ValueError(f"task: expected one of {list(TASKS)}, got {task!r}")
-    return task
+from keras_med.tasks import check_task
 
 
 def canonical_arrays(task: str, y_true, y_prob, class_names, name: str = "") -> tuple[np.ndarray, np.ndarray]:

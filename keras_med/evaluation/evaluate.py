@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from keras_med.atomic import write_text_atomic
-from keras_med.config import EvaluationConfig
 from keras_med.evaluation import plots
 from keras_med.evaluation.arrays import canonical_arrays, one_vs_rest
 from keras_med.evaluation.calibration import apply_temperature, calibration_summary, reliability_bins
@@ -31,8 +30,8 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                  y_true_val=None, y_prob_val=None, groups_test=None, history: pd.DataFrame | None = None,
                  config=None, data_summary=None,
                  test_images: Callable[[int], np.ndarray] | np.ndarray | None = None, model=None,
-                 long_names: dict | None = None, n_bootstrap: int | None = None,
-                 operating_point: str | None = None, target: float | None = None, explain: int | None = None,
+                 long_names: dict | None = None, n_bootstrap: int = 1000,
+                 operating_point: str = "youden", target: float = 0.9, explain: int = 4,
                  thresholds=None, seed: int = 0, title: str | None = None, diverged: dict | None = None,
                  trust: dict | None = None) -> dict:
     """Evaluate a model's test predictions and write metrics.json, plots, Grad-CAM and the model card.
@@ -48,17 +47,17 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
         groups_test: optional `(N,)` group ids (lesion, patient) of the test images: the bootstrap
             then resamples whole groups.
         history: the CSVLogger history DataFrame, or None.
-        config: a RecipeConfig or a dict, written into the card; a RecipeConfig also supplies the
-            evaluation settings (bootstrap, operating point, target, explain) not given here.
+        config: a RecipeConfig or a dict, written into the card (the settings below are not read
+            from it: the caller passes them).
         data_summary: counts per class and split (DataFrame or `{split: {class: count}}`), or None.
         test_images: the test images (float 0..255 `(N, S, S, 3)` array, or a callable
             `index -> image`), for the grid of mistakes and Grad-CAM examples; or None.
         model: the trained Keras model, for Grad-CAM examples (needs `test_images`); or None.
         long_names: optional `{class name: long name}` for the card.
-        n_bootstrap: bootstrap resamples (default: config, else 1000).
-        operating_point: "youden", "f1", "sensitivity" or "specificity" (default: config, else youden).
-        target: target sensitivity/specificity (default: config, else 0.9).
-        explain: Grad-CAM overlays for this many right and this many wrong predictions (default: config, else 4).
+        n_bootstrap: bootstrap resamples.
+        operating_point: "youden", "f1", "sensitivity" or "specificity".
+        target: target sensitivity/specificity.
+        explain: Grad-CAM overlays for this many right and this many wrong predictions.
         thresholds: fixed thresholds (one per model output) instead of choosing them on validation,
             e.g. the stored ones when scoring an external test set.
         seed: bootstrap seed.
@@ -72,11 +71,6 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
         The metrics dictionary written to metrics.json; `thresholds` holds one threshold per model
         output (C for multiclass and multilabel, one for binary: on the positive class).
     """
-    defaults = getattr(config, "evaluation", None) or EvaluationConfig()
-    n_bootstrap = defaults.bootstrap if n_bootstrap is None else n_bootstrap
-    operating_point = defaults.operating_point if operating_point is None else operating_point
-    target = defaults.target if target is None else target
-    explain = defaults.explain if explain is None else explain
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     class_names = list(class_names)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from keras_med.errors import ConfigError
 from keras_med.export.metadata import TFLITE_QUANTIZATIONS, is_valid_served_name
+from keras_med.tasks import TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-dir", default="saved_models", help="TF Serving model base path.")
     parser.add_argument("--class-names", default=None,
                         help="Comma-separated class names (default: class_names.json of the model's run directory).")
-    parser.add_argument("--task", choices=["multiclass", "multilabel", "binary"], default=None,
+    parser.add_argument("--task", choices=TASKS, default=None,
                         help="Task (default: class_names.json, else read from the 'predictions' layer).")
     parser.add_argument("--resize", choices=["resize", "pad"], default=None,
                         help="How images of another size reach the model size (default: the run's config.toml).")

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from keras_med.errors import UserError
+from keras_med.tasks import TASKS
 
-TASKS = ("multiclass", "multilabel", "binary")
 RESIZE_MODES = ("resize", "pad")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
 # Smaller images are answered valid=false: a 1x1 PNG is not a lesion (issue 10, item 5).
@@ -121,25 +121,3 @@ def normalise_thresholds(thresholds, class_names: Sequence[str], task: str) -> t
     if any(not math.isfinite(value) or not 0.0 <= value <= 1.0 for value in values):
         raise ServingMetadataError(f"thresholds must be probabilities in 0..1, got {values}")
     return tuple(values)
-
-
-def infer_task(model) -> str:
-    """The task of a Keras model built to the contract, read from its ``predictions`` layer.
-
-    Args:
-        model: A Keras model whose output layer is named ``predictions``.
-    """
-    try:
-        layer = model.get_layer("predictions")
-    except ValueError as error:
-        raise ServingMetadataError("the model has no layer named 'predictions' (see docs/contracts.md)") from error
-    units = model.outputs[0].shape[-1]
-    if units == 1:
-        return "binary"
-    activation = getattr(getattr(layer, "activation", None), "__name__", "")
-    if activation == "softmax":
-        return "multiclass"
-    if activation == "sigmoid":
-        return "multilabel"
-    raise ServingMetadataError(f"cannot tell the task from the 'predictions' layer's activation {activation!r}; "
-                     "pass task= explicitly")

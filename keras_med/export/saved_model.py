@@ -23,7 +23,8 @@ from tensorflow.core.framework import types_pb2
 
 from keras_med.atomic import replace_directory_atomic
 from keras_med.export.guards import ServingGuards
-from keras_med.export.metadata import ServingMetadata, infer_task
+from keras_med.export.metadata import ServingMetadata
+from keras_med.tasks import infer_task
 from keras_med.export.model_config import list_versions, write_models_config
 from keras_med.export.warmup import copy_run_card, run_example_images, write_examples, write_warmup_requests
 from keras_med.export.signatures import (IMAGE_SIGNATURE, METADATA_SIGNATURE, PIXELS_SIGNATURE,

@@ -1,8 +1,12 @@
 """What every recipe does, once: files on disk -> split -> pipelines -> model -> fit -> evaluate -> export.
 
-A recipe module (`ham10000.py`, `chexnet.py`, ...) is a `RecipeSpec`: its default configuration, how
-to load its data into an `ImageTable`, how to make its demo data, and where the real data is
-published. `run_recipe` composes the rooms of the package; it holds no training loop of its own.
+A recipe module (`ham10000.py`, `chexnet.py`, ...) is a `RecipeSpec`, registered by name
+(`keras_med.recipes.registry`): its default configuration, the recipe options it takes, how to
+load its data into an `ImageTable`, how to make its demo data, and where the real data is
+published. `resolve_run_config` is the one way every recipe-level command (train, lr-find,
+prepare) turns defaults, demo overrides, a TOML file and flags into a validated configuration;
+`run_recipe` composes the rooms of the package, handing each its own arguments; it holds no
+training loop of its own.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import numpy as np
 
 from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter, add_verbose_flag, run_command
-from keras_med.config import RecipeConfig, add_config_arguments, config_from_arguments
+from keras_med.config import RecipeConfig, add_config_arguments, check_recipe_options, config_from_arguments
 from keras_med.errors import ConfigError, RunDivergedError
+from keras_med.tasks import Task, monitor_mode
 
 log = logging.getLogger("keras_med")
 
@@ -34,8 +39,11 @@ class RecipeSpec:
 
     Args:
         name: recipe name; also the served model's name and the run folder.
-        description: one line for `--help`.
+        description: one line for `--help` and `keras-med recipes`.
         defaults: the recipe's default configuration.
+        options: the recipe options (`keras_med.config.RECIPE_OPTIONS`: `views`, `label_column`,
+            ...) its loader reads; only these become its flags, and a TOML file's others are
+            ignored with a warning.
         load_table: `(data_dir, config) -> ImageTable` for the real layout.
         write_demo: `(out_dir, config) -> data_dir` writing synthetic data in the real layout.
         data_help: where the real data is published and how to point at it.
@@ -45,7 +53,7 @@ class RecipeSpec:
         extra_evaluation: optional `(run_dir, metrics, data, model, y_prob, config) -> None` for
             recipe-specific tables and plots; `data` is the `PreparedData`, `y_prob` the
             `{"val", "test"}` probabilities the metrics came from.
-        resolve_config: optional `config -> config` run before anything else, turning the
+        resolve_auto_values: optional `config -> config` run before anything else, turning the
             recipe's `auto` values into ones that fit the data and the machine (classify).
     """
 
@@ -58,17 +66,30 @@ class RecipeSpec:
     group_name: str = "group"
     demo_overrides: dict = field(default_factory=dict)
     extra_evaluation: Callable | None = None
-    resolve_config: Callable | None = None
+    resolve_auto_values: Callable | None = None
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.options = check_recipe_options(self.options)
 
 
-def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The recipe's flags (one per configuration field, `--config`, `--run-dir`, `--verbose`) on `parser`."""
+def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None, *,
+                 sections: dict | None = None) -> argparse.ArgumentParser:
+    """The recipe's flags (one per configuration field, `--config`, `--run-dir`, `--verbose`) on `parser`.
+
+    Args:
+        spec: the recipe; its own `options` get flags, other recipes' do not.
+        parser: the parser to add to (default: `python -m keras_med.recipes.<name>`'s).
+        sections: only these configuration fields (see `keras_med.config.add_config_arguments`),
+            and no `--run-dir`, for a command that trains nothing (`keras-med prepare`).
+    """
     parser = parser or CommandParser(
         prog=f"python -m keras_med.recipes.{spec.name}", description=spec.description,
         formatter_class=HelpFormatter)
-    add_config_arguments(parser, spec.defaults)
-    parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
-                        "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
+    add_config_arguments(parser, spec.defaults, spec.options, sections)
+    if sections is None:
+        parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
+                            "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
     add_verbose_flag(parser)
     return parser
 
@@ -80,11 +101,12 @@ def main(spec: RecipeSpec, argv: list[str] | None = None) -> int:
                        sys.argv[1:] if argv is None else argv)
 
 
-def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allowed: bool = True) -> RecipeConfig:
+def resolve_run_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allowed: bool = True) -> RecipeConfig:
     """The run's configuration: the recipe's defaults (and demo overrides), `--config`, flags; validated.
 
     Every recipe-level command (train, lr-find, prepare) resolves its configuration here, before
-    touching any data.
+    touching any data, in this order: defaults -> demo overrides (`--demo`) -> the TOML file ->
+    flags -> validation -> the recipe's `resolve_auto_values` (then validated again).
 
     Args:
         spec: the recipe.
@@ -96,8 +118,8 @@ def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allow
     """
     from keras_med.backend import select_backend
 
-    detects = spec.resolve_config is not None
-    config = config_from_arguments(args, spec.defaults, spec.demo_overrides)
+    detects = spec.resolve_auto_values is not None
+    config = config_from_arguments(args, spec.defaults, spec.demo_overrides, spec.options)
     # Before validation imports Keras (the model registry): Keras fixes its backend when imported.
     select_backend(config.train.backend)
     config = config.validate(allow_auto=detects)
@@ -108,14 +130,22 @@ def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allow
     config = dataclasses.replace(config, recipe=spec.name)
     if detects:
         # The recipe's detection step looks at the data's layout (not its pixels) and the machine.
-        config = spec.resolve_config(config).validate()
+        config = spec.resolve_auto_values(config).validate()
     return config
 
 
 def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
     """Resolve and validate the configuration, then run the recipe; returns the exit status."""
-    run_recipe(spec, resolve_config(spec, args), run_dir=args.run_dir)
+    run_recipe(spec, resolve_run_config(spec, args), run_dir=args.run_dir)
     return 0
+
+
+def announce_device() -> None:
+    """One plain line when there is no GPU (TensorFlow's own start-up lines are hidden: keras_med.backend)."""
+    from keras_med.training.runtime import gpu_available
+
+    if not gpu_available():
+        log.info("no GPU found: training on the CPU")
 
 
 def make_run_dir(config: RecipeConfig, run_dir: str | None) -> Path:
@@ -220,7 +250,7 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
     eval_ds = {name: pipeline(parts[name], training=False, augment="none") for name in ("val", "test")}
     class_weight = label_weights = None
     if config.data.class_weights and not config.data.oversample:
-        if table.task == "multilabel":
+        if table.task == Task.MULTILABEL:
             # Keras's class_weight needs one class per row; multi-hot rows get a weighted loss instead.
             label_weights = kdata.balanced_label_weights(parts["train"].targets())
             log.info("label weights (positive): %s", dict(zip(table.class_names, np.round(label_weights[0], 2))))
@@ -259,6 +289,44 @@ def build_model(config: RecipeConfig, table, runtime):
                             head_units=config.model.head_units, width=config.model.width)
 
 
+def scale_to_replicas(config: RecipeConfig, replicas: int) -> RecipeConfig:
+    """With `train.scale_to_replicas`, each replica keeps `data.batch_size` and the learning rates
+    grow with the global batch; otherwise `config` unchanged (the batch is split across replicas).
+
+    The linear scaling rule (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): a global batch
+    k times larger takes a learning rate k times larger; pair it with `warmup_epochs` for large k.
+
+    Args:
+        config: The recipe configuration.
+        replicas: `runtime.num_replicas_in_sync`.
+
+    Returns:
+        The configuration to train with.
+    """
+    if not config.train.scale_to_replicas or replicas == 1:
+        return config
+    data = dataclasses.replace(config.data, batch_size=config.data.batch_size * replicas)
+    train = dataclasses.replace(config.train, learning_rate=config.train.learning_rate * replicas,
+                                finetune_learning_rate=config.train.finetune_learning_rate * replicas)
+    log.info("scale_to_replicas: global batch %d (%d per replica), learning rates x%d (%g, %g)",
+                data.batch_size, config.data.batch_size, replicas, train.learning_rate,
+                train.finetune_learning_rate)
+    return dataclasses.replace(config, data=data, train=train)
+
+
+def fit_arguments(config: RecipeConfig) -> dict:
+    """`fit_model`'s settings from a recipe configuration: `train`, the resolved `plan`, and `settings`.
+
+    Example:
+        >>> fit_model(model, train_ds, val_ds, run_dir, **fit_arguments(config), class_weight=weights)
+    """
+    from keras_med.training import resolve_plan
+    from keras_med.training.outcome import training_settings
+
+    return {"train": config.train, "plan": resolve_plan(config.train.plan, config.model.model, config.model.weights),
+            "settings": training_settings(config)}
+
+
 def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = None) -> dict:
     """Train, evaluate and export one model; returns the test metrics.
 
@@ -285,23 +353,25 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     from keras_med.export import export_for_serving
     from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
-    from keras_med.training.runtime import scale_to_replicas
+    from keras_med.training.outcome import training_settings
 
-    if spec.resolve_config is not None:
-        config = spec.resolve_config(config)
+    if spec.resolve_auto_values is not None:
+        config = spec.resolve_auto_values(config)
     out = make_run_dir(config, run_dir)
     finished = read_training_outcome(out)
     if finished is not None:
         # Before config.toml is rewritten: it must keep describing the model in the run directory.
-        check_training_settings(finished, config, out)
+        check_training_settings(finished, training_settings(config), out)
     config.save(out / "config.toml")
     runtime = setup_runtime(config.train)
+    announce_device()
     config = scale_to_replicas(config, runtime.num_replicas_in_sync)
     prepared = prepare_data(spec, config, out)
     table, parts = prepared.table, prepared.parts
     model = build_model(config, table, runtime)
-    stage("training (%s plan)", config.train.plan)
-    history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], config, out,
+    fitting = fit_arguments(config)
+    stage("training (%s plan)", fitting["plan"])
+    history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], out, **fitting,
                         class_weight=prepared.class_weight, class_names=table.class_names,
                         label_weights=prepared.label_weights)
     divergence = read_training_outcome(out).divergence
@@ -369,7 +439,7 @@ def best_epoch_text(history, monitor: str) -> str:
     if history is None or monitor not in history or history[monitor].dropna().empty:
         return "n/a"
     column = history[monitor]
-    best = column.idxmin() if "loss" in monitor else column.idxmax()
+    best = column.idxmin() if monitor_mode(monitor) == "min" else column.idxmax()
     return f"epoch {int(history.loc[best, 'epoch']) + 1}, {monitor} {column[best]:.3f}"
 
 
@@ -377,9 +447,9 @@ def print_summary(spec, config, out: Path, history, metrics: dict, export_path, 
     from keras_med.evaluation.trust import summary_lines
 
     best_epoch = best_epoch_text(history, config.train.monitor)
-    keys = {"multiclass": ["balanced_accuracy", "accuracy", "macro_auc"],
-            "binary": ["roc_auc", "sensitivity", "specificity", "accuracy"],
-            "multilabel": ["mean_auc"]}[metrics.get("task", "multiclass")]
+    keys = {Task.MULTICLASS: ["balanced_accuracy", "accuracy", "macro_auc"],
+            Task.BINARY: ["roc_auc", "sensitivity", "specificity", "accuracy"],
+            Task.MULTILABEL: ["mean_auc"]}[Task(metrics.get("task", Task.MULTICLASS))]
     lines = [
         "",
         *[f"WARNING: {finding['message']}" for finding in metrics["health"]["findings"] if finding["kind"] == "no_skill"],

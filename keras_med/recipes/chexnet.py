@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keras_med.config import DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
+from keras_med.config import TABLE_OPTIONS, DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
 from keras_med.recipes.base import RecipeSpec, main
+from keras_med.recipes.registry import register_recipe
 
 log = logging.getLogger("keras_med")
 
@@ -206,7 +207,7 @@ def write_gradcam_plus_plus(run_dir: Path, model, data, probabilities: np.ndarra
                                  for i, k, t in zip(chosen, top, truth)])
 
 
-SPEC = RecipeSpec(
+SPEC = register_recipe(RecipeSpec(
     name="chexnet",
     description="Train, evaluate, explain and export a CheXNet-style 14-pathology chest X-ray model.",
     defaults=default_config(),
@@ -222,7 +223,8 @@ SPEC = RecipeSpec(
         "evaluation": {"bootstrap": 300},
     },
     extra_evaluation=write_chexnet_evaluation,
-)
+    options=TABLE_OPTIONS,
+))
 
 if __name__ == "__main__":
     sys.exit(main(SPEC))

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_med.config import DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
+from keras_med.config import TABLE_OPTIONS, DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
 from keras_med.recipes.base import RecipeSpec, main
+from keras_med.recipes.registry import register_recipe
 
 log = logging.getLogger("keras_med")
 
@@ -280,7 +281,7 @@ def _attach_dicom_tags(table, keywords: list[str]):
 
 
 # --- defaults from the data and the machine ------------------------------------------------------------
-def resolve_config(config: RecipeConfig) -> RecipeConfig:
+def resolve_auto_values(config: RecipeConfig) -> RecipeConfig:
     """Replace `auto` values by what fits the data and the machine (each choice is logged).
 
     - the layout, table columns and groups: `resolve_data`;
@@ -365,7 +366,7 @@ def write_demo(out_dir, config: RecipeConfig):
                               image_size=max(64, config.data.image_size))
 
 
-SPEC = RecipeSpec(
+SPEC = register_recipe(RecipeSpec(
     name="classify",
     description="Train, evaluate, explain and export a classifier for any image folder, table or MedMNIST file.",
     defaults=default_config(),
@@ -379,8 +380,9 @@ SPEC = RecipeSpec(
         "train": {"plan": "scratch", "epochs": 10, "learning_rate": 2e-3, "patience": 5},
         "evaluation": {"bootstrap": 200},
     },
-    resolve_config=resolve_config,
-)
+    resolve_auto_values=resolve_auto_values,
+    options=(*TABLE_OPTIONS, "layout", "modality", "label_separator", "group_pattern", "dicom_tags"),
+))
 
 if __name__ == "__main__":
     sys.exit(main(SPEC))

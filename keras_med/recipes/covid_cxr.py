@@ -22,6 +22,7 @@ from pathlib import Path
 
 from keras_med.config import DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
 from keras_med.recipes.base import RecipeSpec, main
+from keras_med.recipes.registry import register_recipe
 
 DATA_HELP = """
 No chest X-ray set here. Point the recipe at one, or try the pipeline on synthetic data first:
@@ -98,7 +99,7 @@ def write_demo(out_dir, config: RecipeConfig):
                                       image_size=max(64, config.data.image_size))
 
 
-SPEC = RecipeSpec(
+SPEC = register_recipe(RecipeSpec(
     name="covid_cxr",
     description="Train, evaluate, explain and export a binary chest X-ray screening model (COVID-19 / pneumonia).",
     defaults=default_config(),
@@ -106,13 +107,14 @@ SPEC = RecipeSpec(
     write_demo=write_demo,
     data_help=DATA_HELP,
     group_name="patient",
+    options=("metadata", "views", "negatives"),
     demo_overrides={
         "data": {"image_size": 64, "batch_size": 32, "demo_size": 300},
         "model": {"model": "custom_cnn", "weights": "none", "dropout": 0.3, "head_units": 64},
         "train": {"plan": "scratch", "epochs": 15, "learning_rate": 2e-3, "patience": 6},
         "evaluation": {"bootstrap": 300},
     },
-)
+))
 
 if __name__ == "__main__":
     sys.exit(main(SPEC))

@@ -12,6 +12,7 @@ import sys
 
 from keras_med.config import DataConfig, ModelConfig, RecipeConfig, TrainConfig
 from keras_med.recipes.base import RecipeSpec, main
+from keras_med.recipes.registry import register_recipe
 
 DATA_HELP = """
 HAM10000 is not here. Point the recipe at it, or try the pipeline on synthetic data first:
@@ -52,7 +53,7 @@ def write_demo(out_dir, config):
     return write_ham10000_demo(out_dir, n_images=config.data.demo_size, seed=config.train.seed)
 
 
-SPEC = RecipeSpec(
+SPEC = register_recipe(RecipeSpec(
     name="ham10000",
     description="Train, evaluate, explain and export a HAM10000 skin lesion classifier.",
     defaults=default_config(),
@@ -67,7 +68,7 @@ SPEC = RecipeSpec(
         "train": {"plan": "scratch", "epochs": 25, "learning_rate": 2e-3, "patience": 8, "ema": 0.0},
         "evaluation": {"bootstrap": 300},
     },
-)
+))
 
 if __name__ == "__main__":
     sys.exit(main(SPEC))

@@ -7,7 +7,8 @@ import json
 from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.errors import ConfigError
-from keras_med.recipes.base import RecipeSpec, build_model, build_parser, make_run_dir, prepare_data, resolve_config, stage
+from keras_med.recipes.base import (RecipeSpec, announce_device, build_model, build_parser, make_run_dir,
+                                    prepare_data, resolve_run_config, stage)
 
 
 def check_sweep(min_lr: float, max_lr: float, steps: int) -> None:
@@ -34,15 +35,13 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=200, help="Training steps the sweep takes.")
     args = parser.parse_args(argv)
     check_sweep(args.min_lr, args.max_lr, args.steps)
-    config = resolve_config(spec, args)
-
-    from keras_med.backend import select_backend
-
-    select_backend(config.train.backend)
+    # Also selects the Keras backend, before anything below imports Keras.
+    config = resolve_run_config(spec, args)
     from keras_med.training import compile_model, find_learning_rate, setup_runtime
 
     out = make_run_dir(config, args.run_dir)
     strategy = setup_runtime(config.train)
+    announce_device()
     prepared = prepare_data(spec, config, out)
     model = build_model(config, prepared.table, strategy)
     with strategy.scope():

@@ -16,19 +16,24 @@ import logging
 from pathlib import Path
 
 from keras_med.command_line import CommandParser, HelpFormatter
-from keras_med.config import RecipeConfig
+from keras_med.config import RECIPE_OPTIONS, RecipeConfig
 from keras_med.errors import ConfigError
-from keras_med.recipes.base import RecipeSpec, build_parser, load_source_table, resolve_config, stage
+from keras_med.recipes.base import RecipeSpec, build_parser, load_source_table, resolve_run_config, stage
 
 log = logging.getLogger("keras_med")
 
+# The settings `prepare_shards` reads (its flags): where the data is, its size, the split and its seed.
+PREPARE_SETTINGS = {"data": ("data_dir", "demo", "demo_size", "image_size", "resize", "val_fraction", "test_fraction",
+                             "split_file", "max_images", "on_bad_image", *RECIPE_OPTIONS),
+                    "train": ("seed",)}
+
 
 def build_prepare_parser(spec: RecipeSpec) -> argparse.ArgumentParser:
-    """The recipe's flags plus the output options of `prepare`."""
+    """The recipe's flags that prepare reads (`PREPARE_SETTINGS`) plus the output options of `prepare`."""
     parser = build_parser(spec, CommandParser(
         prog=f"keras-med prepare --recipe {spec.name}",
         description=f"Write {spec.name}'s images as sharded TFRecords of resized images (train later with --prepared).",
-        formatter_class=HelpFormatter))
+        formatter_class=HelpFormatter), sections=PREPARE_SETTINGS)
     group = parser.add_argument_group("[prepare]")
     group.add_argument("--out", required=True, help="Directory for the shards and manifest.json (must not hold shards).")
     group.add_argument("--encoding", default="jpeg", choices=["jpeg", "raw"],
@@ -48,7 +53,7 @@ def run_prepare(spec: RecipeSpec, argv: list[str]) -> int:
         problems.append(f"--shard-size: expected an integer of at least 1, got {args.shard_size}")
     if problems:
         raise ConfigError("; ".join(problems))
-    config = resolve_config(spec, args, prepared_allowed=False)
+    config = resolve_run_config(spec, args, prepared_allowed=False)
     manifest = prepare_shards(spec, config, Path(args.out), encoding=args.encoding, quality=args.quality,
                               shard_size=args.shard_size)
     log.info("prepared %s: %s images per split in %d shards at %s; train with --prepared %s",

@@ -6,10 +6,8 @@ itself is `keras_med.evaluation.trust`.
 
 from __future__ import annotations
 
-from keras_med.evaluation.trust import TrustResult, assess_trust, save_trust
 
-
-def assess_run_trust(run_dir, model, prepared, config, recipe: str | None = None) -> TrustResult:
+def assess_run_trust(run_dir, model, prepared, config, recipe: str | None = None):
     """`assess_trust` for a recipe run: its splits, pipelines options and evaluation settings.
 
     Args:
@@ -18,7 +16,13 @@ def assess_run_trust(run_dir, model, prepared, config, recipe: str | None = None
         prepared: The run's `PreparedData` (keras_med.recipes.base).
         config: The run's `RecipeConfig`.
         recipe: The recipe name.
+
+    Returns:
+        The `keras_med.evaluation.trust.TrustResult`.
     """
+    # Imported here: the recipe registry imports this module, and `keras-med recipes` should not wait
+    # for TensorFlow.
+    from keras_med.evaluation.trust import assess_trust, save_trust
     from keras_med.recipes.base import test_image_source
 
     parts = prepared.parts

@@ -1,6 +1,7 @@
 """Training: runtime set-up, compilation, default callbacks, fit plans and the LR finder."""
 
-from keras_med.training.callbacks import build_callbacks, monitor_mode
+from keras_med.tasks import monitor_mode
+from keras_med.training.callbacks import build_callbacks
 from keras_med.training.compile import build_loss, build_metrics, build_optimizer, compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard, weights_are_finite
 from keras_med.training.fit import fit_model, freeze_backbone, read_history, resolve_plan, unfreeze_top

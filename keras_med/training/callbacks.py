@@ -10,22 +10,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_med.config import RecipeConfig
+from keras_med.tasks import monitor_mode
 from keras_med.training.checkpoints import AtomicBackupAndRestore, AtomicCSVLogger, AtomicModelCheckpoint
 from keras_med.training.divergence import DivergenceGuard
 
 logger = logging.getLogger(__name__)
-
-
-def monitor_mode(monitor: str) -> str:
-    """'min' for losses (any name containing 'loss'), 'max' for every other metric.
-
-    Args:
-        monitor: A history key, e.g. "val_balanced_accuracy" or "val_loss".
-    """
-    if not monitor:
-        raise ValueError("monitor: expected a metric name such as 'val_balanced_accuracy', got ''")
-    return "min" if "loss" in monitor else "max"
 
 
 class PhaseTag(keras.callbacks.Callback):
@@ -115,10 +104,10 @@ def _captions(targets: np.ndarray, class_names: list[str] | None) -> list[str]:
     return ["|".join(name(int(i)) for i in np.flatnonzero(row >= 0.5)) or "none" for row in targets]
 
 
-def build_callbacks(config: RecipeConfig, run_dir: str | Path, *, phase: int = 1,
+def build_callbacks(run_dir: str | Path, *, monitor: str, patience: int, ema: float = 0.0, phase: int = 1,
                     backup_dir: str | Path | None = None, best_so_far: float | None = None,
                     sample_batch: tuple | None = None, class_names: list[str] | None = None,
-                    monitor: str | None = None, learning_rate_flag: str = "--learning-rate",
+                    learning_rate_flag: str = "--learning-rate",
                     learning_rate: float | None = None) -> list[keras.callbacks.Callback]:
     """Default callbacks: divergence stop, LR schedule, best checkpoint, early stopping, logs, backup.
 
@@ -128,22 +117,22 @@ def build_callbacks(config: RecipeConfig, run_dir: str | Path, *, phase: int = 1
     backup are written atomically (`keras_med.training.checkpoints`).
 
     Args:
-        config: Uses `train.monitor` and `train.patience`.
         run_dir: Run directory: `checkpoints/best.keras`, `logs/`, `history.csv`, `backup/`.
+        monitor: Metric that picks the best checkpoint and stops early (`--monitor`).
+        patience: EarlyStopping patience in epochs; ReduceLROnPlateau waits a third of it.
+        ema: The optimizer's weight-averaging momentum; above 0, validation and checkpoints use
+            the averaged weights.
         phase: Phase number written to the `phase` column.
         backup_dir: BackupAndRestore directory (default `run_dir/backup`).
         best_so_far: Best monitored value of earlier phases, so a later phase only overwrites
             best.keras with a better model.
         sample_batch: `(images, targets)` of one training batch to show in TensorBoard.
         class_names: Names used to caption the sample images.
-        monitor: Metric to monitor (default `config.train.monitor`).
         learning_rate_flag: The flag setting this phase's learning rate, named in the divergence advice.
         learning_rate: Its value.
     """
     run_dir = Path(run_dir)
-    monitor = monitor or config.train.monitor
     mode = monitor_mode(monitor)
-    patience = config.train.patience
     if patience < 1:
         raise ValueError(f"patience: expected at least 1 epoch, got {patience}")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -152,7 +141,7 @@ def build_callbacks(config: RecipeConfig, run_dir: str | Path, *, phase: int = 1
         PhaseTag(phase),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
                                           patience=max(1, patience // 3), min_lr=1e-7),
-        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.train.ema > 0 else []),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema > 0 else []),
         AtomicModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode=mode,
                               save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),

@@ -8,7 +8,8 @@ import keras
 
 from keras_med.config import TrainConfig
 from keras_med.training.losses import WeightedBinaryCrossentropy
-from keras_med.training.metrics import TASKS, BalancedAccuracy
+from keras_med.tasks import TASKS
+from keras_med.training.metrics import BalancedAccuracy
 from keras_med.training.runtime import use_jit_compile
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """Fit plans: `scratch` (train everything) and `finetune` (head first, then unfreeze the top).
 
-`fit_model` picks the plan from `config.train.plan`, compiles the model for each phase, writes
+`fit_model` runs the plan it is given (`resolve_plan` turns `auto` into one), compiles the model for
+each phase from the `train` settings, writes
 the whole history (with `phase` and a global `epoch`) to `run_dir/history.csv`, and keeps the
 best model at `run_dir/checkpoints/best.keras`. A killed run re-run with the same run
 directory resumes: each phase has its own BackupAndRestore directory, a finished head phase
@@ -13,6 +14,7 @@ non-finite loss or weights, never checkpoints them, and keeps the best good mode
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import warnings
@@ -23,18 +25,19 @@ import numpy as np
 import pandas as pd
 
 from keras_med.atomic import atomic_path, remove_stale_temporaries
-from keras_med.config import RecipeConfig
+from keras_med.config import TrainConfig
 from keras_med.errors import RunDivergedError
 from keras_med.models import model_spec
 from keras_med.models.registry import normalize_weights
 from keras_med.models.transfer import is_checkpoint
-from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_mode
+from keras_med.tasks import infer_task, monitor_mode
+from keras_med.training.callbacks import LinearWarmUp, build_callbacks
 from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
 from keras_med.training.runtime import data_parallel_devices, model_scope, trim_to_devices
 from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
-                                        read_training_outcome, training_settings, write_training_outcome)
+                                        read_training_outcome, write_training_outcome)
 
 logger = logging.getLogger(__name__)
 
@@ -92,47 +95,41 @@ def unfreeze_top(model: keras.Model, count: int) -> int:
     return unfrozen
 
 
-def infer_task(model: keras.Model) -> str:
-    """The task a `create_model` model was built for, from its `predictions` layer."""
-    output = model.get_layer("predictions")
-    activation = keras.activations.serialize(output.activation)
-    activation = activation if isinstance(activation, str) else activation.get("config", {}).get("name", "")
-    if "softmax" in str(activation):
-        return "multiclass"
-    return "binary" if output.units == 1 else "multilabel"
-
-
-def resolve_plan(config: RecipeConfig) -> str:
+def resolve_plan(plan: str, model_name: str, weights: str) -> str:
     """'auto' becomes 'finetune' for a pretrained backbone with weights, else 'scratch'.
 
     Args:
-        config: Uses `train.plan`, `model.model` and `model.weights`.
+        plan: `"auto"`, `"scratch"` or `"finetune"` (`--plan`).
+        model_name: the registered model name (`--model`).
+        weights: `--weights`: 'imagenet', 'none', a weights file or an earlier run's `.keras` file.
+
+    Returns:
+        `"scratch"` or `"finetune"`.
     """
-    plan = config.train.plan
     if plan not in ("auto", *FIT_PLANS):
         raise ValueError(f"plan: expected one of {['auto', *FIT_PLANS]}, got {plan!r}")
     if plan != "auto":
         return plan
-    weights = normalize_weights(config.model.weights)
+    weights = normalize_weights(weights)
     # a .keras model of an earlier run is a trained backbone whatever the architecture (models.transfer)
-    pretrained = weights is not None and (model_spec(config.model.model).pretrained or is_checkpoint(weights))
+    pretrained = weights is not None and (model_spec(model_name).pretrained or is_checkpoint(weights))
     return "finetune" if pretrained else "scratch"
 
 
-def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate, initial_epoch, epochs,
+def _fit_phase(model, train_ds, val_ds, train, run_dir, *, phase, learning_rate, initial_epoch, epochs,
                backup_dir, class_weight, monitor, sample_batch=None, class_names=None, warmup_epochs=0.0,
                label_weights=None, learning_rate_flag="--learning-rate") -> Divergence | None:
     """One `model.fit` of a plan; returns where it diverged, or None."""
     task = infer_task(model)
     with model_scope(model):
-        compile_model(model, config.train, task, learning_rate, label_weights=label_weights)
-    callbacks = build_callbacks(config, run_dir, phase=phase, backup_dir=backup_dir,
+        compile_model(model, train, task, learning_rate, label_weights=label_weights)
+    callbacks = build_callbacks(run_dir, patience=train.patience, ema=train.ema, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
                                 sample_batch=sample_batch, class_names=class_names, monitor=monitor,
                                 learning_rate_flag=learning_rate_flag, learning_rate=learning_rate)
     if warmup_epochs > 0:
         callbacks.insert(0, LinearWarmUp(learning_rate, warmup_epochs, first_epoch=initial_epoch))
-    steps = config.train.steps_per_epoch
+    steps = train.steps_per_epoch
     if steps < 0:
         raise ValueError(f"steps_per_epoch: expected 0 (whole split) or a positive number, got {steps}")
     # Keras never resets the epoch BackupAndRestore restored, so a second fit() after a
@@ -149,11 +146,11 @@ def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate
     return next(callback for callback in callbacks if isinstance(callback, DivergenceGuard)).divergence
 
 
-def _fit_scratch(model, train_ds, val_ds, config, run_dir, **kwargs) -> Divergence | None:
+def _fit_scratch(model, train_ds, val_ds, train, run_dir, **kwargs) -> Divergence | None:
     for layer in model.layers:
         layer.trainable = True
-    return _fit_phase(model, train_ds, val_ds, config, run_dir, phase=1, learning_rate=config.train.learning_rate,
-                      initial_epoch=0, epochs=config.train.epochs,
+    return _fit_phase(model, train_ds, val_ds, train, run_dir, phase=1, learning_rate=train.learning_rate,
+                      initial_epoch=0, epochs=train.epochs,
                       backup_dir=Path(run_dir) / "backup" / "phase1", **kwargs)
 
 
@@ -171,13 +168,12 @@ def _load_head_phase(model, head_done: Path) -> bool:
     return True
 
 
-def _fit_finetune(model, train_ds, val_ds, config, run_dir, **kwargs) -> Divergence | None:
-    train = config.train
+def _fit_finetune(model, train_ds, val_ds, train, run_dir, **kwargs) -> Divergence | None:
     backup_root = Path(run_dir) / "backup"
     head_done = backup_root / "phase1_done.weights.h5"
     if not _load_head_phase(model, head_done) and train.head_epochs > 0:
         freeze_backbone(model)
-        divergence = _fit_phase(model, train_ds, val_ds, config, run_dir, phase=1, learning_rate=train.learning_rate,
+        divergence = _fit_phase(model, train_ds, val_ds, train, run_dir, phase=1, learning_rate=train.learning_rate,
                                 initial_epoch=0, epochs=train.head_epochs, backup_dir=backup_root / "phase1",
                                 **kwargs)
         if divergence is not None:
@@ -188,7 +184,7 @@ def _fit_finetune(model, train_ds, val_ds, config, run_dir, **kwargs) -> Diverge
     freeze_backbone(model)
     unfrozen = unfreeze_top(model, train.unfreeze)
     logger.info("fine-tuning: %d backbone layers unfrozen (BatchNorm kept frozen)", unfrozen)
-    return _fit_phase(model, train_ds, val_ds, config, run_dir, phase=2,
+    return _fit_phase(model, train_ds, val_ds, train, run_dir, phase=2,
                       learning_rate=train.finetune_learning_rate, learning_rate_flag="--finetune-learning-rate",
                       initial_epoch=train.head_epochs, epochs=train.head_epochs + train.epochs,
                       backup_dir=backup_root / "phase2", warmup_epochs=train.warmup_epochs, **kwargs)
@@ -234,18 +230,22 @@ def _sample_batch(train_ds) -> tuple | None:
     return None
 
 
-def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_dir: str | Path,
-              class_weight: dict | None = None, *, class_names: list[str] | None = None,
-              label_weights: tuple | None = None) -> pd.DataFrame:
-    """Train `model` with the plan of `config.train.plan`; compiles the model itself.
+def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, train: TrainConfig, plan: str,
+              settings: dict | None = None, class_weight: dict | None = None,
+              class_names: list[str] | None = None, label_weights: tuple | None = None) -> pd.DataFrame:
+    """Train `model` with a fit plan; compiles the model itself.
 
     Args:
         model: A model from `create_model`, built inside the strategy scope of `setup_runtime`.
         train_ds: `tf.data.Dataset` of `(images, targets)` batches.
         val_ds: Validation dataset, or None (the monitor then falls back to the training metric).
-        config: The recipe configuration (uses `train` and `model`).
         run_dir: Run directory; created if missing. Reusing one resumes a killed run; one whose
             training finished (`training_done.json`) is not trained again.
+        train: The training settings (optimizer, learning rates, epochs, monitor, patience, ...).
+        plan: `"scratch"` or `"finetune"` (`resolve_plan` turns `--plan auto` into one).
+        settings: What decides the trained weights, recorded in `training_done.json`; a finished
+            run directory with other settings is refused (`keras_med.training.outcome`). Default:
+            `{"train": <train as a dict>}`; a recipe adds its `model` section.
         class_weight: Optional `{class_index: weight}` for the loss.
         label_weights: Optional multilabel `(positive_weights, negative_weights)` per label, for a
             weighted binary cross-entropy (`keras_med.data.balanced_label_weights`).
@@ -258,18 +258,21 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
 
     Raises:
         RunDivergedError: Training diverged before any good epoch; no model was written.
-        ConfigError: `run_dir` holds a finished training made with other model or train settings.
+        ConfigError: `run_dir` holds a finished training made with other settings.
     """
+    if plan not in FIT_PLANS:
+        raise ValueError(f"plan: expected one of {list(FIT_PLANS)} (resolve_plan turns 'auto' into one), got {plan!r}")
+    settings = settings if settings is not None else {"train": dataclasses.asdict(train)}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for folder in (run_dir, run_dir / "checkpoints"):
         remove_stale_temporaries(folder)
     outcome = read_training_outcome(run_dir)
     if outcome is None:
-        outcome = _train(model, train_ds, val_ds, config, run_dir, class_weight=class_weight,
+        outcome = _train(model, train_ds, val_ds, train, plan, settings, run_dir, class_weight=class_weight,
                          class_names=class_names, label_weights=label_weights)
     else:
-        check_training_settings(outcome, config, run_dir)
+        check_training_settings(outcome, settings, run_dir)
         logger.info("training finished in an earlier run (%s): not training again", run_dir / TRAINING_RECORD)
     if outcome.best_checkpoint:
         # best.keras also holds the optimizer state of the phase that saved it, which may not
@@ -282,21 +285,21 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
     return read_history(run_dir)
 
 
-def _train(model, train_ds, val_ds, config, run_dir: Path, **kwargs) -> TrainingOutcome:
-    plan = resolve_plan(config)
-    monitor = config.train.monitor
+def _train(model, train_ds, val_ds, train: TrainConfig, plan: str, settings: dict, run_dir: Path,
+           **kwargs) -> TrainingOutcome:
+    monitor = train.monitor
     if val_ds is None and monitor.startswith("val_"):
         logger.warning("no validation data: monitoring %s instead of %s", monitor[4:], monitor)
         monitor = monitor[4:]
     logger.info("fit plan %s, run directory %s", plan, run_dir)
-    divergence = FIT_PLANS[plan](model, train_ds, val_ds, config, run_dir, monitor=monitor,
+    divergence = FIT_PLANS[plan](model, train_ds, val_ds, train, run_dir, monitor=monitor,
                                  sample_batch=_sample_batch(train_ds), **kwargs)
     history = read_history(run_dir)
     with atomic_path(run_dir / HISTORY_FILE) as temporary:
         history.to_csv(temporary, index=False)
     # Only non-finite-free models reach best.keras (AtomicModelCheckpoint), so its presence says
     # whether a good model exists.
-    outcome = TrainingOutcome((run_dir / BEST_CHECKPOINT).is_file(), divergence, training_settings(config))
+    outcome = TrainingOutcome((run_dir / BEST_CHECKPOINT).is_file(), divergence, settings)
     write_training_outcome(run_dir, outcome)
     # Recorded as finished: nothing left to resume.
     shutil.rmtree(run_dir / "backup", ignore_errors=True)

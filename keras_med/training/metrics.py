@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-TASKS = ("multiclass", "multilabel", "binary")
+from keras_med.tasks import TASKS
 
 
 @keras.saving.register_keras_serializable(package="keras_med")

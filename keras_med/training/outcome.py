@@ -48,18 +48,18 @@ def training_settings(config) -> dict:
     return {section: values[section] for section in ("model", "train")}
 
 
-def check_training_settings(outcome: TrainingOutcome, config, run_dir: str | Path) -> None:
+def check_training_settings(outcome: TrainingOutcome, settings: dict, run_dir: str | Path) -> None:
     """Refuse to reuse a finished run directory with other `model` or `train` settings.
 
     Args:
         outcome: The run directory's recorded outcome.
-        config: The configuration of the run about to reuse it.
+        settings: The settings of the run about to reuse it (`training_settings(config)`).
         run_dir: The run directory, for the message.
 
     Raises:
         ConfigError: naming each setting that changed, and suggesting a new `--run-dir`.
     """
-    current = json.loads(json.dumps(training_settings(config)))
+    current = json.loads(json.dumps(settings))
     changed = [f"{section}.{key} ({outcome.settings.get(section, {}).get(key)!r} -> {value!r})"
                for section, values in current.items() for key, value in values.items()
                if outcome.settings.get(section, {}).get(key) != value]

@@ -15,7 +15,7 @@ import logging
 
 import keras
 
-from keras_med.config import RecipeConfig, TrainConfig
+from keras_med.config import TrainConfig
 from keras_med.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -200,28 +200,3 @@ def setup_runtime(train_config: TrainConfig) -> Runtime:
                 backend, train_config.seed, policy, backend == "jax" or use_jit_compile(train_config),
                 runtime.name, runtime.num_replicas_in_sync, gpu_available())
     return runtime
-
-
-def scale_to_replicas(config: RecipeConfig, replicas: int) -> RecipeConfig:
-    """With `train.scale_to_replicas`, each replica keeps `data.batch_size` and the learning rates
-    grow with the global batch; otherwise `config` unchanged (the batch is split across replicas).
-
-    The linear scaling rule (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): a global batch
-    k times larger takes a learning rate k times larger; pair it with `warmup_epochs` for large k.
-
-    Args:
-        config: The recipe configuration.
-        replicas: `runtime.num_replicas_in_sync`.
-
-    Returns:
-        The configuration to train with.
-    """
-    if not config.train.scale_to_replicas or replicas == 1:
-        return config
-    data = dataclasses.replace(config.data, batch_size=config.data.batch_size * replicas)
-    train = dataclasses.replace(config.train, learning_rate=config.train.learning_rate * replicas,
-                                finetune_learning_rate=config.train.finetune_learning_rate * replicas)
-    logger.info("scale_to_replicas: global batch %d (%d per replica), learning rates x%d (%g, %g)",
-                data.batch_size, config.data.batch_size, replicas, train.learning_rate,
-                train.finetune_learning_rate)
-    return dataclasses.replace(config, data=data, train=train)

@@ -27,7 +27,7 @@ from keras_med.config import RecipeConfig, TrainConfig  # noqa: E402
 from keras_med.evaluation import predict_with_tta  # noqa: E402
 from keras_med.evaluation.metrics import compute_metrics  # noqa: E402
 from keras_med.recipes import ham10000  # noqa: E402
-from keras_med.recipes.base import main  # noqa: E402
+from keras_med.recipes.base import fit_arguments, main  # noqa: E402
 from keras_med.training import fit as fit_module  # noqa: E402
 from keras_med.training import fit_model, setup_runtime  # noqa: E402
 
@@ -56,7 +56,7 @@ def fit_small(strategy: str) -> tuple[list[float], list[np.ndarray]]:
         x = keras.layers.Dense(8, activation="relu", name="head_dense")(x)
         outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
         model = keras.Model(inputs, outputs)
-    history = fit_model(model, dataset, dataset, config, ROOT / f"fit_{strategy}")
+    history = fit_model(model, dataset, dataset, ROOT / f"fit_{strategy}", **fit_arguments(config))
     return history["loss"].tolist(), [np.asarray(weight) for weight in model.get_weights()]
 
 
