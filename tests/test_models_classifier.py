@@ -133,14 +133,15 @@ def test_kerashub_preset_folder_trains_exports_and_explains(tiny_preset, tmp_pat
 
     config = RecipeConfig()
     config.model.model, config.model.weights = name, "imagenet"
-    for key, value in {"plan": "finetune", "head_epochs": 1, "epochs": 1, "steps_per_epoch": 1, "unfreeze": 1,
+    # the fine-tuning phase only (head_epochs=0): each phase traces the model again, seconds each
+    for key, value in {"plan": "finetune", "head_epochs": 0, "epochs": 1, "steps_per_epoch": 1, "unfreeze": 1,
                        "monitor": "val_loss"}.items():
         setattr(config.train, key, value)
     images = pictures(8)
     targets = np.eye(3, dtype="float32")[np.arange(8) % 3]
     data = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)
     history = fit_model(model, data, data, config, tmp_path / "run")
-    assert list(history["phase"]) == [1, 2]
+    assert list(history["phase"]) == [2]
     assert trainable_blocks(model) == ["stack1_block0"]
 
     reloaded = load_keras_model(tmp_path / "run" / "checkpoints" / "best.keras")
