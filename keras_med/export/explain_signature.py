@@ -4,8 +4,9 @@ The formula is tf-keras-vis's `Gradcam` as `keras_med.explain.gradcam.compute_gr
 (the reference the tests hold this to): on the feature map the model names
 (`keras_med.models.features.feature_map_layer_name`), the score is the explained class's *linear*
 output (the `predictions` layer without its softmax/sigmoid, which is what tf-keras-vis's
-`ReplaceToLinear` does; binary: the logit, negated for the negative class); the channel weights are the spatial mean of the score's gradients; the map is the ReLU of the
-weighted sum of channels, resized to the model size with corner-aligned bilinear interpolation
+`ReplaceToLinear` does; binary: the logit, negated for the negative class); the channel weights
+are the spatial mean of the score's gradients; the map is the ReLU of the weighted sum of
+channels, resized to the model size with corner-aligned bilinear interpolation
 (tf-keras-vis uses `scipy.ndimage.zoom(order=1)`, which aligns corners), then scaled to 0..1 per
 image as `(m - min) / (max - min + 1e-7)`.
 
