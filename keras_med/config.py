@@ -151,7 +151,7 @@ class TrainConfig:
                                          rule=above(0.0))
     warmup_epochs: float = _opt(0.0, "Finetune plan: epochs of linear learning-rate warm-up when the "
                                 "backbone is unfrozen (0: off).", rule=at_least(0.0, "a number"))
-    unfreeze: int = _opt(-1, "Finetune plan: how many top backbone layers to unfreeze (-1: all).",
+    unfreeze: int = _opt(-1, "Finetune plan: how many top backbone blocks to unfreeze (-1: all).",
                         rule=at_least(-1))
     optimizer: str = _opt("adamw", "Optimizer.", ["adamw", "adam", "sgd"])
     weight_decay: float = _opt(1e-4, "Weight decay for AdamW.", rule=at_least(0.0, "a number"))
@@ -403,10 +403,11 @@ def _model_problems(model: ModelConfig, name_only: bool = False) -> list[str]:
     models (with `name_only`: the name alone)."""
     # Imported here: the registry imports Keras, which `--help` should not wait for.
     from keras_med.models.backbones import BACKBONES
-    from keras_med.models.registry import available_models, model_spec
+    from keras_med.models.registry import available_models, known_model, model_spec
 
-    if model.model not in available_models():
-        return [f"{where('model', 'model')}: expected one of {available_models()} (keras-med models lists them), "
+    if not known_model(model.model):
+        return [f"{where('model', 'model')}: expected one of {available_models()} (keras-med models lists them) "
+                f"or kerashub:PRESET, "
                 f"got {model.model!r}"]
     if name_only:
         return []

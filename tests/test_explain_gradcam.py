@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from keras_med.evaluation import evaluate_run
-from keras_med.explain import compute_gradcam, explain_files, find_last_conv_layer, save_overlays
+from keras_med.explain import compute_gradcam, explain_files, feature_map_layer_name, save_overlays
 
 SIZE = 48
 
@@ -51,11 +51,11 @@ def blob_model():
     return model, test_images, test_labels, centres
 
 
-def test_last_conv_layer_is_found_before_pooling(blob_model):
-    assert find_last_conv_layer(blob_model[0]) == "conv2"
+def test_flat_model_feature_map_is_its_last_conv_layer_before_pooling(blob_model):
+    assert feature_map_layer_name(blob_model[0]) == "conv2"
     dense_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="model"):
-        find_last_conv_layer(dense_only)
+        feature_map_layer_name(dense_only)
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
@@ -114,7 +114,7 @@ def test_evaluate_run_adds_gradcam_examples_to_the_report(blob_model, tmp_path):
         assert (tmp_path / path).is_file() and path in report
 
 
-def test_last_conv_layer_skips_squeeze_and_excitation_pooling():
+def test_flat_model_feature_map_skips_squeeze_and_excitation_pooling():
     inputs = keras.Input((16, 16, 3))
     features = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
     squeezed = keras.layers.Reshape((1, 1, 4))(keras.layers.GlobalAveragePooling2D(name="se_squeeze")(features))
@@ -122,4 +122,4 @@ def test_last_conv_layer_skips_squeeze_and_excitation_pooling():
     x = keras.layers.Conv2D(8, 3, padding="same", name="top_conv")(x)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="predictions")(x))
-    assert find_last_conv_layer(model) == "top_conv"
+    assert feature_map_layer_name(model) == "top_conv"

@@ -6,7 +6,8 @@ import keras
 
 import keras_med.models.backbones as backbones
 from keras_med.models import WeightsUnavailableError, available_models, create_model
-from keras_med.models.preprocessing import preprocess_images
+from keras_med.models import ImageClassifier
+from keras_med.models.preprocessing import preprocessing_layer
 
 ALL_MODELS = ["custom_cnn", "densenet121", "efficientnetb0", "efficientnetb1", "efficientnetb2",
               "efficientnetb3", "efficientnetb4", "mobilenetv2", "resnet50", "vgg16"]
@@ -28,16 +29,19 @@ def test_every_model_builds_and_predicts_probabilities(name, task, num_classes, 
     probabilities = np.asarray(model.predict(images, verbose=0))
     assert probabilities.shape == (2, units)
     assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
-    assert any(layer.name == "head_dense" for layer in model.layers)
+    assert isinstance(model, ImageClassifier) and model.task == task
+    assert any(layer.name == "head_dense" for layer in model.head_layers)
     if task == "multiclass":
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert np.all((probabilities >= 0) & (probabilities <= 1))
 
 
-def test_backbone_is_flat_so_its_last_conv_layer_is_reachable():
+def test_classifier_knows_its_backbone_feature_map_and_pooled_features():
     model = create_model("mobilenetv2", num_classes=3, image_size=32, weights=None, width=0.35)
-    assert isinstance(model.get_layer("Conv_1"), keras.layers.Conv2D)
-    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+    assert isinstance(model.backbone.get_layer("Conv_1"), keras.layers.Conv2D)
+    assert model.get_layer(model.backbone.name) is model.backbone
+    assert tuple(model.feature_map.shape) == (None, 1, 1, 1280)
+    assert tuple(model.pooled_features.shape) == (None, 1280)
 
 
 @pytest.mark.parametrize("mode, reference", [
@@ -47,7 +51,7 @@ def test_backbone_is_flat_so_its_last_conv_layer_is_reachable():
 def test_in_model_preprocessing_matches_keras_preprocess_input(mode, reference):
     images = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     inputs = keras.Input((8, 8, 3))
-    layer_model = keras.Model(inputs, preprocess_images(inputs, mode))
+    layer_model = keras.Model(inputs, preprocessing_layer(mode)(inputs))
     np.testing.assert_allclose(layer_model.predict(images, verbose=0), reference(images.copy()), atol=1e-4)
 
 
@@ -59,17 +63,18 @@ def test_saved_model_reloads_with_equal_predictions(tmp_path, name, kwargs):
     path = tmp_path / f"{name}.keras"
     model.save(path)
     reloaded = keras.models.load_model(path)
+    assert isinstance(reloaded, ImageClassifier) and reloaded.backbone.name == model.backbone.name
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
 
-def test_weights_path_loads_into_the_flat_backbone(tmp_path):
+def test_weights_path_loads_into_the_backbone(tmp_path):
     reference = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=(64, 64, 3))
     reference.get_layer("Conv1").set_weights([np.full((3, 3, 3, 16), 0.5, "float32")])
     path = tmp_path / "backbone.weights.h5"
     reference.save_weights(path)
     model = create_model("mobilenetv2", num_classes=2, image_size=64, weights=str(path), width=0.35)
-    np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], 0.5)
-    np.testing.assert_array_equal(model.get_layer("Conv_1").get_weights()[0],
+    np.testing.assert_array_equal(model.backbone.get_layer("Conv1").get_weights()[0], 0.5)
+    np.testing.assert_array_equal(model.backbone.get_layer("Conv_1").get_weights()[0],
                                   reference.get_layer("Conv_1").get_weights()[0])
 
 

@@ -84,7 +84,7 @@ def test_setup_runtime_seeds_and_sets_precision(toy_training):
         with strategy.scope():
             first = toy_training.model()
         assert keras.mixed_precision.global_policy().name == "mixed_float16"
-        assert first.get_layer("block1_conv").compute_dtype == "float16"
+        assert first.backbone.get_layer("block1_conv").compute_dtype == "float16"
         assert first.get_layer("predictions").compute_dtype == "float32"
         setup_runtime(TrainConfig(seed=3, mixed_precision="off"))
         assert keras.mixed_precision.global_policy().name == "float32"
@@ -136,15 +136,17 @@ def test_weight_averaging_validates_and_checkpoints_the_averaged_weights(tmp_pat
 
 def test_finetune_plan_trains_head_then_top_with_batchnorm_frozen(tmp_path, toy_training):
     train, _, _ = toy_training.data(32)
-    config = toy_training.config(plan="finetune", head_epochs=1, epochs=2, unfreeze=4, steps_per_epoch=1)
+    config = toy_training.config(plan="finetune", head_epochs=1, epochs=2, unfreeze=2, steps_per_epoch=1)
     model = toy_training.model()
-    initial = model.get_layer("block1_conv").get_weights()[0].copy()
+    block = model.backbone.get_layer
+    initial = block("block1_conv").get_weights()[0].copy()
     history = fit_model(model, train, train, tmp_path, **fit_arguments(config))
     assert list(history["epoch"]) == [0, 1, 2] and list(history["phase"]) == [1, 2, 2]
     assert list(history["learning_rate"]) == pytest.approx([3e-3, 1e-4, 1e-4])
-    assert model.get_layer("block4_conv").trainable and model.get_layer("block3_conv").trainable
-    assert not model.get_layer("block4_bn").trainable and not model.get_layer("block2_conv").trainable
-    np.testing.assert_array_equal(model.get_layer("block1_conv").get_weights()[0], initial)
+    # unfreeze=2: the custom CNN's top two Conv-BN-ReLU-MaxPool blocks
+    assert block("block4_conv").trainable and block("block3_conv").trainable
+    assert not block("block4_bn").trainable and not block("block2_conv").trainable
+    np.testing.assert_array_equal(block("block1_conv").get_weights()[0], initial)
 
 
 def test_killed_finetune_run_resumes_in_phase_two_without_repeating_epochs(tmp_path, monkeypatch, toy_training):

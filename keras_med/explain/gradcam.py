@@ -1,4 +1,7 @@
-"""Grad-CAM and Grad-CAM++ heatmaps with tf-keras-vis, on the model's last convolutional block.
+"""Grad-CAM and Grad-CAM++ heatmaps with tf-keras-vis, on the model's feature map.
+
+The layer is the one the model names (`ImageClassifier.feature_map_layer`, the backbone's output;
+`keras_med.models.features.feature_map_layer_name`).
 
 tf-keras-vis 0.8.7 works with Keras 3.15 / TensorFlow 2.21 (checked: `Gradcam` and
 `GradcamPlusPlus` with the `ReplaceToLinear` modifier run on a Keras 3 functional model), so
@@ -16,30 +19,9 @@ from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
 from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 from tf_keras_vis.utils.scores import CategoricalScore
 
+from keras_med.models.features import feature_map_layer_name
+
 METHODS = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}
-_FLATTENING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten)
-
-
-def find_last_conv_layer(model: keras.Model) -> str:
-    """Name of the last layer with a 4-D output before the head's global pooling or flatten layer.
-
-    Models are flat functional models (backbones built in with `input_tensor=`), so the layer
-    list is in graph order. The head's pooling is the *last* pooling layer: EfficientNet's
-    squeeze-and-excitation blocks pool too, much earlier.
-
-    Args:
-        model: a Keras functional model taking `(batch, S, S, 3)` images.
-    """
-    layers = model.layers
-    pooling = [index for index, layer in enumerate(layers) if isinstance(layer, _FLATTENING)]
-    end = pooling[-1] if pooling else len(layers)
-    for layer in reversed(layers[:end]):
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if hasattr(layer.output, "shape") and len(layer.output.shape) == 4:
-            return layer.name
-    raise ValueError(f"model: expected a convolutional model with a 4-D feature map before the global "
-                     f"pooling or flatten layer; found none in '{model.name}'")
 
 
 def _score(model: keras.Model, class_indices: np.ndarray):
@@ -64,7 +46,7 @@ def compute_gradcam(model: keras.Model, images, class_index=None, method: str = 
         class_index: the class explained, one int for all images or one per image; None explains
             each image's predicted class (binary: index 1 when the probability is at least 0.5).
         method: "gradcam" or "gradcam++".
-        layer_name: the feature-map layer; None finds the last convolutional block.
+        layer_name: the feature-map layer; None asks the model (`feature_map_layer_name`).
 
     Returns:
         `(N, S, S)` float32 heatmaps, each normalised to 0..1.
@@ -85,7 +67,7 @@ def compute_gradcam(model: keras.Model, images, class_index=None, method: str = 
     n_classes = 2 if n_outputs == 1 else n_outputs
     if indices.min() < 0 or indices.max() >= n_classes:
         raise ValueError(f"class_index: expected class indices in 0..{n_classes - 1}, got {indices.tolist()}")
-    layer_name = layer_name or find_last_conv_layer(model)
+    layer_name = layer_name or feature_map_layer_name(model)
     if keras.backend.backend() == "jax":
         from keras_med.explain.gradcam_jax import compute_gradcam_jax
 

@@ -1,11 +1,12 @@
 """The `explain` signature: Grad-CAM computed inside the SavedModel, so TF Serving answers heat maps too.
 
 The formula is tf-keras-vis's `Gradcam` as `keras_med.explain.gradcam.compute_gradcam` calls it
-(the reference the tests hold this to): on the feature map of `find_last_conv_layer`, the score is
-the explained class's *linear* output (the `predictions` layer without its softmax/sigmoid, which
-is what tf-keras-vis's `ReplaceToLinear` does; binary: the logit, negated for the negative class);
-the channel weights are the spatial mean of the score's gradients; the map is the ReLU of the
-weighted sum of channels, resized to the model size with corner-aligned bilinear interpolation
+(the reference the tests hold this to): on the feature map the model names
+(`keras_med.models.features.feature_map_layer_name`), the score is the explained class's *linear*
+output (the `predictions` layer without its softmax/sigmoid, which is what tf-keras-vis's
+`ReplaceToLinear` does; binary: the logit, negated for the negative class); the channel weights
+are the spatial mean of the score's gradients; the map is the ReLU of the weighted sum of
+channels, resized to the model size with corner-aligned bilinear interpolation
 (tf-keras-vis uses `scipy.ndimage.zoom(order=1)`, which aligns corners), then scaled to 0..1 per
 image as `(m - min) / (max - min + 1e-7)`.
 
@@ -21,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from matplotlib import colormaps
 
-from keras_med.explain.gradcam import find_last_conv_layer
+from keras_med.models.features import feature_map_layer_name
 
 EXPLAIN_SIGNATURE = "explain"
 CLASS_INDEX_INPUT = "class_index"
@@ -39,12 +40,11 @@ class InGraphGradcam:
 
     Args:
         model: The Keras model to the contract (float32 0..255 in, a Dense `predictions` layer out).
-        layer_name: The feature-map layer; None finds the last convolutional block, as the
-            project's Grad-CAM does.
+        layer_name: The feature-map layer; None asks the model, as the project's Grad-CAM does.
     """
 
     def __init__(self, model, layer_name: str | None = None):
-        self.layer_name = layer_name or find_last_conv_layer(model)
+        self.layer_name = layer_name or feature_map_layer_name(model)
         self.output_layer = model.get_layer("predictions")
         if not isinstance(self.output_layer, keras.layers.Dense):
             raise ValueError(f"the explain signature needs a Dense 'predictions' layer; "

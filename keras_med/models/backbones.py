@@ -1,8 +1,7 @@
-"""Pretrained backbones from `keras.applications`, built flat into one functional model.
+"""Pretrained backbones from `keras.applications`, each the `backbone` of an `ImageClassifier`.
 
-Each backbone gets its own ImageNet preprocessing inside the model and the shared head.
-Building with `input_tensor=` makes the backbone's layers the model's own layers, so Grad-CAM
-reaches the last conv layer and a fit plan can freeze and unfreeze them one by one.
+Each backbone gets its own ImageNet preprocessing inside the model (the classifier's
+`preprocessing`) and the shared head; its blocks are read by `keras_med.models.blocks`.
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from typing import Callable
 import keras
 
 from keras_med.errors import ConfigError, UserError
-from keras_med.models.heads import classification_head, image_input
-from keras_med.models.preprocessing import preprocess_images
+from keras_med.models.classifier import ImageClassifier
+from keras_med.models.preprocessing import preprocessing_layer
 from keras_med.models.registry import register_model
 
 logger = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ class Backbone:
 
     Attributes:
         application: The `keras.applications` constructor.
-        preprocessing: Preprocessing mode (see `preprocess_images`).
+        preprocessing: Preprocessing mode (see `preprocessing_layer`).
         imagenet_file: File name Keras downloads into ~/.keras/models/ for (image_size, width).
         has_width: Whether the application takes a width multiplier (`alpha`).
     """
@@ -69,19 +68,16 @@ class WeightsUnavailableError(UserError, RuntimeError):
 
 
 def build_backbone_model(name: str, *, output_units: int, image_size: int, task: str, weights: str | None,
-                         dropout: float, head_units: int, width: float) -> keras.Model:
-    """Build backbone `name` flat with preprocessing and head; see `create_model` for Args."""
+                         dropout: float, head_units: int, width: float) -> ImageClassifier:
+    """Build backbone `name` with its preprocessing and the head; see `create_model` for Args."""
     backbone = BACKBONES[name]
     if width != 1.0 and not backbone.has_width:
         raise ConfigError(f"width: model '{name}' has no width multiplier; use 1.0, got {width}")
     extra = {"alpha": width} if backbone.has_width else {}
-    inputs = image_input(image_size)
-    x = preprocess_images(inputs, backbone.preprocessing)
     try:
-        # input_shape as well as input_tensor: without it MobileNetV2 picks the 224px ImageNet file
-        # whatever the image size.
-        base = backbone.application(include_top=False, weights=weights, input_tensor=x,
-                                    input_shape=(image_size, image_size, 3), **extra)
+        # input_shape: without it MobileNetV2 picks the 224px ImageNet file whatever the image size.
+        base = backbone.application(include_top=False, weights=weights, input_shape=(image_size, image_size, 3),
+                                    **extra)
     except Exception as error:
         if weights != "imagenet":
             raise
@@ -91,13 +87,13 @@ def build_backbone_model(name: str, *, output_units: int, image_size: int, task:
             f"place the file '{file_name}' in Keras's cache as ~/.keras/models/{file_name} "
             f"(download it where there is internet), or pass a weights file with --weights PATH "
             f"(or --weights none to train from scratch).") from error
-    outputs = classification_head(base.output, output_units=output_units, task=task, dropout=dropout,
-                                  head_units=head_units)
-    return keras.Model(inputs, outputs, name=name)
+    return ImageClassifier(base, output_units=output_units, image_size=image_size, task=task,
+                           preprocessing=preprocessing_layer(backbone.preprocessing), dropout=dropout,
+                           head_units=head_units, name=name)
 
 
 def _register(name: str) -> None:
-    def builder(**kwargs) -> keras.Model:
+    def builder(**kwargs) -> ImageClassifier:
         return build_backbone_model(name, **kwargs)
 
     builder.__name__ = name

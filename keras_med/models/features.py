@@ -1,48 +1,44 @@
-"""The one place that knows where a model's pooled (penultimate) features are.
+"""The parts of a trained model the rest of keras_med asks for: Grad-CAM's layer and the pooled features.
 
-The out-of-distribution guard scores these features. Models are built flat today (see
-docs/contracts.md), so the features are found by layer name: the head's global pooling
-(`head_pool`) or, for the custom CNN built with `flatten=True`, `head_flatten`. Issue 11 gives the
-model an explicit feature layer; swap the lookup below for it then, and nothing else changes.
+An `ImageClassifier` knows them (`feature_map_layer`, `pooled_features`); a flat model of the old
+layout is read by `keras_med.models.legacy`. Callers never look at layer names themselves.
 """
 
 from __future__ import annotations
 
 import keras
 
-FEATURE_LAYER_NAMES = ("head_pool", "head_flatten")
+from keras_med.models import legacy
+from keras_med.models.classifier import ImageClassifier
 
 
-def feature_layer_name(model) -> str:
-    """Name of the layer whose output is the model's pooled features.
+def feature_map_layer_name(model: keras.Model) -> str:
+    """Name of the layer whose output is the feature map Grad-CAM explains.
 
     Args:
-        model: A Keras model built to the contract (head layers named `head_*`).
-
-    Returns:
-        `"head_pool"` or `"head_flatten"`.
+        model: An `ImageClassifier` (its `feature_map` layer), or a flat functional model (its last
+            4-D layer before the last global pooling or flatten layer).
     """
-    names = {layer.name for layer in model.layers}
-    for name in FEATURE_LAYER_NAMES:
-        if name in names:
-            return name
-    raise ValueError(f"the model has none of the feature layers {list(FEATURE_LAYER_NAMES)}; "
-                     "the out-of-distribution guard needs the pooled features (see docs/contracts.md)")
+    if isinstance(model, ImageClassifier):
+        return model.feature_map_layer.name
+    return legacy.last_conv_layer(model)
 
 
-def features_and_predictions_model(model) -> keras.Model:
+def features_and_predictions_model(model: keras.Model) -> keras.Model:
     """A model with the same input answering `[predictions, features]` in one pass.
 
     Args:
-        model: A Keras model built to the contract.
+        model: An `ImageClassifier`, or a flat model of the old layout (`head_pool`/`head_flatten`).
 
     Returns:
         A `keras.Model` sharing `model`'s layers and weights, with outputs
-        `(predictions (B, C), features (B, D))`.
+        `(predictions (B, C), pooled features (B, D))`.
 
     Example:
     >>> both = features_and_predictions_model(model)
     >>> probabilities, features = both.predict(images)
     """
-    features = model.get_layer(feature_layer_name(model)).output
-    return keras.Model(model.inputs, [model.outputs[0], features], name=f"{model.name}_with_features")
+    if isinstance(model, ImageClassifier):
+        return model.features_and_predictions_model()
+    return keras.Model(model.inputs, [model.outputs[0], legacy.pooled_features(model)],
+                       name=f"{model.name}_with_features")

@@ -2,8 +2,8 @@
 
 Each pretrained backbone expects the normalisation it was trained with (Keras's
 `imagenet_utils.preprocess_input` modes). Doing it with layers inside the model means the
-exported model needs no client-side preprocessing. None of these layers holds weights, so a
-backbone's weight file loads into the flat model exactly as into the bare backbone.
+exported model needs no client-side preprocessing. `preprocessing_layer(mode)` is the
+`preprocessing` of an `ImageClassifier`; none of these layers holds weights.
 """
 
 from __future__ import annotations
@@ -32,36 +32,44 @@ class ReverseChannels(layers.Layer):
         return input_shape
 
 
-def _tf_mode(x):
-    return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_scale")(x)
+def _tf_mode():
+    return [layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_scale")]
 
 
-def _torch_mode(x):
+def _torch_mode():
     scale = [1.0 / (255.0 * std) for std in IMAGENET_STD_RGB]
     offset = [-mean / std for mean, std in zip(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB)]
-    return layers.Rescaling(scale, offset=offset, name="preprocess_normalize")(x)
+    return [layers.Rescaling(scale, offset=offset, name="preprocess_normalize")]
 
 
-def _caffe_mode(x):
-    x = ReverseChannels(name="preprocess_bgr")(x)
-    return layers.Rescaling(1.0, offset=[-mean for mean in CAFFE_MEAN_BGR], name="preprocess_center")(x)
+def _caffe_mode():
+    return [ReverseChannels(name="preprocess_bgr"),
+            layers.Rescaling(1.0, offset=[-mean for mean in CAFFE_MEAN_BGR], name="preprocess_center")]
 
 
-def _identity(x):
-    return x
+def _unit_mode():
+    return [layers.Rescaling(1.0 / 255, name="rescale")]
 
 
-PREPROCESSING_MODES = {"tf": _tf_mode, "torch": _torch_mode, "caffe": _caffe_mode, "none": _identity}
+PREPROCESSING_MODES = {"tf": _tf_mode, "torch": _torch_mode, "caffe": _caffe_mode, "unit": _unit_mode,
+                       "none": list}
 
 
-def preprocess_images(x, mode: str):
-    """Apply the ImageNet preprocessing `mode` ("tf", "torch", "caffe" or "none") to 0..255 images.
+def preprocessing_layer(mode: str) -> keras.layers.Layer | None:
+    """The layer applying the preprocessing `mode` to 0..255 images, or None for "none".
 
     Args:
-        x: Image tensor in 0..255, channels last, RGB.
-        mode: "tf" (-1..1), "torch" (ImageNet mean/std), "caffe" (BGR minus mean) or "none"
-            (the backbone normalises itself, e.g. EfficientNet).
+        mode: "tf" (-1..1), "torch" (ImageNet mean/std), "caffe" (BGR minus mean), "unit" (0..1, the
+            custom CNN) or "none" (the backbone normalises itself, e.g. EfficientNet).
+
+    Returns:
+        A `keras.Sequential` named "preprocessing", or None.
+
+    Example:
+    >>> layer = preprocessing_layer("tf")
+    >>> layer(np.full((1, 2, 2, 3), 255.0, "float32"))  # every value 1.0
     """
     if mode not in PREPROCESSING_MODES:
         raise ValueError(f"mode: expected one of {sorted(PREPROCESSING_MODES)}, got {mode!r}")
-    return PREPROCESSING_MODES[mode](x)
+    steps = PREPROCESSING_MODES[mode]()
+    return keras.Sequential(steps, name="preprocessing") if steps else None

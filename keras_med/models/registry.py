@@ -7,6 +7,7 @@ caller ever branches on model names.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -61,14 +62,26 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def known_model(name: str) -> bool:
+    """Whether `name` is a registered model or a KerasHub preset (`kerashub:PRESET` / `kerashub:DIR`)."""
+    from keras_med.models.kerashub import is_kerashub_name
+
+    return name in _REGISTRY or is_kerashub_name(name)
+
+
 def model_spec(name: str) -> ModelSpec:
     """The registry entry for `name`; a clear error lists the known names otherwise.
 
     Args:
-        name: Registry name.
+        name: Registry name, or `kerashub:PRESET` / `kerashub:/path/to/preset_dir` (a KerasHub backbone).
     """
+    from keras_med.models.kerashub import build_kerashub_model, is_kerashub_name
+
+    if is_kerashub_name(name):
+        return ModelSpec(name=name, builder=functools.partial(build_kerashub_model, name), pretrained=True)
     if name not in _REGISTRY:
-        raise ConfigError(f"model: unknown model '{name}'; expected one of {available_models()}")
+        raise ConfigError(f"model: unknown model '{name}'; expected one of {available_models()} or "
+                          "kerashub:PRESET")
     return _REGISTRY[name]
 
 
@@ -97,7 +110,8 @@ def create_model(name: str, *, num_classes: int, image_size: int, task: str = "m
     """Build a registered model taking float32 images in 0..255 of shape (S, S, 3).
 
     Args:
-        name: Registry name (see `available_models()`).
+        name: Registry name (see `available_models()`), or `kerashub:PRESET` / `kerashub:/path/to/preset_dir`
+            for a KerasHub backbone (`keras_med.models.kerashub`).
         num_classes: Number of classes C. For `task="binary"` pass 2 (negative, positive) or 1;
             the model has one sigmoid output either way.
         image_size: Side S of the square input images, in pixels (at least 32).
@@ -110,7 +124,7 @@ def create_model(name: str, *, num_classes: int, image_size: int, task: str = "m
         width: Width multiplier (MobileNetV2's alpha, the custom CNN's filter multiplier).
 
     Returns:
-        A functional `keras.Model` whose output layer is named `predictions` (float32).
+        An `ImageClassifier` (a functional `keras.Model`) whose output layer is named `predictions` (float32).
 
     Example:
         >>> model = create_model("custom_cnn", num_classes=7, image_size=64, weights=None)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import keras
 
-from keras_med.models.heads import classification_head
+from keras_med.models import legacy
+from keras_med.models.classifier import ImageClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -23,37 +24,19 @@ def is_checkpoint(weights: str | None) -> bool:
     return bool(weights) and str(weights).lower().endswith(CHECKPOINT_SUFFIX)
 
 
-def backbone_features(model: keras.Model):
-    """The backbone's output in a `create_model` model: the input of its first head layer.
+def _load(path: str | Path) -> keras.Model:
+    from keras_med.run_directory import load_keras_model
 
-    The one place that knows where the backbone ends. Models built by `create_model` name their
-    head layers `head_*` and the output `predictions` (see `heads.classification_head`), and every
-    layer before the first of them is the backbone (with its preprocessing). Issue 11 gives the
-    model an explicit `backbone` attribute (KerasHub style); this function then becomes that.
-
-    Args:
-        model: a functional model built by `create_model` (and trained, saved, reloaded).
-
-    Returns:
-        The symbolic 4-D feature map the head pooled.
-    """
-    for layer in model.layers:
-        if layer.name.startswith("head_") or layer.name == "predictions":
-            features = layer.input
-            if len(features.shape) != 4:
-                raise ValueError(f"{model.name}: the head's input has shape {features.shape}; expected a 4-D "
-                                 "feature map (a model built by keras_med's create_model)")
-            return features
-    raise ValueError(f"{model.name}: no layer named head_* or 'predictions'; expected a model built by "
-                     "keras_med's create_model")
+    return load_keras_model(path)
 
 
 def model_from_checkpoint(path: str | Path, *, output_units: int, image_size: int, task: str, dropout: float,
-                          head_units: int) -> keras.Model:
-    """A new model: the backbone of the model saved at `path` (its weights), and a new head.
+                          head_units: int) -> ImageClassifier:
+    """A new classifier: the backbone (and preprocessing) of the model saved at `path`, and a new head.
 
     Args:
-        path: a `.keras` file written by a keras_med run (`runs/<recipe>/<run>/checkpoints/best.keras`).
+        path: a `.keras` file written by a keras_med run (`runs/<recipe>/<run>/checkpoints/best.keras`); an
+            `ImageClassifier`, or a flat model of the old layout (`keras_med.models.legacy`).
         output_units: units of the new output layer (C, or 1 for binary).
         image_size: the side the new run feeds; must be the saved model's input side.
         task: the new task (`multiclass`, `multilabel`, `binary`).
@@ -61,27 +44,29 @@ def model_from_checkpoint(path: str | Path, *, output_units: int, image_size: in
         head_units: the new head's hidden width (0: none).
 
     Returns:
-        A functional model named like the saved one, whose backbone layers hold the saved weights.
+        An `ImageClassifier` named like the saved model, whose backbone holds the saved weights.
 
     Example:
         >>> model = model_from_checkpoint("runs/kermany/x/checkpoints/best.keras", output_units=14,  # doctest: +SKIP
         ...                               image_size=64, task="multilabel", dropout=0.2, head_units=128)
     """
-    import keras_med.models  # noqa: F401  (registers keras_med's custom layers for loading)
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights: {path} is not a file; expected a .keras model from an earlier run "
                                 "(runs/<recipe>/<run>/checkpoints/best.keras)")
-    saved = keras.saving.load_model(path, compile=False)
+    saved = _load(path)
     side = saved.input_shape[1]
     if side != image_size:
         raise ValueError(f"weights: {path} takes {side} px images; use --image-size {side} to fine-tune from it, "
                          f"got {image_size}")
-    features = backbone_features(saved)
-    outputs = classification_head(features, output_units=output_units, task=task, dropout=dropout,
-                                  head_units=head_units)
-    model = keras.Model(saved.input, outputs, name=saved.name)
+    if isinstance(saved, ImageClassifier):
+        backbone, preprocessing, pooling = saved.backbone, saved.preprocessing, saved.pooling
+    else:
+        # the old layout's backbone starts at the image input and includes the preprocessing
+        backbone, preprocessing, pooling = legacy.backbone(saved), None, "avg"
+    model = ImageClassifier(backbone, output_units=output_units, image_size=image_size, task=task,
+                            preprocessing=preprocessing, pooling=pooling, dropout=dropout, head_units=head_units,
+                            name=saved.name)
     logger.info("fine-tuning from %s: its %s backbone with a new %d-unit %s head", path, saved.name,
                 output_units, task)
     return model
@@ -89,6 +74,4 @@ def model_from_checkpoint(path: str | Path, *, output_units: int, image_size: in
 
 def checkpoint_input_side(path: str | Path) -> int:
     """The image side a saved `.keras` model takes (to size a run that fine-tunes from it)."""
-    import keras_med.models  # noqa: F401
-
-    return int(keras.saving.load_model(Path(path), compile=False).input_shape[1])
+    return int(_load(Path(path)).input_shape[1])

@@ -40,9 +40,10 @@ PneumoniaMNIST (MedMNIST v2) at https://medmnist.com.
 
 # How a negative class folder may be named (compared in lower case).
 NEGATIVE_FOLDERS = ("normal", "negative", "healthy", "no_finding", "no finding")
-# Top backbone layers with weights unfrozen for fine-tuning: MobileNetV2's last three inverted
-# residual blocks (6 layers each) plus its final 1x1 convolution and BatchNorm.
-MOBILENETV2_LAST_BLOCKS = 20
+# Top backbone blocks unfrozen for fine-tuning: MobileNetV2's last three inverted residual blocks
+# (block_14..block_16, with the final 1x1 convolution that follows them): the same 20 layers with
+# weights the recipe unfroze when it counted layers.
+MOBILENETV2_LAST_BLOCKS = 3
 
 
 def default_config() -> RecipeConfig:

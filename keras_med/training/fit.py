@@ -1,4 +1,6 @@
-"""Fit plans: `scratch` (train everything) and `finetune` (head first, then unfreeze the top).
+"""Fit plans: `scratch` (train everything) and `finetune` (head first, then unfreeze the top blocks).
+
+Freezing goes through the model's `ImageClassifier` interface (`freeze_backbone`, `unfreeze_top`).
 
 `fit_model` runs the plan it is given (`resolve_plan` turns `auto` into one), compiles the model for
 each phase from the `train` settings, writes
@@ -26,8 +28,8 @@ import pandas as pd
 
 from keras_med.atomic import atomic_path, remove_stale_temporaries
 from keras_med.config import TrainConfig
-from keras_med.errors import RunDivergedError
-from keras_med.models import model_spec
+from keras_med.errors import ConfigError, RunDivergedError
+from keras_med.models import ImageClassifier, model_spec
 from keras_med.models.registry import normalize_weights
 from keras_med.models.transfer import is_checkpoint
 from keras_med.tasks import infer_task, monitor_mode
@@ -45,54 +47,34 @@ HISTORY_FILE = "history.csv"
 BEST_CHECKPOINT = Path("checkpoints") / "best.keras"
 
 
-def is_head_layer(layer: keras.layers.Layer) -> bool:
-    """Head layers are the ones a fit plan trains first: `head_*` and `predictions`."""
-    return layer.name.startswith("head_") or layer.name == "predictions"
-
-
-def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Layers with weights that are neither head nor input preprocessing, in model order."""
-    return [layer for layer in model.layers
-            if layer.weights and not is_head_layer(layer) and not layer.name.startswith("preprocess_")]
+def _classifier(model: keras.Model) -> ImageClassifier:
+    if not isinstance(model, ImageClassifier):
+        raise ConfigError(f"model: '{model.name}' is not a keras_med ImageClassifier (a model of the old flat "
+                          "layout?); the finetune plan freezes through the classifier's backbone. Build it with "
+                          "create_model, or fine-tune from the old file with --weights FILE.keras")
+    return model
 
 
 def freeze_backbone(model: keras.Model) -> None:
-    """Make only the head trainable.
+    """Make only the head trainable (`ImageClassifier.freeze_backbone`).
 
     Args:
-        model: A model built by `create_model`.
+        model: An `ImageClassifier` (as `create_model` builds).
     """
-    if not any(is_head_layer(layer) for layer in model.layers):
-        raise ValueError("model: no layers named head_* or 'predictions'; build it with create_model")
-    for layer in model.layers:
-        layer.trainable = is_head_layer(layer)
+    _classifier(model).freeze_backbone()
 
 
-def unfreeze_top(model: keras.Model, count: int) -> int:
-    """Make the top `count` backbone layers trainable (-1: all), BatchNorm layers excepted.
-
-    Keras 3 runs a BatchNormalization layer with trainable=False in inference mode, which keeps
-    its ImageNet statistics from being overwritten by small medical batches.
+def unfreeze_top(model: keras.Model, n_blocks: int) -> int:
+    """Make the backbone's top `n_blocks` blocks trainable (-1: all), BatchNorm kept frozen.
 
     Args:
-        model: A model built by `create_model`.
-        count: Number of top backbone layers (with weights) to unfreeze; -1 for all.
+        model: An `ImageClassifier`.
+        n_blocks: Blocks of the backbone's own structure (`keras_med.models.blocks`); -1 for all.
 
     Returns:
         How many layers were made trainable.
     """
-    if not isinstance(count, int) or count < -1:
-        raise ValueError(f"unfreeze: expected -1 (all) or a number of layers >= 0, got {count!r}")
-    layers = backbone_layers(model)
-    selected = layers if count == -1 else layers[len(layers) - min(count, len(layers)):]
-    unfrozen = 0
-    for layer in selected:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-        else:
-            layer.trainable = True
-            unfrozen += 1
-    return unfrozen
+    return _classifier(model).unfreeze_top(n_blocks)
 
 
 def resolve_plan(plan: str, model_name: str, weights: str) -> str:
@@ -147,8 +129,7 @@ def _fit_phase(model, train_ds, val_ds, train, run_dir, *, phase, learning_rate,
 
 
 def _fit_scratch(model, train_ds, val_ds, train, run_dir, **kwargs) -> Divergence | None:
-    for layer in model.layers:
-        layer.trainable = True
+    model.trainable = True
     return _fit_phase(model, train_ds, val_ds, train, run_dir, phase=1, learning_rate=train.learning_rate,
                       initial_epoch=0, epochs=train.epochs,
                       backup_dir=Path(run_dir) / "backup" / "phase1", **kwargs)
@@ -181,9 +162,9 @@ def _fit_finetune(model, train_ds, val_ds, train, run_dir, **kwargs) -> Divergen
         with atomic_path(head_done) as temporary:
             model.save_weights(str(temporary))
     kwargs.pop("sample_batch", None)
-    freeze_backbone(model)
     unfrozen = unfreeze_top(model, train.unfreeze)
-    logger.info("fine-tuning: %d backbone layers unfrozen (BatchNorm kept frozen)", unfrozen)
+    logger.info("fine-tuning: top %s backbone blocks, %d layers, unfrozen (BatchNorm kept frozen)",
+                "all" if train.unfreeze == -1 else train.unfreeze, unfrozen)
     return _fit_phase(model, train_ds, val_ds, train, run_dir, phase=2,
                       learning_rate=train.finetune_learning_rate, learning_rate_flag="--finetune-learning-rate",
                       initial_epoch=train.head_epochs, epochs=train.head_epochs + train.epochs,

@@ -1,0 +1,184 @@
+"""Tests of keras_med.models.ImageClassifier: parts, blocks and freezing, Grad-CAM layer, KerasHub, old layout."""
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+from keras_med.errors import ConfigError
+from keras_med.explain import compute_gradcam, feature_map_layer_name
+from keras_med.models import ImageClassifier, WeightsUnavailableError, create_model
+from keras_med.models.blocks import backbone_blocks
+from keras_med.models.features import features_and_predictions_model
+from keras_med.run_directory import load_keras_model
+
+SIZE = 32
+
+
+def pictures(count=4, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (count, SIZE, SIZE, 3)).astype("float32")
+
+
+def trainable_blocks(model):
+    """Names of the backbone blocks holding a trainable weight."""
+    return [block.name for block in backbone_blocks(model.backbone)
+            if any(layer.trainable_weights for layer in block.layers)]
+
+
+def test_mobilenetv2_unfreezes_its_top_inverted_residual_blocks_with_batchnorm_frozen():
+    model = create_model("mobilenetv2", num_classes=3, image_size=SIZE, weights=None, width=0.35, head_units=8)
+    blocks = backbone_blocks(model.backbone)
+    assert [block.name for block in blocks] == ["stem"] + [f"block_{n}" for n in range(1, 17)]
+    model.freeze_backbone()
+    assert trainable_blocks(model) == [] and model.output_dense.trainable
+    # covid_cxr's 3 blocks: block_14..16 and the final Conv_1 (the 20 layers with weights it used to count)
+    assert model.unfreeze_top(3) == 10
+    assert trainable_blocks(model) == ["block_14", "block_15", "block_16"]
+    top = [layer for block in blocks[-3:] for layer in block.layers if layer.weights]
+    assert len(top) == 20 and "Conv_1" in [layer.name for layer in top]
+    assert all(not layer.trainable for layer in top if isinstance(layer, keras.layers.BatchNormalization))
+    assert model.backbone.get_layer("block_13_expand").trainable is False
+    assert model.unfreeze_top(-1) == 52 and len(trainable_blocks(model)) == 17  # every conv layer
+    assert not any(layer.trainable for layer in model.backbone.layers
+                   if isinstance(layer, keras.layers.BatchNormalization))
+
+
+@pytest.mark.parametrize("name, first, last, count", [
+    ("resnet50", "conv2_block1", "conv5_block3", 16), ("efficientnetb0", "block1a", "block7a", 16),
+    ("vgg16", "block1", "block5", 5), ("custom_cnn", "block1", "block4", 4)])
+def test_blocks_follow_each_architecture(name, first, last, count):
+    model = create_model(name, num_classes=2, image_size=SIZE, weights=None, head_units=0)
+    names = [block.name for block in backbone_blocks(model.backbone)]
+    assert names[-count:][0] == first and names[-1] == last and len([n for n in names if n != "stem"]) == count
+    model.unfreeze_top(1)
+    assert trainable_blocks(model) == [last]
+
+
+def test_grad_cam_layer_is_the_backbone_output_and_features_are_the_pooled_map():
+    keras.utils.set_random_seed(0)
+    model = create_model("custom_cnn", num_classes=3, image_size=SIZE, weights=None, head_units=8)
+    assert feature_map_layer_name(model) == "feature_map"
+    images = pictures()
+    feature_map = model.backbone.predict(model.preprocessing(images), verbose=0)
+    probabilities, pooled = features_and_predictions_model(model).predict(images, verbose=0)
+    np.testing.assert_allclose(pooled, feature_map.mean(axis=(1, 2)), atol=1e-5)
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-6)
+    # the map is taken on the classifier's feature map: the serving graph's Grad-CAM on the same layer agrees
+    from keras_med.export.explain_signature import InGraphGradcam
+
+    classes = np.array([0, 1, 2, 0])
+    heatmaps = compute_gradcam(model, images, class_index=classes)
+    in_graph = InGraphGradcam(model)
+    assert in_graph.layer_name == "feature_map"
+    reference = in_graph.logits_and_maps(tf.constant(images), tf.constant(classes, tf.int32))[1].numpy()
+    assert heatmaps.shape == (4, SIZE, SIZE)
+    np.testing.assert_allclose(heatmaps, reference, atol=1e-4)
+
+
+def old_layout_model():
+    """A flat model as keras_med built them before ImageClassifier: backbone built in, `head_*` layers."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3), name="images")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = keras.layers.Conv2D(8, 3, use_bias=False, name="block1_conv")(x)
+    x = keras.layers.BatchNormalization(name="block1_bn")(x)
+    x = keras.layers.ReLU(name="block1_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dense(8, name="head_dense")(x)
+    x = keras.layers.ReLU(name="head_relu")(x)
+    x = keras.layers.Dropout(0.2, name="head_dropout")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", dtype="float32", name="predictions")(x),
+                       name="custom_cnn")
+
+
+def test_old_layout_checkpoint_still_predicts_explains_and_serves_as_a_backbone(tmp_path):
+    from keras_med.training import freeze_backbone
+
+    path = tmp_path / "old.keras"
+    old = old_layout_model()
+    old.save(path)
+    loaded = load_keras_model(path)
+    images = pictures()
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), old.predict(images, verbose=0), atol=1e-6)
+    assert feature_map_layer_name(loaded) == "block1_relu"
+    assert features_and_predictions_model(loaded).outputs[1].shape[-1] == 8
+    assert compute_gradcam(loaded, images, class_index=1).shape == (4, SIZE, SIZE)
+    with pytest.raises(ConfigError, match="old flat layout.*--weights FILE.keras"):
+        freeze_backbone(loaded)
+    model = create_model("custom_cnn", num_classes=2, image_size=SIZE, task="binary", weights=str(path),
+                         head_units=4)
+    assert isinstance(model, ImageClassifier) and model.name == "custom_cnn"
+    np.testing.assert_array_equal(model.backbone.get_layer("block1_conv").get_weights()[0],
+                                  old.get_layer("block1_conv").get_weights()[0])
+    assert model.unfreeze_top(-1) == 1 and model.output_dense.units == 1
+
+
+# --- KerasHub --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_preset(tmp_path_factory):
+    """A tiny random KerasHub ResNet and its image converter, saved as a local preset folder."""
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("preset") / "tiny_resnet"
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 64],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block")
+    backbone.save_to_preset(str(folder))
+    keras_hub.layers.ResNetImageConverter(image_size=(224, 224), scale=1 / 255.0).save_to_preset(str(folder))
+    return folder
+
+
+def test_kerashub_preset_folder_trains_exports_and_explains(tiny_preset, tmp_path):
+    from keras_med.config import RecipeConfig
+    from keras_med.export import export_for_serving
+    from keras_med.training import fit_model
+
+    name = f"kerashub:{tiny_preset}"
+    model = create_model(name, num_classes=3, image_size=SIZE, weights="imagenet", head_units=8)
+    assert isinstance(model, ImageClassifier) and model.name == "kerashub_tiny_resnet"
+    assert "ImageConverter" in type(model.preprocessing).__name__ and model.preprocessing.image_size is None
+    assert [block.name for block in backbone_blocks(model.backbone)] == ["stem", "stack0_block0", "stack1_block0"]
+
+    config = RecipeConfig()
+    config.model.model, config.model.weights = name, "imagenet"
+    # the fine-tuning phase only (head_epochs=0): each phase traces the model again, seconds each
+    for key, value in {"plan": "finetune", "head_epochs": 0, "epochs": 1, "steps_per_epoch": 1, "unfreeze": 1,
+                       "monitor": "val_loss"}.items():
+        setattr(config.train, key, value)
+    images = pictures(8)
+    targets = np.eye(3, dtype="float32")[np.arange(8) % 3]
+    data = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)
+    history = fit_model(model, data, data, config, tmp_path / "run")
+    assert list(history["phase"]) == [2]
+    assert trainable_blocks(model) == ["stack1_block0"]
+
+    reloaded = load_keras_model(tmp_path / "run" / "checkpoints" / "best.keras")
+    assert isinstance(reloaded, ImageClassifier) and type(reloaded.backbone).__name__ == "ResNetBackbone"
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
+
+    heatmaps = compute_gradcam(reloaded, images[:2], class_index=[0, 2])
+    assert heatmaps.shape == (2, SIZE, SIZE)
+    path = export_for_serving(reloaded, name="hub", base_dir=tmp_path / "saved", class_names=["a", "b", "c"])
+    served = tf.saved_model.load(str(path)).signatures["predict_pixels"](pixels=tf.constant(images[:2]))
+    np.testing.assert_allclose(served["probabilities"].numpy(), reloaded.predict(images[:2], verbose=0), atol=1e-4)
+
+
+def test_named_kerashub_preset_offline_says_where_to_put_it(monkeypatch):
+    import keras_hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'api.kaggle.com'")
+
+    monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", offline)
+    with pytest.raises(WeightsUnavailableError, match=r"efficientnet_b0_ra_imagenet.*kerashub:/path/to/that/folder"):
+        create_model("kerashub:efficientnet_b0_ra_imagenet", num_classes=2, image_size=SIZE, weights="imagenet")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"weights": "imagenet", "width": 0.5}, "no width multiplier"),
+    ({"name": "kerashub:/nonexistent/preset"}, "not a KerasHub preset folder")])
+def test_kerashub_bad_arguments(kwargs, message):
+    arguments = {"name": "kerashub:some_preset", "num_classes": 2, "image_size": SIZE, "weights": None} | kwargs
+    with pytest.raises(ConfigError, match=message):
+        create_model(arguments.pop("name"), **arguments)
