@@ -15,10 +15,10 @@ from typing import Callable
 import keras
 
 from keras_med.errors import ConfigError
+from keras_med.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("multiclass", "multilabel", "binary")
 
 
 @dataclass(frozen=True)
