@@ -20,7 +20,6 @@ from keras_med.tasks import TASKS
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class ModelSpec:
     """What the registry knows about one model.
