@@ -131,6 +131,7 @@ def tiny_preset(tmp_path_factory):
 
 def test_kerashub_preset_folder_trains_exports_and_explains(tiny_preset, tmp_path):
     from keras_med.config import RecipeConfig
+from keras_med.recipes.base import fit_arguments
     from keras_med.export import export_for_serving
     from keras_med.training import fit_model
 
@@ -149,7 +150,7 @@ def test_kerashub_preset_folder_trains_exports_and_explains(tiny_preset, tmp_pat
     images = pictures(8)
     targets = np.eye(3, dtype="float32")[np.arange(8) % 3]
     data = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)
-    history = fit_model(model, data, data, config, tmp_path / "run")
+    history = fit_model(model, data, data, tmp_path / "run", **fit_arguments(config))
     assert list(history["phase"]) == [2]
     assert trainable_blocks(model) == ["stack1_block0"]
 
