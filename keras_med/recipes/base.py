@@ -118,12 +118,15 @@ def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def make_run_dir(config: RecipeConfig, run_dir: str | None) -> Path:
+def make_run_dir(config: RecipeConfig, run_dir: str | None, runtime=None) -> Path:
     if run_dir:
         path = Path(run_dir)
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(config.output_dir) / config.recipe / stamp
+    if runtime is not None:
+        # Several workers: only the chief writes the run directory (docs/scale.md).
+        path = runtime.output_directory(path)
     (path / "checkpoints").mkdir(parents=True, exist_ok=True)
     return path
 
@@ -289,14 +292,17 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
 
     if spec.resolve_config is not None:
         config = spec.resolve_config(config)
-    out = make_run_dir(config, run_dir)
+    runtime = setup_runtime(config.train)
+    out = make_run_dir(config, run_dir, runtime)
     finished = read_training_outcome(out)
     if finished is not None:
         # Before config.toml is rewritten: it must keep describing the model in the run directory.
         check_training_settings(finished, config, out)
     config.save(out / "config.toml")
-    runtime = setup_runtime(config.train)
     config = scale_to_replicas(config, runtime.num_replicas_in_sync)
+    if not runtime.is_chief:
+        config = dataclasses.replace(config, export=dataclasses.replace(
+            config.export, saved_models=str(runtime.output_directory(config.export.saved_models))))
     prepared = prepare_data(spec, config, out)
     table, parts = prepared.table, prepared.parts
     model = build_model(config, table, runtime)

@@ -32,7 +32,7 @@ from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_
 from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
-from keras_med.training.runtime import data_parallel_devices, model_scope, trim_to_devices
+from keras_med.training.runtime import adapt_to_strategy, data_parallel_devices, model_scope, trim_to_devices
 from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
                                         read_training_outcome, training_settings, write_training_outcome)
 
@@ -126,6 +126,7 @@ def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate
     task = infer_task(model)
     with model_scope(model):
         compile_model(model, config.train, task, learning_rate, label_weights=label_weights)
+        adapt_to_strategy(model)
     callbacks = build_callbacks(config, run_dir, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
                                 sample_batch=sample_batch, class_names=class_names, monitor=monitor,

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+from pathlib import Path
 
 import keras
 
@@ -83,6 +84,35 @@ class Runtime:
         """Context to build and compile models in (the strategy's scope; a no-op on JAX, where the
         distribution is set globally by `setup_runtime`)."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run directory and the export (always, but on the
+        non-chief workers of `--strategy multiworker`)."""
+        if self.strategy is None:
+            return True
+        from keras_med.training.multiworker import is_chief
+
+        return is_chief(self.strategy)
+
+    def output_directory(self, path) -> Path:
+        """Where this process writes what belongs at `path`: `path` on the chief, a private folder
+        of its own on the other workers (`keras_med.training.multiworker.worker_directory`)."""
+        if self.is_chief:
+            return Path(path)
+        from keras_med.training.multiworker import worker_directory
+
+        return worker_directory(path, self.strategy)
+
+
+def adapt_to_strategy(model: keras.Model) -> None:
+    """Call after each `compile`, in the model's scope: the Keras 3.15 work-arounds a model needs to
+    train under `MultiWorkerMirroredStrategy` (`keras_med.training.multiworker`); nothing otherwise."""
+    if keras.backend.backend() == "tensorflow":
+        from keras_med.training.multiworker import adapt_to_multi_worker
+
+        adapt_to_multi_worker(model)
 
 
 def model_scope(model: keras.Model):
