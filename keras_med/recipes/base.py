@@ -168,6 +168,7 @@ def load_source_table(spec: RecipeSpec, config: RecipeConfig):
 def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedData:
     """Load the recipe's table, split it by group (or reuse a split), and build the pipelines."""
     from keras_med import data as kdata
+    from keras_med.training.runtime import augment_on_device
 
     prepared_dir = config.data.prepared
     if prepared_dir:
@@ -218,8 +219,12 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
         # every file was decoded once above (check_table_images), so the pipeline need not check again
         return kdata.build_image_pipeline(part.images(), part.targets(), check=False, **kwargs, **options)
 
-    train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
-                        cutmix=config.data.cutmix, oversample=config.data.oversample)
+    if augment_on_device(config.data):
+        # The training step augments and mixes (--augment-on device): the host only decodes and batches.
+        train_ds = pipeline(parts["train"], training=True, augment="none", oversample=config.data.oversample)
+    else:
+        train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
+                            cutmix=config.data.cutmix, oversample=config.data.oversample)
     eval_ds = {name: pipeline(parts[name], training=False, augment="none") for name in ("val", "test")}
     class_weight = label_weights = None
     if config.data.class_weights and not config.data.oversample:
@@ -288,7 +293,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     from keras_med.export import export_for_serving
     from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
-    from keras_med.training.runtime import scale_to_replicas
+    from keras_med.training.runtime import augment_on_device, scale_to_replicas
 
     if spec.resolve_config is not None:
         config = spec.resolve_config(config)
@@ -309,7 +314,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     stage("training (%s plan)", config.train.plan)
     history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], config, out,
                         class_weight=prepared.class_weight, class_names=table.class_names,
-                        label_weights=prepared.label_weights)
+                        label_weights=prepared.label_weights, augment_in_step=augment_on_device(config.data))
     divergence = read_training_outcome(out).divergence
     diverged, good_history = None, history
     if divergence is not None:

@@ -32,7 +32,7 @@ from keras_med.training.callbacks import LinearWarmUp, build_callbacks, monitor_
 from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
-from keras_med.training.runtime import adapt_to_strategy, data_parallel_devices, model_scope, trim_to_devices
+from keras_med.training.runtime import data_parallel_devices, model_scope, prepare_train_step, trim_to_devices
 from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
                                         read_training_outcome, training_settings, write_training_outcome)
 
@@ -121,12 +121,12 @@ def resolve_plan(config: RecipeConfig) -> str:
 
 def _fit_phase(model, train_ds, val_ds, config, run_dir, *, phase, learning_rate, initial_epoch, epochs,
                backup_dir, class_weight, monitor, sample_batch=None, class_names=None, warmup_epochs=0.0,
-               label_weights=None, learning_rate_flag="--learning-rate") -> Divergence | None:
+               label_weights=None, learning_rate_flag="--learning-rate", augmentation=None) -> Divergence | None:
     """One `model.fit` of a plan; returns where it diverged, or None."""
     task = infer_task(model)
     with model_scope(model):
         compile_model(model, config.train, task, learning_rate, label_weights=label_weights)
-        adapt_to_strategy(model)
+        prepare_train_step(model, augmentation)
     callbacks = build_callbacks(config, run_dir, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
                                 sample_batch=sample_batch, class_names=class_names, monitor=monitor,
@@ -237,7 +237,7 @@ def _sample_batch(train_ds) -> tuple | None:
 
 def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_dir: str | Path,
               class_weight: dict | None = None, *, class_names: list[str] | None = None,
-              label_weights: tuple | None = None) -> pd.DataFrame:
+              label_weights: tuple | None = None, augment_in_step: bool = False) -> pd.DataFrame:
     """Train `model` with the plan of `config.train.plan`; compiles the model itself.
 
     Args:
@@ -251,6 +251,10 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
         label_weights: Optional multilabel `(positive_weights, negative_weights)` per label, for a
             weighted binary cross-entropy (`keras_med.data.balanced_label_weights`).
         class_names: Names to caption the sample images shown in TensorBoard.
+        augment_in_step: Apply `config.data`'s augmentation preset and MixUp/CutMix inside the
+            training step, on the accelerator (`--augment-on device`, TensorFlow backend); `train_ds`
+            must then come un-augmented (`augment="none"`, no mixing). The model stays free of
+            augmentation layers either way.
 
     Returns:
         The history, one row per epoch of all phases (also in `run_dir/history.csv`); the model
@@ -268,7 +272,7 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
     outcome = read_training_outcome(run_dir)
     if outcome is None:
         outcome = _train(model, train_ds, val_ds, config, run_dir, class_weight=class_weight,
-                         class_names=class_names, label_weights=label_weights)
+                         class_names=class_names, label_weights=label_weights, augment_in_step=augment_in_step)
     else:
         check_training_settings(outcome, config, run_dir)
         logger.info("training finished in an earlier run (%s): not training again", run_dir / TRAINING_RECORD)
@@ -283,15 +287,24 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
     return read_history(run_dir)
 
 
-def _train(model, train_ds, val_ds, config, run_dir: Path, **kwargs) -> TrainingOutcome:
+def _train(model, train_ds, val_ds, config, run_dir: Path, augment_in_step: bool = False, **kwargs) -> TrainingOutcome:
     plan = resolve_plan(config)
     monitor = config.train.monitor
     if val_ds is None and monitor.startswith("val_"):
         logger.warning("no validation data: monitoring %s instead of %s", monitor[4:], monitor)
         monitor = monitor[4:]
     logger.info("fit plan %s, run directory %s", plan, run_dir)
+    augmentation = None
+    if augment_in_step:
+        from keras_med.data.pipeline import batch_augmentation
+
+        # In the model's scope: the random layers keep their state in variables the step updates.
+        with model_scope(model):
+            augmentation = batch_augmentation(config.data.augment, config.data.mixup, config.data.cutmix,
+                                              config.train.seed)
+        logger.info("augmentation on the device, inside the training step")
     divergence = FIT_PLANS[plan](model, train_ds, val_ds, config, run_dir, monitor=monitor,
-                                 sample_batch=_sample_batch(train_ds), **kwargs)
+                                 sample_batch=_sample_batch(train_ds), augmentation=augmentation, **kwargs)
     history = read_history(run_dir)
     with atomic_path(run_dir / HISTORY_FILE) as temporary:
         history.to_csv(temporary, index=False)

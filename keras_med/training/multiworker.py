@@ -91,7 +91,8 @@ def adapt_to_multi_worker(model: keras.Model) -> None:
       compiled loss and metrics build when the training step is traced, so the call is skipped.
     - the logs of each step are reduced across workers with an axis that a scalar does not have
       (`_steps_with_vector_logs`).
-    Call inside the strategy's scope after every `compile`. Nothing changes under other strategies.
+    Call inside the strategy's scope after every `compile` (`keras_med.training.runtime.prepare_train_step`
+    does), when `model.train_step` is not yet wrapped. Nothing changes under other strategies.
 
     Args:
         model: A built, compiled model whose `distribute_strategy` is a `MultiWorkerMirroredStrategy`.
@@ -104,5 +105,5 @@ def adapt_to_multi_worker(model: keras.Model) -> None:
     # Instance attributes, so only this model changes; train_step/test_step are Keras's documented
     # override points, _maybe_symbolic_build is private (checked against Keras 3.15).
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    model.train_step = _steps_with_vector_logs(type(model).train_step.__get__(model))
+    model.train_step = _steps_with_vector_logs(model.train_step)
     model.test_step = _steps_with_vector_logs(type(model).test_step.__get__(model))
