@@ -190,7 +190,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15, help="Timed training steps per model.")
     parser.add_argument("--warmup", type=int, default=3, help="Untimed steps first (tracing, allocation).")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every framework.")
-    parser.add_argument("--rounds", type=int, default=1, help="Repeat the halves this many times, rotating their order.")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="Repeat the halves this many times, rotating their order.")
     parser.add_argument("--xla", action="store_true", help="Also time Keras on TensorFlow with jit_compile=True.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -221,7 +222,8 @@ def main() -> None:
     print(f"{args.image_size} px, batch {args.batch_size}, {args.threads} threads, {args.steps} timed steps, "
           f"median of {args.rounds} round(s); load average at the end {os.getloadavg()[0]:.1f}")
     backends = args.keras_backends
-    print("| model | plan | " + " | ".join(f"Keras {b}" for b in backends) + " | PyTorch default | PyTorch channels_last | "
+    print("| model | plan | " + " | ".join(f"Keras {b}" for b in backends)
+          + " | PyTorch default | PyTorch channels_last | "
           + " | ".join(f"{b} / best PyTorch, per round" for b in backends) + " |")
     print("|---" * (4 + 2 * len(backends)) + "|")
     median = statistics.median
@@ -233,7 +235,8 @@ def main() -> None:
                        for b in backends]
         print(f"| {name} | {plan} | " + " | ".join(keras_cells)
               + f" | {median(r['torch'][f'{key}/default'] for r in rounds):.1f}"
-              + f" | {median(r['torch'][f'{key}/channels_last'] for r in rounds):.1f} | " + " | ".join(ratio_cells) + " |")
+              + f" | {median(r['torch'][f'{key}/channels_last'] for r in rounds):.1f} | "
+              + " | ".join(ratio_cells) + " |")
 
 
 if __name__ == "__main__":

@@ -287,7 +287,8 @@ def fit_model(model: keras.Model, train_ds, val_ds, config: RecipeConfig, run_di
     return read_history(run_dir)
 
 
-def _train(model, train_ds, val_ds, config, run_dir: Path, augment_in_step: bool = False, **kwargs) -> TrainingOutcome:
+def _train(model, train_ds, val_ds, config, run_dir: Path, augment_in_step: bool = False,
+           **kwargs) -> TrainingOutcome:
     plan = resolve_plan(config)
     monitor = config.train.monitor
     if val_ds is None and monitor.startswith("val_"):

@@ -85,7 +85,6 @@ class Runtime:
         distribution is set globally by `setup_runtime`)."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
-
     @property
     def is_chief(self) -> bool:
         """Whether this process writes the run directory and the export (always, but on the
