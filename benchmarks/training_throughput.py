@@ -1,20 +1,27 @@
-"""Training throughput: images/s of the same model trained in Keras (TF backend) and in PyTorch.
+"""Training throughput: images/s of the same model trained in Keras (TensorFlow and JAX backends) and PyTorch.
 
 Usage:
-    python benchmarks/training_throughput.py --torch-python /tmp/venv-torch/bin/python
+    python benchmarks/training_throughput.py --rounds 3
 
-Both halves train the same architecture (keras_med's custom CNN and MobileNetV2, no pretrained
+PyTorch is not a project dependency: install the CPU wheel into the interpreter given by
+`--torch-python` (default: this one), e.g. `pip install torch --index-url
+https://download.pytorch.org/whl/cpu` (or plain `pip install torch` from PyPI). torchvision is not
+needed: its MobileNetV2 is written out below.
+
+All three train the same architecture (keras_med's custom CNN and MobileNetV2, no pretrained
 weights) on one random batch repeated, so only the training step is measured: forward, loss,
-backward and an AdamW update. Both use the same number of CPU threads. Two plans:
+backward and an AdamW update. All use the same number of CPU threads where the framework lets one
+say so (TensorFlow: intra- and inter-op pools; PyTorch: `set_num_threads`; JAX/XLA uses every core,
+two here). Two plans:
 - scratch: every layer trains, BatchNorm in training mode (batch statistics);
 - finetune (MobileNetV2 only): as the HAM10000 recipe's second phase trains it, every layer
   trains except BatchNorm, which is frozen in inference mode (keras_med's `unfreeze_top`;
   PyTorch: `eval()` and no gradient for the BatchNorm modules).
-`--rounds` alternates the two frameworks and reports the median of the per-round ratios, so a
-burst of load from other processes hits both. The PyTorch half runs
-in a subprocess under `--torch-python` (PyTorch is not a project dependency), via this same
-file with `--backend torch`. Keras runs as keras_med trains on a CPU (XLA off; `--xla` adds an
-XLA-compiled run, which is much slower on CPU); PyTorch runs in its default and channels_last
+Each half runs in a fresh subprocess of this file (`--backend keras` under `KERAS_BACKEND=tensorflow`
+or `jax`, `--backend torch` under `--torch-python`); `--rounds` repeats the three, rotating their
+order, and reports per-round ratios, so a burst of load from other processes hits every framework.
+Keras on TensorFlow runs as keras_med trains on a CPU (XLA off; `--xla` adds an XLA-compiled run,
+much slower on CPU); JAX always compiles with XLA; PyTorch runs in its default and channels_last
 memory formats.
 """
 
@@ -44,12 +51,14 @@ def variants(models: list[str], plans: list[str]) -> list[tuple[str, str]]:
 
 def keras_rates(models: list[str], plans: list[str], image_size: int, batch_size: int, steps: int, warmup: int,
                 threads: int, xla: bool = False) -> dict[str, float]:
-    """Images/s per (model, variant) for Keras, TF backend."""
+    """Images/s per (model, variant) for Keras on the backend of `KERAS_BACKEND`."""
+    import keras
     import numpy as np
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if keras.backend.backend() == "tensorflow":
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     from keras_med.config import TrainConfig
     from keras_med.models import create_model
     from keras_med.training import compile_model
@@ -61,7 +70,8 @@ def keras_rates(models: list[str], plans: list[str], image_size: int, batch_size
     dataset = tf.data.Dataset.from_tensors((images, targets)).repeat().prefetch(2)
     rates = {}
     for name, plan in variants(models, plans):
-        for variant, jit in (("default", "off"), ("xla", "on"))[:2 if xla else 1]:
+        with_xla = xla and keras.backend.backend() == "tensorflow"
+        for variant, jit in (("default", "off"), ("xla", "on"))[:2 if with_xla else 1]:
             model = create_model(name, num_classes=NUM_CLASSES, image_size=image_size, weights=None)
             if plan == "finetune":
                 freeze_backbone(model)
@@ -80,7 +90,6 @@ def torch_rates(models: list[str], plans: list[str], image_size: int, batch_size
                 threads: int) -> dict[str, float]:
     """Images/s per (model, variant) for PyTorch/torchvision, same architectures."""
     import torch
-    import torchvision
     from torch import nn
 
     torch.set_num_threads(threads)
@@ -101,7 +110,33 @@ def torch_rates(models: list[str], plans: list[str], image_size: int, batch_size
                              nn.Dropout(0.3), nn.Linear(256, NUM_CLASSES))
 
     def mobilenetv2() -> nn.Module:
-        return nn.Sequential(torchvision.models.mobilenet_v2(weights=None).features, head(1280))
+        # torchvision's mobilenet_v2().features, layer for layer (Sandler et al. 2018, width 1.0), written
+        # out so that only torch is needed: the torchvision wheels at hand here are CUDA builds that
+        # do not load beside a CPU-only torch ("libc10_cuda.so: cannot open shared object file").
+        def conv(inputs, outputs, kernel=3, stride=1, groups=1, activation=True):
+            layers = [nn.Conv2d(inputs, outputs, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+                      nn.BatchNorm2d(outputs)]
+            return nn.Sequential(*layers, nn.ReLU6(inplace=True)) if activation else nn.Sequential(*layers)
+
+        class InvertedResidual(nn.Module):
+            def __init__(self, inputs, outputs, stride, expansion):
+                super().__init__()
+                hidden = inputs * expansion
+                self.residual = stride == 1 and inputs == outputs
+                self.block = nn.Sequential(*([conv(inputs, hidden, 1)] if expansion != 1 else []),
+                                           conv(hidden, hidden, stride=stride, groups=hidden),
+                                           conv(hidden, outputs, 1, activation=False))
+
+            def forward(self, x):
+                return x + self.block(x) if self.residual else self.block(x)
+
+        blocks, channels = [conv(3, 32, stride=2)], 32
+        for expansion, outputs, repeats, stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                                                    (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+            for index in range(repeats):
+                blocks.append(InvertedResidual(channels, outputs, stride if index == 0 else 1, expansion))
+                channels = outputs
+        return nn.Sequential(*blocks, conv(channels, 1280, 1), head(1280))
 
     builders = {"custom_cnn": custom_cnn, "mobilenetv2": mobilenetv2}
     images = torch.rand(batch_size, 3, image_size, image_size) * 255
@@ -136,21 +171,28 @@ def torch_rates(models: list[str], plans: list[str], image_size: int, batch_size
     return rates
 
 
+def _half(command: list[str], environment: dict) -> dict[str, float]:
+    result = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, **environment})
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["compare", "keras", "torch"], default="compare",
-                        help="compare: run both and print ratios; keras/torch: one half, JSON on stdout.")
-    parser.add_argument("--torch-python", default="/tmp/venv-torch/bin/python",
+                        help="compare: run every half and print ratios; keras/torch: one half, JSON on stdout.")
+    parser.add_argument("--torch-python", default=sys.executable,
                         help="Python interpreter with torch and torchvision installed.")
+    parser.add_argument("--keras-backends", nargs="+", choices=["tensorflow", "jax"], default=["tensorflow", "jax"])
     parser.add_argument("--models", nargs="+", default=["custom_cnn", "mobilenetv2"])
     parser.add_argument("--plans", nargs="+", choices=PLANS, default=list(PLANS))
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=15, help="Timed training steps per model.")
     parser.add_argument("--warmup", type=int, default=3, help="Untimed steps first (tracing, allocation).")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for both frameworks.")
-    parser.add_argument("--rounds", type=int, default=1, help="Alternate the frameworks this many times.")
-    parser.add_argument("--xla", action="store_true", help="Also time Keras with jit_compile=True.")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for every framework.")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="Repeat the halves this many times, rotating their order.")
+    parser.add_argument("--xla", action="store_true", help="Also time Keras on TensorFlow with jit_compile=True.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     measure = (args.models, args.plans, args.image_size, args.batch_size, args.steps, args.warmup, args.threads)
@@ -161,32 +203,40 @@ def main() -> None:
         print(json.dumps(torch_rates(*measure)))
         return
     if not os.path.isfile(args.torch_python):
-        raise SystemExit(f"--torch-python: {args.torch_python} does not exist; create a venv with torch and "
-                         "torchvision (see BENCHMARKS.md)")
+        raise SystemExit(f"--torch-python: {args.torch_python} does not exist")
     common = ["--models", *args.models, "--plans", *args.plans, "--image-size", str(args.image_size),
               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
               "--threads", str(args.threads)]
+    halves = {"torch": lambda: _half([args.torch_python, __file__, "--backend", "torch", *common], {})}
+    for backend in args.keras_backends:
+        halves[backend] = lambda backend=backend: _half(
+            [sys.executable, __file__, "--backend", "keras", *common, *(["--xla"] if args.xla else [])],
+            {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"})
     rounds = []
+    names = list(halves)
     for number in range(args.rounds):
-        torch_result = subprocess.run([args.torch_python, __file__, "--backend", "torch", *common],
-                                      check=True, capture_output=True, text=True)
-        torch = json.loads(torch_result.stdout.strip().splitlines()[-1])
-        keras = keras_rates(*measure, xla=args.xla)
-        rounds.append((keras, torch))
-        logger.info("round %d: keras %s torch %s", number + 1, keras, torch)
+        order = names[number % len(names):] + names[:number % len(names)]
+        result = {name: halves[name]() for name in order}
+        rounds.append(result)
+        logger.info("round %d (%s): %s", number + 1, ", ".join(order), result)
     print(f"{args.image_size} px, batch {args.batch_size}, {args.threads} threads, {args.steps} timed steps, "
           f"median of {args.rounds} round(s); load average at the end {os.getloadavg()[0]:.1f}")
-    print("| model | plan | Keras (images/s) | PyTorch default | PyTorch channels_last | Keras / best PyTorch |")
-    print("|---|---|---|---|---|---|")
+    backends = args.keras_backends
+    print("| model | plan | " + " | ".join(f"Keras {b}" for b in backends)
+          + " | PyTorch default | PyTorch channels_last | "
+          + " | ".join(f"{b} / best PyTorch, per round" for b in backends) + " |")
+    print("|---" * (4 + 2 * len(backends)) + "|")
     median = statistics.median
     for name, plan in variants(args.models, args.plans):
         key = f"{name}/{plan}"
-        ratios = [keras[f"{key}/default"] / max(torch[f"{key}/default"], torch[f"{key}/channels_last"])
-                  for keras, torch in rounds]
-        xla = f" (XLA: {median(k[f'{key}/xla'] for k, _ in rounds):.1f})" if args.xla else ""
-        print(f"| {name} | {plan} | {median(k[f'{key}/default'] for k, _ in rounds):.1f}{xla} | "
-              f"{median(t[f'{key}/default'] for _, t in rounds):.1f} | "
-              f"{median(t[f'{key}/channels_last'] for _, t in rounds):.1f} | {median(ratios):.2f}x |")
+        best_torch = [max(r["torch"][f"{key}/default"], r["torch"][f"{key}/channels_last"]) for r in rounds]
+        keras_cells = [f"{median(r[b][f'{key}/default'] for r in rounds):.1f}" for b in backends]
+        ratio_cells = [", ".join(f"{r[b][f'{key}/default'] / t:.2f}" for r, t in zip(rounds, best_torch))
+                       for b in backends]
+        print(f"| {name} | {plan} | " + " | ".join(keras_cells)
+              + f" | {median(r['torch'][f'{key}/default'] for r in rounds):.1f}"
+              + f" | {median(r['torch'][f'{key}/channels_last'] for r in rounds):.1f} | "
+              + " | ".join(ratio_cells) + " |")
 
 
 if __name__ == "__main__":

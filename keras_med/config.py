@@ -94,6 +94,9 @@ class DataConfig:
                         ["auto", "dermoscopy", "xray", "fundus", "histology", "light", "none"])
     mixup: float = _opt(0.0, "MixUp alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
     cutmix: float = _opt(0.0, "CutMix alpha; 0 turns it off.", rule=at_least(0.0, "a number"))
+    augment_on: str = _opt("auto", "Where augmentation and MixUp/CutMix run: 'host' (in tf.data, on the CPU), "
+                           "'device' (inside the training step, on the accelerator; TensorFlow backend), or "
+                           "'auto' (device when a GPU is present).", ["auto", "host", "device"])
     class_weights: bool = _opt(True, "Weight the loss by inverse class frequency of the training split "
                                "(multi-label: each label's positives and negatives, CheXNet's weighted cross-entropy).")
     oversample: bool = _opt(False, "Oversample minority classes in the training stream instead.")

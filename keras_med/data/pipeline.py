@@ -160,21 +160,47 @@ def finish_pipeline(dataset: tf.data.Dataset, training: bool, augment: str, mixu
     """The stages every source shares after its uint8 batches: float32, augmentation, MixUp/CutMix, prefetch.
 
     Used by the file and in-memory pipelines here and by the prepared TFRecord shards, so that all
-    three train on identically augmented batches.
+    three train on identically augmented batches. To augment on the accelerator instead, pass
+    `augment="none"` and no mixing here and give `batch_augmentation`'s function to the training
+    step (`keras_med.training.runtime.prepare_train_step`).
     """
-    augmenter = build_augmenter(augment, seed) if training else None
-    mixers = build_mixers(mixup, cutmix, seed) if training else []
+    augmentation = batch_augmentation(augment, mixup, cutmix, seed) if training else None
+    dataset = dataset.map(lambda images, targets: (tf.cast(images, tf.float32), targets), num_parallel_calls=AUTOTUNE)
+    if augmentation is not None:
+        dataset = dataset.map(augmentation, num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
 
-    def to_model_input(images, targets):
+
+def batch_augmentation(augment: str, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 42):
+    """The training-time transformation of one batch: the `augment` preset, then MixUp or CutMix.
+
+    The same function runs on the host (mapped over the `tf.data` batches by `finish_pipeline`) or
+    on the accelerator (called inside the training step), so both places augment alike.
+
+    Args:
+        augment: augmentation preset (`keras_med.data.AUGMENT_PRESETS`).
+        mixup: MixUp alpha (0: off).
+        cutmix: CutMix alpha (0: off); with both on, each batch gets one of them.
+        seed: seeds the random layers.
+
+    Returns:
+        `(images, targets) -> (images, targets)` on float32 images in 0..255, or None when there is
+        nothing to do. Create it inside the strategy scope when it runs in the training step (its
+        layers hold their random state in variables).
+    """
+    augmenter = build_augmenter(augment, seed)
+    mixers = build_mixers(mixup, cutmix, seed)
+    if augmenter is None and not mixers:
+        return None
+    mix = _mix_function(mixers) if mixers else None
+
+    def apply(images, targets):
         images = tf.cast(images, tf.float32)
         if augmenter is not None:
             images = augmenter(images, training=True)
-        return images, targets
+        return mix(images, targets) if mix is not None else (images, targets)
 
-    dataset = dataset.map(to_model_input, num_parallel_calls=AUTOTUNE)
-    if mixers:
-        dataset = dataset.map(_mix_function(mixers), num_parallel_calls=AUTOTUNE)
-    return dataset.prefetch(AUTOTUNE)
+    return apply
 
 
 def _mix_function(mixers):

@@ -148,12 +148,15 @@ def announce_device() -> None:
         log.info("no GPU found: training on the CPU")
 
 
-def make_run_dir(config: RecipeConfig, run_dir: str | None) -> Path:
+def make_run_dir(config: RecipeConfig, run_dir: str | None, runtime=None) -> Path:
     if run_dir:
         path = Path(run_dir)
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(config.output_dir) / config.recipe / stamp
+    if runtime is not None:
+        # Several workers: only the chief writes the run directory (docs/scale.md).
+        path = runtime.output_directory(path)
     (path / "checkpoints").mkdir(parents=True, exist_ok=True)
     return path
 
@@ -195,6 +198,7 @@ def load_source_table(spec: RecipeSpec, config: RecipeConfig):
 def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedData:
     """Load the recipe's table, split it by group (or reuse a split), and build the pipelines."""
     from keras_med import data as kdata
+    from keras_med.training.runtime import augment_on_device
 
     prepared_dir = config.data.prepared
     if prepared_dir:
@@ -245,8 +249,12 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
         # every file was decoded once above (check_table_images), so the pipeline need not check again
         return kdata.build_image_pipeline(part.images(), part.targets(), check=False, **kwargs, **options)
 
-    train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
-                        cutmix=config.data.cutmix, oversample=config.data.oversample)
+    if augment_on_device(config.data):
+        # The training step augments and mixes (--augment-on device): the host only decodes and batches.
+        train_ds = pipeline(parts["train"], training=True, augment="none", oversample=config.data.oversample)
+    else:
+        train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
+                            cutmix=config.data.cutmix, oversample=config.data.oversample)
     eval_ds = {name: pipeline(parts[name], training=False, augment="none") for name in ("val", "test")}
     class_weight = label_weights = None
     if config.data.class_weights and not config.data.oversample:
@@ -354,18 +362,22 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
     from keras_med.training.outcome import training_settings
+    from keras_med.training.runtime import augment_on_device
 
     if spec.resolve_auto_values is not None:
         config = spec.resolve_auto_values(config)
-    out = make_run_dir(config, run_dir)
+    runtime = setup_runtime(config.train)
+    announce_device()
+    out = make_run_dir(config, run_dir, runtime)
     finished = read_training_outcome(out)
     if finished is not None:
         # Before config.toml is rewritten: it must keep describing the model in the run directory.
         check_training_settings(finished, training_settings(config), out)
     config.save(out / "config.toml")
-    runtime = setup_runtime(config.train)
-    announce_device()
     config = scale_to_replicas(config, runtime.num_replicas_in_sync)
+    if not runtime.is_chief:
+        config = dataclasses.replace(config, export=dataclasses.replace(
+            config.export, saved_models=str(runtime.output_directory(config.export.saved_models))))
     prepared = prepare_data(spec, config, out)
     table, parts = prepared.table, prepared.parts
     model = build_model(config, table, runtime)
@@ -373,7 +385,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     stage("training (%s plan)", fitting["plan"])
     history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], out, **fitting,
                         class_weight=prepared.class_weight, class_names=table.class_names,
-                        label_weights=prepared.label_weights)
+                        label_weights=prepared.label_weights,
+                        augment_in_step=config.data if augment_on_device(config.data) else None)
     divergence = read_training_outcome(out).divergence
     diverged, good_history = None, history
     if divergence is not None:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from keras_med.atomic import atomic_path, remove_stale_temporaries
-from keras_med.config import TrainConfig
+from keras_med.config import DataConfig, TrainConfig
 from keras_med.errors import ConfigError, RunDivergedError
 from keras_med.models import ImageClassifier, model_spec
 from keras_med.models.registry import normalize_weights
@@ -37,7 +37,7 @@ from keras_med.training.callbacks import LinearWarmUp, build_callbacks
 from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
-from keras_med.training.runtime import data_parallel_devices, model_scope, trim_to_devices
+from keras_med.training.runtime import data_parallel_devices, model_scope, prepare_train_step, trim_to_devices
 from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
                                         read_training_outcome, write_training_outcome)
 
@@ -100,11 +100,12 @@ def resolve_plan(plan: str, model_name: str, weights: str) -> str:
 
 def _fit_phase(model, train_ds, val_ds, train, run_dir, *, phase, learning_rate, initial_epoch, epochs,
                backup_dir, class_weight, monitor, sample_batch=None, class_names=None, warmup_epochs=0.0,
-               label_weights=None, learning_rate_flag="--learning-rate") -> Divergence | None:
+               label_weights=None, learning_rate_flag="--learning-rate", augmentation=None) -> Divergence | None:
     """One `model.fit` of a plan; returns where it diverged, or None."""
     task = infer_task(model)
     with model_scope(model):
         compile_model(model, train, task, learning_rate, label_weights=label_weights)
+        prepare_train_step(model, augmentation)
     callbacks = build_callbacks(run_dir, patience=train.patience, ema=train.ema, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
                                 sample_batch=sample_batch, class_names=class_names, monitor=monitor,
@@ -213,7 +214,8 @@ def _sample_batch(train_ds) -> tuple | None:
 
 def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, train: TrainConfig, plan: str,
               settings: dict | None = None, class_weight: dict | None = None,
-              class_names: list[str] | None = None, label_weights: tuple | None = None) -> pd.DataFrame:
+              class_names: list[str] | None = None, label_weights: tuple | None = None,
+              augment_in_step: DataConfig | None = None) -> pd.DataFrame:
     """Train `model` with a fit plan; compiles the model itself.
 
     Args:
@@ -231,6 +233,10 @@ def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, trai
         label_weights: Optional multilabel `(positive_weights, negative_weights)` per label, for a
             weighted binary cross-entropy (`keras_med.data.balanced_label_weights`).
         class_names: Names to caption the sample images shown in TensorBoard.
+        augment_in_step: A `DataConfig` whose augmentation preset and MixUp/CutMix run inside the
+            training step, on the accelerator (`--augment-on device`, TensorFlow backend); `train_ds`
+            must then come un-augmented (`augment="none"`, no mixing). The model stays free of
+            augmentation layers either way.
 
     Returns:
         The history, one row per epoch of all phases (also in `run_dir/history.csv`); the model
@@ -251,7 +257,7 @@ def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, trai
     outcome = read_training_outcome(run_dir)
     if outcome is None:
         outcome = _train(model, train_ds, val_ds, train, plan, settings, run_dir, class_weight=class_weight,
-                         class_names=class_names, label_weights=label_weights)
+                         class_names=class_names, label_weights=label_weights, augment_in_step=augment_in_step)
     else:
         check_training_settings(outcome, settings, run_dir)
         logger.info("training finished in an earlier run (%s): not training again", run_dir / TRAINING_RECORD)
@@ -267,14 +273,23 @@ def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, trai
 
 
 def _train(model, train_ds, val_ds, train: TrainConfig, plan: str, settings: dict, run_dir: Path,
-           **kwargs) -> TrainingOutcome:
+           augment_in_step: DataConfig | None = None, **kwargs) -> TrainingOutcome:
     monitor = train.monitor
     if val_ds is None and monitor.startswith("val_"):
         logger.warning("no validation data: monitoring %s instead of %s", monitor[4:], monitor)
         monitor = monitor[4:]
     logger.info("fit plan %s, run directory %s", plan, run_dir)
+    augmentation = None
+    if augment_in_step is not None:
+        from keras_med.data.pipeline import batch_augmentation
+
+        # In the model's scope: the random layers keep their state in variables the step updates.
+        with model_scope(model):
+            augmentation = batch_augmentation(augment_in_step.augment, augment_in_step.mixup,
+                                              augment_in_step.cutmix, train.seed)
+        logger.info("augmentation on the device, inside the training step")
     divergence = FIT_PLANS[plan](model, train_ds, val_ds, train, run_dir, monitor=monitor,
-                                 sample_batch=_sample_batch(train_ds), **kwargs)
+                                 sample_batch=_sample_batch(train_ds), augmentation=augmentation, **kwargs)
     history = read_history(run_dir)
     with atomic_path(run_dir / HISTORY_FILE) as temporary:
         history.to_csv(temporary, index=False)

@@ -12,10 +12,11 @@ import contextlib
 import dataclasses
 import functools
 import logging
+from pathlib import Path
 
 import keras
 
-from keras_med.config import TrainConfig
+from keras_med.config import DataConfig, TrainConfig
 from keras_med.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,85 @@ class Runtime:
         """Context to build and compile models in (the strategy's scope; a no-op on JAX, where the
         distribution is set globally by `setup_runtime`)."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run directory and the export (always, but on the
+        non-chief workers of `--strategy multiworker`)."""
+        if self.strategy is None:
+            return True
+        from keras_med.training.multiworker import is_chief
+
+        return is_chief(self.strategy)
+
+    def output_directory(self, path) -> Path:
+        """Where this process writes what belongs at `path`: `path` on the chief, a private folder
+        of its own on the other workers (`keras_med.training.multiworker.worker_directory`)."""
+        if self.is_chief:
+            return Path(path)
+        from keras_med.training.multiworker import worker_directory
+
+        return worker_directory(path, self.strategy)
+
+
+def augment_on_device(data_config: DataConfig) -> bool:
+    """Resolve `data_config.augment_on`: whether augmentation and MixUp/CutMix run in the training step.
+
+    'auto' is the device when a GPU is present: a GPU trains faster than two to eight CPU cores can
+    augment (the host pipeline with augmentation ran at 0.35x the decode-only rate, BENCHMARKS.md),
+    while on a CPU-only machine both places share the same cores. The device path wraps Keras's
+    TensorFlow training step, so it needs the TensorFlow backend ('auto' is the host on JAX).
+
+    Args:
+        data_config: Uses `augment_on`.
+    """
+    place = data_config.augment_on
+    if place not in ("auto", "host", "device"):
+        raise ValueError(f"augment_on: expected one of ['auto', 'host', 'device'], got {place!r}")
+    tensorflow = keras.backend.backend() == "tensorflow"
+    if place == "device" and not tensorflow:
+        raise ConfigError(f"--augment-on device: needs the TensorFlow backend, not {keras.backend.backend()}; "
+                          "use --augment-on host")
+    return tensorflow and (place == "device" or (place == "auto" and gpu_available()))
+
+
+def prepare_train_step(model: keras.Model, augmentation=None) -> None:
+    """Set the training step of a compiled `model`; call after each `compile`, in the model's scope.
+
+    - `augmentation` (`keras_med.data.pipeline.batch_augmentation`'s function) transforms each batch
+      inside the step, on the accelerator (`--augment-on device`): the model itself never holds an
+      augmentation layer, so its checkpoints and exports are those of the host path;
+    - under `MultiWorkerMirroredStrategy`, the Keras 3.15 work-arounds of
+      `keras_med.training.multiworker`.
+    The step is rebuilt from the model class's own each time, so a second compile (the next fit
+    phase) does not stack wrappers.
+
+    Args:
+        model: A compiled model.
+        augmentation: `(images, targets) -> (images, targets)`, or None (host augmentation).
+    """
+    if keras.backend.backend() != "tensorflow":
+        if augmentation is not None:
+            raise ConfigError("augmentation in the training step needs the TensorFlow backend")
+        return
+    from keras_med.training.multiworker import adapt_to_multi_worker
+
+    step = type(model).train_step.__get__(model)
+    if augmentation is not None:
+        step = _augmented_step(step, augmentation)
+    model.train_step = step
+    adapt_to_multi_worker(model)
+    # A step function traced before this call would keep the old step.
+    model.train_function = model.test_function = None
+
+
+def _augmented_step(step, augmentation):
+    def augmented(data):
+        images, targets, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        images, targets = augmentation(images, targets)
+        return step(keras.utils.pack_x_y_sample_weight(images, targets, sample_weight))
+
+    return augmented
 
 
 def model_scope(model: keras.Model):
