@@ -98,6 +98,14 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
                            f"other {len(metrics['per_class']) - len(undefined)} "
                            f"{'labels' if task == 'multilabel' else 'classes'}."))
 
+    rule = metrics.get("decision_rule")
+    if rule:
+        # The decision rule is inside the exported model too (keras_med.evaluation.decision_rule).
+        card.add(Paragraph(f"Decision rule '{rule['method']}' (per-class logit biases fitted on "
+                           f"{rule['fitted_on']} validation images, also applied by the served model): "
+                           f"{rule['bias_by_class']}. Test balanced accuracy without it: "
+                           f"{rule['test_balanced_accuracy_without']:.3f}."))
+
     point = metrics.get("operating_point", {})
     card.add(Heading("Operating points"))
     card.add(Paragraph(f"Thresholds chosen on {point.get('chosen_on', 'n/a')} by '{point.get('method')}'"

@@ -314,8 +314,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
                     "message": divergence.describe(kept=best_epoch_text(good_history, config.train.monitor))}
 
     stage("evaluating on the validation and test splits")
-    # With --tta flips the reported figures are those of flip-averaged predictions; the exported
-    # model serves single predictions, so the default (none) keeps report and service identical.
+    # With --tta flips the reported figures are those of flip-averaged predictions, and the
+    # exported model averages the same flips in its graph, so report and service stay identical.
     y_prob = {name: predict_with_tta(model, prepared.eval_ds[name], config.evaluation.tta)
               for name in ("val", "test")}
     # The guard and the prediction sets are fitted before the report is written, which shows them.
@@ -342,7 +342,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
                 model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
                 class_names=table.class_names, image_size=config.data.image_size, task=table.task,
                 thresholds=metrics.get("thresholds"), resize=config.data.resize,
-                ood_guard=trust.guard, conformal_sets=trust.sets, run_dir=out)
+                ood_guard=trust.guard, conformal_sets=trust.sets, run_dir=out,
+                tta=config.evaluation.tta, decision_rule=metrics.get("decision_rule"))
         else:
             from keras_med.export.command_export import export_checkpoint_in_tensorflow
 
