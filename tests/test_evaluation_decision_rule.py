@@ -104,7 +104,8 @@ def test_compare_rules_and_the_command_on_cached_predictions(tmp_path, capsys):
     assert set(rows) == {"none", "balanced (fitted)", "prior tau=1", "prior tau=0.5"}
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        np.savez(tmp_path / name / "predictions.npz", y_val=y_val, y_test=y_test, p_val_none=p_val, p_test_none=p_test)
+        np.savez(tmp_path / name / "predictions.npz", y_val=np.eye(3)[y_val], y_test=y_test, p_val_none=p_val,
+                 p_test_none=p_test)
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--tta", "none"]) == 0
     out = capsys.readouterr().out
     assert "ensemble of 2 runs (tta=none)" in out and "balanced (fitted)" in out

@@ -26,7 +26,8 @@ def small_model(seed):
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
     x = keras.layers.Conv2D(8, 3, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+    # one name for every member, as checkpoints of one recipe have
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x), name="cnn")
 
 
 def images(count, seed):

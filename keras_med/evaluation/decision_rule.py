@@ -19,14 +19,14 @@ prediction equals the scored one. The rule is stored in the run's `metrics.json`
 (`decision_rule`).
 
 `python -m keras_med.evaluation.decision_rule RUN_DIR` reloads a run's best checkpoint, predicts
-its validation and test splits (with and without flip TTA; cached in `RUN_DIR/predictions.npz`)
+its validation and test splits (with and without flip TTA; cached in `RUN_DIR/predictions.npz`,
+`keras_med.evaluation.run_predictions`)
 and prints balanced accuracy with and without each rule.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import sys
@@ -37,7 +37,6 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 DECISION_RULES = ("balanced", "prior", "none")
-PREDICTIONS_FILE = "predictions.npz"
 # Probabilities are clipped before the log so a softmax that underflowed to 0 keeps a finite logit.
 _FLOOR = 1e-12
 
@@ -253,42 +252,6 @@ def compare_rules(y_val, p_val, y_test, p_test) -> list[dict]:
     return rows
 
 
-def run_predictions(run_dir: str | Path, tta_modes=("none", "flips"), batch_size: int = 32) -> dict[str, np.ndarray]:
-    """Validation and test probabilities of a run's best checkpoint, cached in `RUN_DIR/predictions.npz`.
-
-    Keys: `y_val`, `y_test` (class indices) and `p_<split>_<tta>` (e.g. `p_test_flips`). The
-    probabilities are the raw model's (no decision rule), so an ensemble of runs can average them
-    and fit its own rule. A cache missing a requested mode is completed and rewritten.
-    """
-    from keras_med.atomic import write_bytes_atomic
-
-    run_dir = Path(run_dir)
-    cache = run_dir / PREDICTIONS_FILE
-    arrays = dict(np.load(cache)) if cache.is_file() else {}
-    missing = [tta for tta in tta_modes if f"p_test_{tta}" not in arrays]
-    if not missing:
-        return arrays
-    from keras_med import data as kdata
-    from keras_med.evaluation.external import predict_with_tta
-    from keras_med.run_directory import load_trained_model
-
-    trained = load_trained_model(run_dir / "checkpoints" / "best.keras")
-    table = kdata.load_split(run_dir / "split.csv", trained.run.class_names, trained.run.task)
-    for split in ("val", "test"):
-        part = table.subset(split)
-        arrays[f"y_{split}"] = part.targets().argmax(axis=1)
-        for tta in missing:
-            dataset = kdata.build_image_pipeline(part.images(), part.targets(), image_size=trained.image_size,
-                                                 batch_size=batch_size, training=False, augment="none",
-                                                 resize=trained.run.resize, cache="none")
-            arrays[f"p_{split}_{tta}"] = predict_with_tta(trained.model, dataset, tta)
-            logger.info("predicted %d %s images of %s (tta=%s)", len(part.frame), split, run_dir, tta)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes_atomic(cache, buffer.getvalue())
-    return arrays
-
-
 def format_table(rows: list[dict], title: str) -> str:
     lines = [title, f"  {'rule':<20}{'val bal.acc':>12}{'test bal.acc':>14}{'test acc':>10}"]
     lines += [f"  {row['rule']:<20}{row['val_balanced_accuracy']:>12.4f}{row['test_balanced_accuracy']:>14.4f}"
@@ -300,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m keras_med.evaluation.decision_rule RUN_DIR [RUN_DIR ...]`: the rules' table per run,
     and for several runs the same for the mean of their probabilities (an ensemble; same split needed)."""
     from keras_med.command_line import CommandParser, add_verbose_flag, run_command
+    from keras_med.evaluation.run_predictions import run_predictions
 
     parser = CommandParser(prog="python -m keras_med.evaluation.decision_rule", description=main.__doc__)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="A finished run directory.")
@@ -309,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     def body(rest):
         args = parser.parse_args(rest)
         runs = [run_predictions(run_dir, args.tta) for run_dir in args.run_dirs]
+        for arrays in runs:
+            arrays["y_val"], arrays["y_test"] = _indices(arrays["y_val"]), _indices(arrays["y_test"])
         for tta in args.tta:
             for run_dir, arrays in zip(args.run_dirs, runs):
                 rows = compare_rules(arrays["y_val"], arrays[f"p_val_{tta}"], arrays["y_test"], arrays[f"p_test_{tta}"])

@@ -108,12 +108,16 @@ def serving_model(members: Sequence[keras.Model], *, tta: str = "none", logit_bi
     first = members[0]
     if is_plain(members, tta, logit_biases) and not guard_features:
         return first
+    # Checkpoints of one recipe share a model name, which a functional model refuses twice: each
+    # member is wrapped under a name of its own (same layers, same weights).
+    renamed = [keras.Model(member.inputs[0], member.outputs[0], name=f"member{index}")
+               for index, member in enumerate(members, start=1)]
     inputs = keras.Input(shape=tuple(first.inputs[0].shape[1:]), name="images")
     views = [inputs] + ([FlipImages(2, name="flip_left_right")(inputs), FlipImages(1, name="flip_up_down")(inputs)]
                         if tta == "flips" else [])
     guarded = features_and_predictions_model(first) if guard_features else None
     answers, guard_outputs = [], []
-    for index, member in enumerate(members):
+    for index, member in enumerate(renamed):
         for view_index, view in enumerate(views):
             if guarded is not None and index == 0 and view_index == 0:
                 predictions, features = guarded(view)

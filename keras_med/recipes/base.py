@@ -24,6 +24,7 @@ from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter, add_verbose_flag, run_command
 from keras_med.config import RecipeConfig, add_config_arguments, config_from_arguments
 from keras_med.errors import ConfigError, RunDivergedError
+from keras_med.recipes import cross_validation
 
 log = logging.getLogger("keras_med")
 
@@ -70,6 +71,8 @@ def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None
     parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
                         "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
     add_verbose_flag(parser)
+    # --cv K and --cv-export (keras_med.recipes.cross_validation)
+    cross_validation.add_arguments(parser)
     return parser
 
 
@@ -114,6 +117,13 @@ def resolve_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_allow
 
 def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
     """Resolve and validate the configuration, then run the recipe; returns the exit status."""
+    # --- cross-validation hook (keras_med.recipes.cross_validation) ---
+    cross_validation.check_arguments(args)
+    if args.cv:
+        cross_validation.run_cross_validation(spec, resolve_config(spec, args), args.cv, run_dir=args.run_dir,
+                                              export=args.cv_export)
+        return 0
+    # --- end of the cross-validation hook ---
     run_recipe(spec, resolve_config(spec, args), run_dir=args.run_dir)
     return 0
 
@@ -282,6 +292,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     # Imported here, after the backend is chosen, so that `--help` and the missing-data message
     # do not wait for TensorFlow.
     from keras_med.evaluation import evaluate_run, predict_with_tta
+    from keras_med.evaluation.run_predictions import save_run_predictions
     from keras_med.export import export_for_serving
     from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
@@ -318,6 +329,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     # exported model averages the same flips in its graph, so report and service stay identical.
     y_prob = {name: predict_with_tta(model, prepared.eval_ds[name], config.evaluation.tta)
               for name in ("val", "test")}
+    # Kept for ensembles, cross-validation and the decision-rule table (keras_med.evaluation.run_predictions).
+    save_run_predictions(out, {name: parts[name].targets() for name in y_prob}, y_prob, config.evaluation.tta)
     # The guard and the prediction sets are fitted before the report is written, which shows them.
     trust = assess_run_trust(out, model, prepared, config, spec.name)
     metrics = evaluate_run(
