@@ -41,7 +41,7 @@ class FlipImages(keras.layers.Layer):
         return {**super().get_config(), "axis": self.axis}
 
 
-class LogitAdjustment(keras.layers.Layer):
+class AdjustLogits(keras.layers.Layer):
     """`softmax(log p + biases)`: `keras_med.evaluation.decision_rule.adjust_probabilities` in `keras.ops`.
 
     Args:
@@ -127,7 +127,7 @@ def serving_model(members: Sequence[keras.Model], *, tta: str = "none", logit_bi
                 answers.append(keras.ops.cast(member(view), "float32"))
     answer = answers[0] if len(answers) == 1 else keras.layers.Average(name="member_mean")(answers)
     if logit_biases is not None:
-        answer = LogitAdjustment(logit_biases, name="decision_rule")(answer)
+        answer = AdjustLogits(logit_biases, name="decision_rule")(answer)
     outputs = answer if guarded is None else keras.ops.concatenate([answer, *guard_outputs], axis=-1)
     return keras.Model(inputs, outputs, name=f"{first.name}_served")
 

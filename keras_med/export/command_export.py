@@ -94,10 +94,18 @@ def run(args: argparse.Namespace) -> int:
     if (args.tflite or args.onnx) and len(members) > 1:
         raise ConfigError("--tflite/--onnx: export one --model at a time (an ensemble is a SavedModel only)")
     if args.tflite or args.onnx:
-        metadata = build_metadata(model, run_info.class_names, task=run_info.task,
-                                  thresholds=run_info.thresholds, resize=run_info.resize)
+        import dataclasses
+
+        from keras_med.export.combined import serving_model
+
+        # The same answer as the SavedModel: its flips and decision rule go into these files too.
+        metadata = dataclasses.replace(
+            build_metadata(model, run_info.class_names, task=run_info.task, thresholds=thresholds,
+                           resize=run_info.resize),
+            tta=tta, decision_rule=None if rule is None else rule.to_dict(run_info.class_names))
+        served = serving_model([model], tta=tta, logit_biases=None if rule is None else rule.biases)
         folder = target.parent / "other_formats" / target.name
-        for report in export_other_formats(model, metadata, folder, tuple(args.tflite), args.onnx):
+        for report in export_other_formats(served, metadata, folder, tuple(args.tflite), args.onnx):
             out.write(report.to_text() + "\n")
     return 0
 
