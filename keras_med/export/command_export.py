@@ -55,6 +55,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         elif (Path(args.base_dir) / args.name / str(args.version)).exists():
             problems.append(f"--version {args.version}: {Path(args.base_dir) / args.name / str(args.version)} "
                             "already exists; expected a new version number (or none for the next one)")
+    if (args.tflite or args.onnx) and len(args.model) > 1:
+        problems.append("--tflite/--onnx: expected one --model (an ensemble is exported as a SavedModel only)")
     if args.onnx and not all(importlib.util.find_spec(module) for module in ("tf2onnx", "onnxruntime")):
         from keras_med.export.mobile import ONNX_INSTALL_HINT
 
@@ -91,8 +93,6 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(f"SavedModel written to {target}\n{describe_signatures(target)}\n")
     out.write(f"models.config: {Path(args.base_dir) / 'models.config'}\n")
-    if (args.tflite or args.onnx) and len(members) > 1:
-        raise ConfigError("--tflite/--onnx: export one --model at a time (an ensemble is a SavedModel only)")
     if args.tflite or args.onnx:
         import dataclasses
 
