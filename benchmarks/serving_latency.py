@@ -9,7 +9,10 @@ table times the ways to keep one corrupt image from failing a batch, decode stag
 into one request per image on the client.
 
     python benchmarks/serving_latency.py --images ../shared/data/ham10000_200x150/images \
-        --model mobilenetv2 --image-size 128 --repeats 100 [--baseline saved_models/old/1]
+        --model mobilenetv2 --image-size 128 --repeats 100 [--baseline saved_models/old/1] [--combined]
+
+``--combined`` also times the served answers of ``keras_med.export.combined``: flip TTA in the
+graph (three passes), an ensemble of two models, and one model with the decision rule.
 
 Methods are timed in alternating rounds (one call each per round), so that a shared machine's
 load falls on all of them alike.
@@ -29,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_med.data.decode import decode_image
+from keras_med.evaluation.decision_rule import LogitAdjustment
 from keras_med.export import export_for_serving
 from keras_med.export.image_checks import decode_rows, sniff_formats
 from keras_med.models import create_model
@@ -102,6 +106,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=100, help="Timed single-image calls per method.")
     parser.add_argument("--batch-repeats", type=int, default=10, help="Timed batch-32 calls per method.")
+    parser.add_argument("--combined", action="store_true",
+                        help="Also time serving_default of exports with flip TTA in the graph, an ensemble of two "
+                             "models, and the decision rule (keras_med.export.combined).")
     parser.add_argument("--baseline", default=None,
                         help="SavedModel folder exported by another version of keras_med; its serving_default is "
                              "timed in the same rounds (a before/after comparison on the same load).")
@@ -144,6 +151,18 @@ def main() -> None:
             "serving_default (32 JPEGs, one request per image: client-side split)":
                 lambda: [serve_bytes(image_bytes=batch_bytes[i:i + 1]) for i in range(BATCH)],
         }
+        if args.combined:
+            other = create_model(args.model, num_classes=args.classes, image_size=size, weights=None)
+            biases = tuple(np.linspace(-0.5, 0.5, args.classes).tolist())
+            variants = {"flip TTA in graph (3 passes)": dict(model=model, tta="flips"),
+                        "ensemble of 2 models": dict(model=[model, other]),
+                        "decision rule (logit biases)": dict(model=model, decision_rule=LogitAdjustment(biases, "balanced"))}
+            for label, options in variants.items():
+                served = tf.saved_model.load(str(export_for_serving(
+                    name="bench", base_dir=base, class_names=[f"class{i}" for i in range(args.classes)],
+                    **options))).signatures["serving_default"]
+                single_calls[f"serving_default (1 JPEG), {label}"] = lambda f=served: f(image_bytes=one_bytes)
+                batch_calls[f"serving_default (32 JPEGs), {label}"] = lambda f=served: f(image_bytes=batch_bytes)
         if args.baseline:
             baseline = tf.saved_model.load(args.baseline).signatures["serving_default"]
             single_calls[f"baseline serving_default (1 JPEG): {args.baseline}"] = \

@@ -196,7 +196,11 @@ class EvaluationConfig:
                          rule=Rule(lambda value: 0.0 < value <= 1.0, "a fraction in (0, 1]"))
     explain: int = _opt(4, "Grad-CAM overlays for this many right and wrong test predictions.",
                       rule=at_least(0))
-    tta: str = _opt("none", "Test-time augmentation.", ["none", "flips"])
+    tta: str = _opt("none", "Test-time augmentation (flips: also inside the exported model).", ["none", "flips"])
+    decision_rule: str = _opt("balanced", "Multiclass decision rule fitted on validation, applied in evaluation and "
+                              "in the exported model: per-class logit biases maximising balanced accuracy "
+                              "('balanced'), -log prior ('prior'), or argmax ('none').",
+                              ["balanced", "prior", "none"])
     ood: str = _opt("knn", "Out-of-distribution guard stored in the served model ('none': off).",
                     ["knn", "mahalanobis", "max_softmax", "none"])
     ood_pass_rate: float = _opt(0.95, "Share of validation images the guard's threshold lets through.",

@@ -75,10 +75,14 @@ def test_savedmodel_of_a_jax_model_answers_like_it(jax_run):
     pixels = np.random.default_rng(PIXELS_SEED).integers(0, 256, size=(3, 32, 32, 3)).astype("float32")
     served = tf.saved_model.load(str(root / "saved_models" / "ham10000" / "1"))
     probabilities = served.signatures["predict_pixels"](pixels=tf.constant(pixels))["probabilities"].numpy()
-    np.testing.assert_allclose(probabilities, np.load(run_dir / "jax_probabilities.npy"), atol=1e-4)
+    from keras_med.evaluation.decision_rule import read_decision_rule
+
+    # The run's decision rule is inside the served model (keras_med.evaluation.decision_rule).
+    rule = read_decision_rule(run_dir / "checkpoints" / "best.keras")
+    np.testing.assert_allclose(probabilities, rule.apply(np.load(run_dir / "jax_probabilities.npy")), atol=1e-4)
     # The .keras file a JAX run writes is the same format: it reloads and answers under TensorFlow.
     model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras", compile=False)
-    np.testing.assert_allclose(model.predict(pixels, verbose=0), probabilities, atol=1e-4)
+    np.testing.assert_allclose(rule.apply(model.predict(pixels, verbose=0)), probabilities, atol=1e-4)
 
 
 def test_backend_flag_refuses_a_backend_keras_was_not_started_with():

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from keras_med.evaluation.decision_rule import read_decision_rule
 from keras_med.recipes import ham10000
 from keras_med.recipes.base import main
 
@@ -70,7 +71,12 @@ def test_exported_model_reloads_and_agrees_with_the_checkpoint(finished_run):
     # CI by 1e-3 on another CPU).
     pixels = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3)).astype("float32")
     outputs = served.signatures["predict_pixels"](tf.constant(pixels))
-    np.testing.assert_allclose(outputs["probabilities"].numpy(), model.predict(pixels, verbose=0), atol=1e-5)
+    # The run's decision rule (keras_med.evaluation.decision_rule) is inside the served model.
+    rule = read_decision_rule(run_dir / "checkpoints" / "best.keras")
+    assert rule is not None and rule.biases == tuple(json.loads((run_dir / "metrics.json").read_text())
+                                                     ["decision_rule"]["biases"])
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), rule.apply(model.predict(pixels, verbose=0)),
+                               atol=1e-5)
     names = [name.decode() for name in outputs["top_class_name"].numpy()]
     assert set(names) <= set(json.loads((run_dir / "class_names.json").read_text())["class_names"])
 

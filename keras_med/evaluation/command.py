@@ -1,7 +1,8 @@
 """Score trained model(s) on a labelled external test set: metrics, plots and report in a directory of its own.
 
 `keras-med evaluate --model runs/x/checkpoints/best.keras --labels labels.csv --images DIR [--tta flips]`;
-several `--model` arguments average the models' probabilities (an ensemble).
+several `--model` arguments average the models' probabilities (an ensemble); a SavedModel folder
+is scored through its own serving signature.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `keras-med evaluate` flags to `parser`."""
     parser.add_argument("--model", action="append", required=True, metavar="PATH",
-                        help="A .keras model in its run directory; repeat for an ensemble.")
+                        help="A .keras model in its run directory (repeat for an ensemble), or an exported "
+                             "SavedModel folder saved_models/<name>/<version> (scored as served).")
     parser.add_argument("--labels", required=True, metavar="LABELS.csv",
                         help="Labels: image_id,label or one-hot class columns.")
     parser.add_argument("--images", required=True, metavar="DIR", help="Folder holding the images.")
@@ -42,8 +44,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         problems.append(f"--labels {args.labels}: no such file; expected a CSV of image_id,label or one-hot columns")
     if not Path(args.images).is_dir():
         problems.append(f"--images {args.images}: no such directory")
-    problems += [f"--model {path}: no such file; expected a .keras model in its run directory"
-                 for path in args.model if not Path(path).is_file()]
+    problems += [f"--model {path}: no such file; expected a .keras model in its run directory or a SavedModel folder"
+                 for path in args.model if not Path(path).exists()]
     if problems:
         raise ConfigError("; ".join(problems))
 

@@ -14,6 +14,7 @@ from keras_med.atomic import write_text_atomic
 from keras_med.evaluation import plots
 from keras_med.evaluation.arrays import canonical_arrays, one_vs_rest
 from keras_med.evaluation.calibration import apply_temperature, calibration_summary, reliability_bins
+from keras_med.evaluation.decision_rule import LogitAdjustment, balanced_accuracy, fit_decision_rule
 from keras_med.evaluation.health import check_training_health
 from keras_med.evaluation.metrics import compute_metrics
 from keras_med.evaluation.model_card import build_model_card
@@ -33,7 +34,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                  long_names: dict | None = None, n_bootstrap: int = 1000,
                  operating_point: str = "youden", target: float = 0.9, explain: int = 4,
                  thresholds=None, seed: int = 0, title: str | None = None, diverged: dict | None = None,
-                 trust: dict | None = None) -> dict:
+                 trust: dict | None = None, decision_rule: str | LogitAdjustment | None = None) -> dict:
     """Evaluate a model's test predictions and write metrics.json, plots, Grad-CAM and the model card.
 
     Args:
@@ -66,6 +67,12 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
             before it (`Divergence.to_dict()` plus a `message`); None for a run that did not.
         trust: `{"ood": ..., "conformal": ...}` from `keras_med.evaluation.trust.assess_trust`, merged
             into the metrics and shown in the card ("Unfamiliar inputs", "Prediction sets"); or None.
+        decision_rule: multiclass only: "balanced", "prior" or "none" fits that rule on the
+            validation predictions (`keras_med.evaluation.decision_rule`); a `LogitAdjustment`
+            applies a given one (e.g. the run's, on an external set). Every figure is then of the
+            adjusted probabilities, as the exported model serves them; `metrics["decision_rule"]`
+            records the biases and the test balanced accuracy without them. Default: config, else
+            "balanced".
 
     Returns:
         The metrics dictionary written to metrics.json; `thresholds` holds one threshold per model
@@ -76,11 +83,18 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
     class_names = list(class_names)
 
     y_true, y_prob = canonical_arrays(task, y_true_test, y_prob_test, class_names, "_test")
-    indicator, scores, column_names = one_vs_rest(task, y_true, y_prob, class_names)
     have_val = y_true_val is not None and y_prob_val is not None
     val_true = val_prob = None
     if have_val:
         val_true, val_prob = canonical_arrays(task, y_true_val, y_prob_val, class_names, "_val")
+    rule_record = None
+    if task == "multiclass":
+        rule, y_prob, val_prob = _apply_decision_rule(
+            defaults.decision_rule if decision_rule is None else decision_rule, y_true, y_prob, val_true, val_prob)
+        if rule is not None:
+            rule_record = {**rule.to_dict(class_names), "test_balanced_accuracy_without": balanced_accuracy(
+                y_true, np.asarray(y_prob_test, np.float64).argmax(axis=1), len(class_names))}
+    indicator, scores, column_names = one_vs_rest(task, y_true, y_prob, class_names)
     if thresholds is not None:
         chosen_on, method = "given (fixed before this evaluation)", "given"
         thresholds = [float(t) for t in thresholds]
@@ -97,6 +111,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
     metrics = compute_metrics(task, y_true, y_prob, class_names, thresholds=thresholds, groups=groups_test,
                               n_bootstrap=n_bootstrap, seed=seed)
     metrics["operating_point"] = {"method": method, "target": target, "chosen_on": chosen_on}
+    metrics["decision_rule"] = rule_record
     if have_val and method != "given":
         # choose_thresholds falls back to the default for these: no positive (or negative) to tune on
         unmeasured = [name for name, column in zip(column_names, val_indicator.T) if column.min() == column.max()]
@@ -145,6 +160,22 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                 if isinstance(value, dict) and "ci95" in value}
     logger.info("Evaluation written to %s: %s", run_dir, headline)
     return metrics
+
+
+def _apply_decision_rule(rule, y_true, y_prob, val_true, val_prob):
+    """`(rule, test probabilities, validation probabilities)` after the decision rule (None: unchanged)."""
+    if isinstance(rule, str):
+        if rule == "none":
+            return None, y_prob, val_prob
+        if val_prob is None:
+            logger.warning("No validation predictions: the %s decision rule is not fitted (argmax decides)", rule)
+            return None, y_prob, val_prob
+        rule = fit_decision_rule(rule, val_true, val_prob)
+        logger.info("decision rule %s fitted on %d validation images: biases %s", rule.method, rule.fitted_on,
+                    np.round(rule.biases, 3).tolist())
+    if rule is None:
+        return None, y_prob, val_prob
+    return rule, rule.apply(y_prob), None if val_prob is None else rule.apply(val_prob)
 
 
 def read_bad_images_summary(run_dir: Path) -> dict | None:

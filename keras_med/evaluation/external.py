@@ -1,8 +1,11 @@
 """Score trained model(s) on a labelled external test set, with optional flip TTA and ensembling.
 
 The set was never part of the models' split, so its figures estimate how the model travels to
-new data. Several models average their probabilities (an ensemble). The thresholds stored with
-the model (its run's metrics.json) are applied unchanged, as in deployment.
+new data. Several models average their probabilities (an ensemble). The thresholds and the
+decision rule stored with the model (its run's metrics.json) are applied unchanged, as in
+deployment. An exported SavedModel folder is scored through its `predict_pixels` signature, with
+what it carries (ensemble, flips, decision rule, thresholds), so the figures of a checkpoint and of
+its export can be compared.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_med.evaluation.decision_rule import members_thresholds_and_rule
 from keras_med.evaluation.evaluate import evaluate_run
 from keras_med.errors import ConfigError
-from keras_med.run_directory import load_trained_model
+from keras_med.run_directory import RunInfo, TrainedModel, load_saved_model, load_trained_model
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,43 @@ def _predict_batch(model, images: np.ndarray) -> np.ndarray:
     if padding:
         images = np.concatenate([images, np.repeat(images[-1:], padding, axis=0)])
     return np.asarray(model.predict(images, batch_size=len(images), verbose=0))[:rows]
+
+
+class ServedModel:
+    """A SavedModel's `predict_pixels` signature behind the `predict` that `predict_with_tta` calls.
+
+    Args:
+        path: the SavedModel version folder (`saved_models/<name>/<version>`).
+    """
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self._tf = tf
+        loaded = load_saved_model(path, signatures=("predict_pixels", "metadata"))
+        self._predict = loaded.signatures["predict_pixels"]
+        meta = {key: value.numpy() for key, value in loaded.signatures["metadata"]().items()}
+        self.input_shape = (None, int(meta["image_size"]), int(meta["image_size"]), 3)
+        names = [name.decode() for name in meta["class_names"]]
+        thresholds = meta["thresholds"].tolist()
+        self.run = RunInfo(class_names=names, task=meta["task"].decode(), resize=meta["resize"].decode(),
+                           thresholds=thresholds or None, source=str(path))
+
+    def predict(self, images, batch_size=None, verbose=0) -> np.ndarray:
+        outputs = self._predict(pixels=self._tf.constant(np.asarray(images, np.float32)))
+        if not bool(np.all(outputs["valid"].numpy())):
+            raise ConfigError(f"{self.run.source}: the SavedModel refused some images: "
+                              f"{sorted(set(r.decode() for r in outputs['reason'].numpy() if r))}")
+        return outputs["probabilities"].numpy()
+
+
+def load_scored_model(path) -> tuple[TrainedModel, bool]:
+    """`(TrainedModel, is_saved_model)` for a `.keras` file or an exported SavedModel folder."""
+    path = Path(path)
+    if path.is_dir():
+        served = ServedModel(path)
+        return TrainedModel(served, served.run, path), True
+    return load_trained_model(path), False
 
 
 def predict_with_tta(model, dataset, tta: str = "none") -> np.ndarray:
@@ -64,7 +105,8 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
 
     Args:
         model_paths: one `.keras` path or a list of them (an ensemble); each in its run directory
-            (class_names.json or metrics.json beside it or one level up).
+            (class_names.json or metrics.json beside it or one level up); or an exported SavedModel
+            folder (scored as served: its own ensemble, flips, decision rule and thresholds).
         labels_csv: the external labels (`image_id,label` or one-hot columns; see
             `keras_med.data.load_external_test`).
         image_dir: the folder holding the images.
@@ -88,7 +130,12 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
         raise ValueError(f"tta: expected one of {list(TTA_MODES)}, got {tta!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive number of images, got {batch_size}")
-    trained = [load_trained_model(path) for path in paths]
+    loaded = [load_scored_model(path) for path in paths]
+    trained = [member for member, _ in loaded]
+    served = any(is_saved for _, is_saved in loaded)
+    if served and len(paths) > 1:
+        raise ConfigError("--model: score one SavedModel at a time (export an ensemble as one SavedModel with "
+                          "keras-med export --model A --model B)")
     first = trained[0].run
     for path, other in zip(paths[1:], trained[1:]):
         if other.run.class_names != first.class_names or other.run.task != first.task:
@@ -107,14 +154,14 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
         logger.info("Predicted %d external images with %s (tta=%s)", len(targets), path, tta)
     y_prob = np.mean(probabilities, axis=0)
 
-    stored = [member.run.thresholds for member in trained]
-    thresholds = None
-    if all(t is not None for t in stored):
-        # An ensemble's members each chose their thresholds on their own validation split; their
-        # mean is an approximation, said so in the log and the metrics.
-        thresholds = np.mean(np.asarray(stored, dtype=np.float64), axis=0).tolist()
-        if len(paths) > 1:
-            logger.warning("Ensemble thresholds are the mean of the members' stored thresholds: %s", thresholds)
+    if served:
+        # The SavedModel's probabilities already carry its decision rule.
+        thresholds, rule = first.thresholds, "none"
+    else:
+        # An ensemble's members each chose their thresholds and decision rule on their own
+        # validation split; their means are an approximation (logged), the same the export serves.
+        thresholds, rule = members_thresholds_and_rule(trained)
+        rule = "none" if rule is None or task != "multiclass" else rule
     model, image_size, resize = trained[0].model, trained[0].image_size, first.resize
     image_paths = table.paths
 
@@ -126,8 +173,8 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
     metrics = evaluate_run(
         out_dir, class_names=class_names, task=task, y_true_test=targets, y_prob_test=y_prob,
         groups_test=table.frame["group"].to_numpy(), data_summary=summary, test_images=load_test_image,
-        model=model if len(paths) == 1 else None, long_names=first.long_names, n_bootstrap=n_bootstrap,
-        explain=explain, thresholds=thresholds, seed=seed,
+        model=model if len(paths) == 1 and not served else None, long_names=first.long_names,
+        n_bootstrap=n_bootstrap, explain=explain, thresholds=thresholds, seed=seed, decision_rule=rule,
         title=f"External evaluation of {names} on {Path(labels_csv).name}" + (" (flip TTA)" if tta == "flips" else ""))
     metrics_path = Path(out_dir) / "metrics.json"
     metrics["external"] = {"models": [str(p) for p in paths], "labels_csv": str(labels_csv),

@@ -193,6 +193,16 @@ def _metric_blocks(metrics: dict, long_names: dict) -> list:
     return blocks
 
 
+def _decision_rule_blocks(metrics: dict) -> list:
+    rule = metrics.get("decision_rule")
+    if not rule:
+        return []
+    # The decision rule is inside the exported model too (keras_med.evaluation.decision_rule).
+    return [Paragraph(f"Decision rule '{rule['method']}' (per-class logit biases fitted on {rule['fitted_on']} "
+                      f"validation images, also applied by the served model): {rule['bias_by_class']}. "
+                      f"Test balanced accuracy without it: {rule['test_balanced_accuracy_without']:.3f}.")]
+
+
 def _health_blocks(metrics: dict) -> list:
     health = metrics["health"]
     blocks = [Heading("Training health check"), Paragraph(health["summary"])]
@@ -279,7 +289,8 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
         message = metrics["diverged"]["message"]
         card.add(Heading("Training diverged"), Paragraph(message[:1].upper() + message[1:] + "."))
     card.add(*_model_details(metrics, settings, long_names), *_intended_use(metrics, settings))
-    card.add(*_data_blocks(metrics, settings, data_summary), *_metric_blocks(metrics, long_names))
+    card.add(*_data_blocks(metrics, settings, data_summary), *_metric_blocks(metrics, long_names),
+             *_decision_rule_blocks(metrics))
     card.add(*_health_blocks(metrics), *_calibration_blocks(metrics), *_operating_point_blocks(metrics))
     card.add(Heading("Limits of this model"), Bullets(_limits(metrics, settings)), Paragraph(ETHICS))
     card.add(*trust_blocks(metrics))

@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_med.evaluation.ood import ood_scores, pixel_spread
-from keras_med.models.features import features_and_predictions_model
 
 GUARD_OUTPUT_KEYS = ("in_distribution", "ood_score", "prediction_set")
 
@@ -56,25 +55,14 @@ class ServingGuards:
         self.sets = sets
         self.weights_layer = GuardWeights(guard.parameters) if guard is not None else None
 
-    def wrap(self, model) -> keras.Model:
-        """`model` answering its predictions and pooled features side by side in one float32 tensor.
-
-        One tensor keeps the serving graph's single model call (and its empty-batch branch) as it is.
-        """
-        if self.guard is None:
-            return model
-        predictions, features = features_and_predictions_model(model).outputs
-        joined = keras.ops.concatenate([keras.ops.cast(predictions, "float32"), keras.ops.cast(features, "float32")],
-                                       axis=-1)
-        return keras.Model(model.inputs, joined, name=f"{model.name}_guarded")
-
     def outputs(self, features, probabilities, decisions, valid, images) -> dict:
         """The guard outputs for a batch; an invalid row is not in distribution and has an empty set.
 
         Args:
             features: Pooled features `(B, D)` (`(B, 0)` without a guard).
-            probabilities: Served probabilities `(B, K)`.
-            decisions: Thresholded decisions `(B, K)` (the multi-label prediction set).
+            probabilities: The probabilities the guard was fitted on `(B, K)`, laid out as served: the
+                model's own (an ensemble's first member's, before flips and the decision rule).
+            decisions: Thresholded decisions `(B, K)` of the served answer (the multi-label prediction set).
             valid: Per-row validity `(B,)`.
             images: The images the model saw `(B, S, S, 3)`, for the guard's pixel-variation check.
         """

@@ -44,6 +44,9 @@ class ServingMetadata:
             ``None`` for ``min(32, image_size)``.
         ood: The out-of-distribution guard's summary (method, threshold, pass rates), or None.
         conformal: The conformal sets' summary (coverage, mode, thresholds), or None.
+        members: How many checkpoints the served answer averages (``keras_med.export.combined``).
+        tta: ``"none"``, or ``"flips"``: the answer is the mean over the original and flipped images.
+        decision_rule: The decision rule applied in the graph (``LogitAdjustment.to_dict()``), or None.
     """
 
     class_names: tuple[str, ...]
@@ -54,6 +57,9 @@ class ServingMetadata:
     min_image_size: int | None = None
     ood: dict | None = None
     conformal: dict | None = None
+    members: int = 1
+    tta: str = "none"
+    decision_rule: dict | None = None
 
     def __post_init__(self):
         names = tuple(str(name) for name in self.class_names)

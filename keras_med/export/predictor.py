@@ -184,7 +184,13 @@ def load_predictor(path: str | Path, class_names=None, task: str | None = None, 
     trained = load_trained_model(path, class_names=class_names, task=task, thresholds=thresholds)
     metadata = build_metadata(trained.model, trained.run.class_names, task=trained.run.task,
                               thresholds=trained.run.thresholds, resize=trained.run.resize)
-    functions = ServingFunctions(trained.model, metadata)
+    from keras_med.evaluation.decision_rule import read_decision_rule
+    from keras_med.export.combined import read_run_tta
+
+    # What the run's export serves: its decision rule and test-time augmentation.
+    rule = read_decision_rule(path) if trained.run.task == "multiclass" else None
+    functions = ServingFunctions(trained.model, metadata, tta=read_run_tta(path),
+                                 logit_biases=None if rule is None else rule.biases)
     specs = functions.input_signatures()
     image_fn = tf.function(functions.predict_image_bytes, input_signature=specs[IMAGE_SIGNATURE])
     pixels_fn = tf.function(functions.predict_pixels, input_signature=specs[PIXELS_SIGNATURE])

@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from keras_med.atomic import replace_directory_atomic
+from keras_med.export.combined import check_members, serving_model
 from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
 from keras_med.tasks import infer_task
@@ -122,7 +123,7 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
                        thresholds=None, resize: str = "resize", container_base: str = "/models",
                        verify_images: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE,
                        ood_guard=None, conformal_sets=None,
-                       run_dir: str | Path | None = None) -> Path:
+                       run_dir: str | Path | None = None, tta: str = "none", decision_rule=None) -> Path:
     """Write ``model`` to ``<base_dir>/<name>/<version>/`` for TF Serving and update ``models.config``.
 
     The SavedModel has four signatures: ``serving_default`` (encoded JPEG/PNG bytes),
@@ -134,7 +135,9 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     folders left by an export that was killed are removed first.
 
     Args:
-        model: Keras model to the contract in docs/contracts.md.
+        model: Keras model to the contract in docs/contracts.md, or a list of them (same classes and
+            size): an ensemble whose served probabilities are the mean of theirs
+            (``keras_med.export.combined``; the guards and Grad-CAM are the first member's).
         name: Served model name (letters, digits, ``-``, ``_``, ``.``).
         base_dir: TF Serving's model base path on this machine.
         version: Version to write; the next integer after the existing ones when None.
@@ -154,15 +157,25 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
             requests (``assets.extra/tf_serving_warmup_requests``), and its model card and
             ``class_names.json`` are copied to ``assets.extra/``; None: the warm-up uses seeded
             random images (see ``keras_med.export.warmup``).
+        tta: ``"none"``, or ``"flips"``: the served answer averages the original and flipped images
+            (as ``keras-med evaluate --tta flips`` scores them); three model passes per image.
+        decision_rule: multiclass: a ``keras_med.evaluation.decision_rule.LogitAdjustment`` (or its
+            ``to_dict()``) applied in the graph after averaging; None: argmax of the probabilities.
 
     Returns:
         The path of the version folder.
     """
     if not name or not all(char.isalnum() or char in "-_." for char in name) or name.startswith("."):
         raise ValueError(f"model name must be letters, digits, '-', '_' or '.', got {name!r}")
+    members = check_members(model if isinstance(model, (list, tuple)) else [model])
+    rule = _as_rule(decision_rule)
     guards = ServingGuards(ood_guard, conformal_sets)
-    metadata = dataclasses.replace(build_metadata(model, class_names, image_size, task, thresholds, resize),
-                                   **guards.summary())
+    metadata = dataclasses.replace(build_metadata(members[0], class_names, image_size, task, thresholds, resize),
+                                   **guards.summary(), members=len(members), tta=tta,
+                                   decision_rule=None if rule is None else rule.to_dict(class_names))
+    if rule is not None and metadata.task != "multiclass":
+        raise ValueError(f"a decision rule applies to multiclass models only, not {metadata.task}")
+    combination = {"tta": tta, "logit_biases": None if rule is None else rule.biases}
     model_dir = Path(base_dir) / name
     if version is None:
         version = next_version(model_dir)
@@ -176,14 +189,15 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     remove_stale_partials(model_dir)
     partial = model_dir / f"{PARTIAL_PREFIX}{version}-{os.getpid()}"
     try:
-        write_saved_model(model, metadata, partial, guards)
+        write_saved_model(members, metadata, partial, guards, **combination)
         examples = run_example_images(run_dir) if run_dir is not None else []
         write_examples(partial, examples)
         if run_dir is not None:
             copy_run_card(run_dir, partial)
         write_warmup_requests(partial, name, [data for _, data in examples] or _random_pngs(metadata.image_size),
                               metadata.image_size)
-        report = verify_saved_model(partial, model, metadata, images=verify_images, tolerance=tolerance)
+        report = verify_saved_model(partial, serving_model(members, **combination), metadata, images=verify_images,
+                                    tolerance=tolerance)
         replace_directory_atomic(partial, target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -194,16 +208,19 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     return target
 
 
-def write_saved_model(model, metadata: ServingMetadata, path: str | Path, guards: ServingGuards | None = None) -> Path:
+def write_saved_model(model, metadata: ServingMetadata, path: str | Path, guards: ServingGuards | None = None,
+                      tta: str = "none", logit_biases=None) -> Path:
     """Write the SavedModel with the serving signatures to ``path`` (no versioning, no checks).
 
     Args:
-        model: Keras model to the contract.
+        model: Keras model to the contract, or a list of them (an ensemble).
         metadata: Its serving metadata.
         path: Folder to write.
         guards: The out-of-distribution guard and conformal sets, or None.
+        tta: ``"none"`` or ``"flips"`` (see ``keras_med.export.combined``).
+        logit_biases: The decision rule's per-class biases, or None.
     """
-    functions = ServingFunctions(model, metadata, guards)
+    functions = ServingFunctions(model, metadata, guards, tta=tta, logit_biases=logit_biases)
     archive = keras.export.ExportArchive()
     archive.track(functions.model)
     if functions.guards.weights_layer is not None:
@@ -216,6 +233,13 @@ def write_saved_model(model, metadata: ServingMetadata, path: str | Path, guards
     extra.parent.mkdir(exist_ok=True)
     extra.write_text(metadata.to_json(), encoding="utf-8")
     return Path(path)
+
+
+def _as_rule(decision_rule):
+    from keras_med.evaluation.decision_rule import LogitAdjustment
+
+    return LogitAdjustment.from_dict(decision_rule) if isinstance(decision_rule, dict) or decision_rule is None \
+        else decision_rule
 
 
 def _random_pngs(size: int, count: int = 2) -> list[bytes]:

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_med.data.decode import decode_image, resize_image
 from keras_med.export import explain_signature, image_checks
+from keras_med.export.combined import check_members, serving_model
 from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
 
@@ -44,17 +45,24 @@ class ServingFunctions:
     ``prediction_set`` bool (B, K), the conformal set (multi-label: the decisions).
 
     Args:
-        model: Keras model to the contract in docs/contracts.md (float32 0..255 in, ``predictions`` out).
+        model: Keras model to the contract in docs/contracts.md (float32 0..255 in, ``predictions`` out),
+            or a list of them: an ensemble whose probabilities are averaged (``keras_med.export.combined``;
+            the guards and Grad-CAM are the first member's).
         metadata: Class names, task, image size, thresholds, resize mode and minimum image size.
         guards: The out-of-distribution guard and conformal sets; None answers every valid row as
             in distribution with score 0 and the decisions as its set.
+        tta: "none", or "flips": the answer is the mean over the original and flipped images.
+        logit_biases: multiclass: the decision rule's per-class biases, applied in the graph; or None.
     """
 
-    def __init__(self, model, metadata: ServingMetadata, guards: ServingGuards | None = None):
+    def __init__(self, model, metadata: ServingMetadata, guards: ServingGuards | None = None, *,
+                 tta: str = "none", logit_biases=None):
+        members = check_members(model if isinstance(model, (list, tuple)) else [model])
         self.guards = guards or ServingGuards()
-        self.model = self.guards.wrap(model)
+        self.model = serving_model(members, tta=tta, logit_biases=logit_biases,
+                                   guard_features=self.guards.guard is not None)
         self.metadata = metadata
-        self.gradcam = explain_signature.InGraphGradcam(model)
+        self.gradcam = explain_signature.InGraphGradcam(members[0])
 
     # --- signatures -----------------------------------------------------------------------------
     def predict_image_bytes(self, image_bytes):
@@ -142,15 +150,20 @@ class ServingFunctions:
         raw = tf.cond(tf.shape(images)[0] > 0,
                       lambda: tf.cast(self.model(images, training=False), tf.float32),
                       lambda: tf.zeros([0, width], tf.float32))
-        # With a guard the model also answers its pooled features, after the predictions.
-        raw, features = raw[:, :meta.num_outputs], raw[:, meta.num_outputs:]
+        # With a guard the model also answers the first member's own predictions and its pooled
+        # features, after the served answer (keras_med.export.combined.serving_model).
+        outputs = meta.num_outputs
+        raw, guard_raw, features = raw[:, :outputs], raw[:, outputs:2 * outputs], raw[:, 2 * outputs:]
+        if self.guards.guard is None:
+            guard_raw = raw
         if meta.task == "binary":
             positive = raw[:, 0]
             probabilities = tf.stack([1.0 - positive, positive], axis=-1)
+            guard_probabilities = tf.stack([1.0 - guard_raw[:, 0], guard_raw[:, 0]], axis=-1)
             top = tf.cast(positive >= meta.effective_thresholds()[0], tf.int32)
             decisions = tf.stack([tf.equal(top, 0), tf.equal(top, 1)], axis=-1)
         else:
-            probabilities = raw
+            probabilities, guard_probabilities = raw, guard_raw
             top = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             thresholds = meta.effective_thresholds()
             if thresholds:
@@ -159,7 +172,7 @@ class ServingFunctions:
                 decisions = tf.cast(tf.one_hot(top, len(meta.class_names)), tf.bool)
         batch = tf.shape(probabilities)[0]
         decisions = tf.logical_and(decisions, valid[:, None])
-        trust = self.guards.outputs(features, probabilities, decisions, valid, images)
+        trust = self.guards.outputs(features, guard_probabilities, decisions, valid, images)
         return {
             "probabilities": tf.where(valid[:, None], probabilities, 0.0),
             "top_class_index": tf.where(valid, top, -1),

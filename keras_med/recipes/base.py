@@ -28,6 +28,7 @@ from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter, add_verbose_flag, run_command
 from keras_med.config import RecipeConfig, add_config_arguments, check_recipe_options, config_from_arguments
 from keras_med.errors import ConfigError, RunDivergedError
+from keras_med.recipes import cross_validation
 from keras_med.tasks import Task, monitor_mode
 
 log = logging.getLogger("keras_med")
@@ -91,6 +92,8 @@ def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None
         parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
                             "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
     add_verbose_flag(parser)
+    # --cv K and --cv-export (keras_med.recipes.cross_validation)
+    cross_validation.add_arguments(parser)
     return parser
 
 
@@ -136,6 +139,13 @@ def resolve_run_config(spec: RecipeSpec, args: argparse.Namespace, *, prepared_a
 
 def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
     """Resolve and validate the configuration, then run the recipe; returns the exit status."""
+    # --- cross-validation hook (keras_med.recipes.cross_validation) ---
+    cross_validation.check_arguments(args)
+    if args.cv:
+        cross_validation.run_cross_validation(spec, resolve_run_config(spec, args), args.cv, run_dir=args.run_dir,
+                                              export=args.cv_export)
+        return 0
+    # --- end of the cross-validation hook ---
     run_recipe(spec, resolve_run_config(spec, args), run_dir=args.run_dir)
     return 0
 
@@ -358,6 +368,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     # Imported here, after the backend is chosen, so that `--help` and the missing-data message
     # do not wait for TensorFlow.
     from keras_med.evaluation import evaluate_run, predict_with_tta
+    from keras_med.evaluation.run_predictions import save_run_predictions
     from keras_med.export import export_for_serving
     from keras_med.recipes.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
@@ -397,10 +408,12 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
                     "message": divergence.describe(kept=best_epoch_text(good_history, config.train.monitor))}
 
     stage("evaluating on the validation and test splits")
-    # With --tta flips the reported figures are those of flip-averaged predictions; the exported
-    # model serves single predictions, so the default (none) keeps report and service identical.
+    # With --tta flips the reported figures are those of flip-averaged predictions, and the
+    # exported model averages the same flips in its graph, so report and service stay identical.
     y_prob = {name: predict_with_tta(model, prepared.eval_ds[name], config.evaluation.tta)
               for name in ("val", "test")}
+    # Kept for ensembles, cross-validation and the decision-rule table (keras_med.evaluation.run_predictions).
+    save_run_predictions(out, {name: parts[name].targets() for name in y_prob}, y_prob, config.evaluation.tta)
     # The guard and the prediction sets are fitted before the report is written, which shows them.
     trust = assess_run_trust(out, model, prepared, config, spec.name)
     metrics = evaluate_run(
@@ -425,7 +438,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
                 model, name=config.export.name or spec.name, base_dir=config.export.saved_models,
                 class_names=table.class_names, image_size=config.data.image_size, task=table.task,
                 thresholds=metrics.get("thresholds"), resize=config.data.resize,
-                ood_guard=trust.guard, conformal_sets=trust.sets, run_dir=out)
+                ood_guard=trust.guard, conformal_sets=trust.sets, run_dir=out,
+                tta=config.evaluation.tta, decision_rule=metrics.get("decision_rule"))
         else:
             from keras_med.export.command_export import export_checkpoint_in_tensorflow
 
