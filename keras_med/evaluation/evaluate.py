@@ -34,7 +34,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                  long_names: dict | None = None, n_bootstrap: int = 1000,
                  operating_point: str = "youden", target: float = 0.9, explain: int = 4,
                  thresholds=None, seed: int = 0, title: str | None = None, diverged: dict | None = None,
-                 trust: dict | None = None, decision_rule: str | LogitAdjustment | None = None) -> dict:
+                 trust: dict | None = None, decision_rule: str | LogitAdjustment | None = "balanced") -> dict:
     """Evaluate a model's test predictions and write metrics.json, plots, Grad-CAM and the model card.
 
     Args:
@@ -71,8 +71,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
             validation predictions (`keras_med.evaluation.decision_rule`); a `LogitAdjustment`
             applies a given one (e.g. the run's, on an external set). Every figure is then of the
             adjusted probabilities, as the exported model serves them; `metrics["decision_rule"]`
-            records the biases and the test balanced accuracy without them. Default: config, else
-            "balanced".
+            records the biases and the test balanced accuracy without them. None: no rule.
 
     Returns:
         The metrics dictionary written to metrics.json; `thresholds` holds one threshold per model
@@ -89,8 +88,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
         val_true, val_prob = canonical_arrays(task, y_true_val, y_prob_val, class_names, "_val")
     rule_record = None
     if task == "multiclass":
-        rule, y_prob, val_prob = _apply_decision_rule(
-            defaults.decision_rule if decision_rule is None else decision_rule, y_true, y_prob, val_true, val_prob)
+        rule, y_prob, val_prob = _apply_decision_rule(decision_rule, y_true, y_prob, val_true, val_prob)
         if rule is not None:
             rule_record = {**rule.to_dict(class_names), "test_balanced_accuracy_without": balanced_accuracy(
                 y_true, np.asarray(y_prob_test, np.float64).argmax(axis=1), len(class_names))}

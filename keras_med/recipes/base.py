@@ -426,7 +426,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         model=model, n_bootstrap=config.evaluation.bootstrap,
         operating_point=config.evaluation.operating_point, target=config.evaluation.target,
         explain=config.evaluation.explain, seed=config.train.seed, diverged=diverged,
-        trust=trust.report)
+        trust=trust.report, decision_rule=config.evaluation.decision_rule)
     if spec.extra_evaluation is not None:
         spec.extra_evaluation(out, metrics, prepared, model, y_prob, config)
 

@@ -194,7 +194,9 @@ def evaluate_ensemble(fold_dirs: list[Path], out: Path, config) -> dict:
         y_true_test=runs[0]["y_test"], y_prob_test=np.mean([run[f"p_test_{tta}"] for run in runs], axis=0),
         y_true_val=np.concatenate([run["y_val"] for run in runs]),
         y_prob_val=np.concatenate([run[f"p_val_{tta}"] for run in runs]),
-        config=config, explain=0, seed=config.train.seed,
+        config=config, explain=0, seed=config.train.seed, n_bootstrap=config.evaluation.bootstrap,
+        operating_point=config.evaluation.operating_point, target=config.evaluation.target,
+        decision_rule=config.evaluation.decision_rule,
         title=f"Model card: ensemble of the {len(fold_dirs)} cross-validation folds of {out.parent.name}")
 
 
