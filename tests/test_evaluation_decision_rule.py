@@ -74,7 +74,7 @@ def test_evaluate_run_applies_and_records_the_rule(tmp_path):
     y_test, p_test = _skewed(1, counts=(120, 50, 30))
     common = dict(class_names=NAMES, task="multiclass", y_true_test=y_test, y_prob_test=p_test, y_true_val=y_val,
                   y_prob_val=p_val, n_bootstrap=0, explain=0)
-    fitted = evaluate_run(tmp_path / "fitted", **common)
+    fitted = evaluate_run(tmp_path / "fitted", decision_rule="balanced", **common)
     without = balanced_accuracy(y_test, p_test.argmax(axis=1), 3)
     assert fitted["decision_rule"]["method"] == "balanced"
     assert fitted["decision_rule"]["test_balanced_accuracy_without"] == pytest.approx(without)

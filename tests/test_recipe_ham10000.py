@@ -20,8 +20,9 @@ TINY = ["--demo", "--demo-size", "160", "--image-size", "32", "--epochs", "3", "
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipe")
     run_dir = root / "runs" / "ham10000" / "tiny"
+    # --decision-rule balanced (off by default): the served model must apply the run's rule too
     code = main(ham10000.SPEC, TINY + ["--output-dir", str(root / "runs"), "--run-dir", str(run_dir),
-                                       "--saved-models", str(root / "saved_models")])
+                                       "--saved-models", str(root / "saved_models"), "--decision-rule", "balanced"])
     assert code == 0
     return root, run_dir
 

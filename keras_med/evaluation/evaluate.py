@@ -34,7 +34,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
                  long_names: dict | None = None, n_bootstrap: int = 1000,
                  operating_point: str = "youden", target: float = 0.9, explain: int = 4,
                  thresholds=None, seed: int = 0, title: str | None = None, diverged: dict | None = None,
-                 trust: dict | None = None, decision_rule: str | LogitAdjustment | None = "balanced") -> dict:
+                 trust: dict | None = None, decision_rule: str | LogitAdjustment | None = "none") -> dict:
     """Evaluate a model's test predictions and write metrics.json, plots, Grad-CAM and the model card.
 
     Args:
