@@ -205,6 +205,18 @@ def load_source_table(spec: RecipeSpec, config: RecipeConfig):
     return table
 
 
+
+def load_split_table(spec: RecipeSpec, config: RecipeConfig):
+    """The recipe's table with its `split` column: `--split-file`'s split, else split by group
+    (`keras-med prepare` and `--cv`; a training run checks the images before it splits, `prepare_data`)."""
+    from keras_med import data as kdata
+
+    table = load_source_table(spec, config)
+    if config.data.split_file:
+        return kdata.load_split(config.data.split_file, table.class_names, table.task, table.long_names)
+    return kdata.split_by_group(table, val_fraction=config.data.val_fraction,
+                                test_fraction=config.data.test_fraction, seed=config.train.seed)
+
 def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedData:
     """Load the recipe's table, split it by group (or reuse a split), and build the pipelines."""
     from keras_med import data as kdata

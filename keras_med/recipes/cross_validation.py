@@ -114,17 +114,12 @@ def _fold_finished(fold_dir: Path) -> bool:
 def write_fold_splits(spec, config, out: Path, n_folds: int) -> list[Path]:
     """`fold<k>/fold_split.csv` for each fold (kept when they exist, so a resumed run trains the same folds)."""
     from keras_med import data as kdata
-    from keras_med.recipes.base import load_source_table
+    from keras_med.recipes.base import load_split_table
 
     paths = [out / f"fold{fold}" / "fold_split.csv" for fold in range(1, n_folds + 1)]
     if all(path.is_file() for path in paths):
         return paths
-    table = load_source_table(spec, config)
-    if config.data.split_file:
-        table = kdata.load_split(config.data.split_file, table.class_names, table.task, table.long_names)
-    else:
-        table = kdata.split_by_group(table, val_fraction=config.data.val_fraction,
-                                     test_fraction=config.data.test_fraction, seed=config.train.seed)
+    table = load_split_table(spec, config)
     for path, fold_table in zip(paths, kdata.kfold_by_group(table, n_folds, seed=config.train.seed)):
         kdata.save_split(fold_table, path)
     return paths

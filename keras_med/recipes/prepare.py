@@ -18,7 +18,7 @@ from pathlib import Path
 from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.config import RECIPE_OPTIONS, RecipeConfig
 from keras_med.errors import ConfigError
-from keras_med.recipes.base import RecipeSpec, build_parser, load_source_table, resolve_run_config, stage
+from keras_med.recipes.base import RecipeSpec, build_parser, load_split_table, resolve_run_config, stage
 
 log = logging.getLogger("keras_med")
 
@@ -76,12 +76,7 @@ def prepare_shards(spec: RecipeSpec, config: RecipeConfig, out: Path, *, encodin
     """
     from keras_med import data as kdata
 
-    table = load_source_table(spec, config)
-    if config.data.split_file:
-        table = kdata.load_split(config.data.split_file, table.class_names, table.task, table.long_names)
-    else:
-        table = kdata.split_by_group(table, val_fraction=config.data.val_fraction,
-                                     test_fraction=config.data.test_fraction, seed=config.train.seed)
+    table = load_split_table(spec, config)
     stage("writing %d images at %d px as %s shards to %s", len(table), config.data.image_size, encoding, out)
     return kdata.write_prepared_shards(
         table, out, image_size=config.data.image_size, resize=config.data.resize, encoding=encoding,
