@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cross-validation")
     group.add_argument("--cv", type=int, default=0, metavar="K",
                        help="Train K models on group-wise folds of the non-test images and report each, their mean "
-                            "and spread and the pooled out-of-fold predictions 0: one run, no folds.")
+                            "and spread and the pooled out-of-fold predictions; 0: one run, no folds.")
     group.add_argument("--cv-export", action="store_true",
                        help="With --cv: export the K models as one SavedModel that averages their probabilities.")
 
