@@ -30,6 +30,7 @@ from keras_med.recipes import ham10000  # noqa: E402
 from keras_med.recipes.base import fit_arguments, main  # noqa: E402
 from keras_med.training import fit as fit_module  # noqa: E402
 from keras_med.training import fit_model, setup_runtime  # noqa: E402
+from toy_problem import toy_dataset, toy_model  # noqa: E402  (tests/scripts/toy_problem.py)
 
 TINY = ["--demo", "--demo-size", "112", "--image-size", "32", "--batch-size", "16", "--epochs", "2",
         "--bootstrap", "20", "--explain", "0", "--no-export", "--seed", "5", "--output-dir", str(ROOT / "runs")]
@@ -43,19 +44,9 @@ def fit_small(strategy: str) -> tuple[list[float], list[np.ndarray]]:
         "train": {"strategy": strategy, "plan": "scratch", "epochs": 3, "optimizer": "sgd", "learning_rate": 0.5,
                   "seed": 1, "monitor": "val_loss", "ema": 0.0, "patience": 5}})
     runtime = setup_runtime(config.train)
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (64, 16, 16, 3)).astype("float32")
-    labels = np.eye(3, dtype="float32")[np.arange(64) % 3]
-    images[labels[:, 0] == 1, :8] += 60.0
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    dataset = toy_dataset()
     with runtime.scope():
-        inputs = keras.Input((16, 16, 3))
-        x = keras.layers.Rescaling(1 / 255.0)(inputs)
-        x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        x = keras.layers.Dense(8, activation="relu", name="head_dense")(x)
-        outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
-        model = keras.Model(inputs, outputs)
+        model = toy_model()
     history = fit_model(model, dataset, dataset, ROOT / f"fit_{strategy}", **fit_arguments(config))
     return history["loss"].tolist(), [np.asarray(weight) for weight in model.get_weights()]
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_med.config import RecipeConfig
 from keras_med.recipes.base import fit_arguments
 from keras_med.training import fit as fit_module
 from keras_med.training import fit_model, setup_runtime
+from toy_problem import toy_dataset, toy_model  # tests/scripts/toy_problem.py
 
 RUN_DIR, RESULT = Path(sys.argv[1]), Path(sys.argv[2])
 SINGLE = "--single" in sys.argv
@@ -59,19 +59,9 @@ runtime = setup_runtime(config.train)
 result = {"replicas": runtime.num_replicas_in_sync, "chief": runtime.is_chief, "steps": {},
           "run_dir": str(runtime.output_directory(RUN_DIR)),
           "export_dir": str(runtime.output_directory(RUN_DIR.parent / "saved_models"))}
-rng = np.random.default_rng(0)
-images = rng.uniform(0, 255, (64, 16, 16, 3)).astype("float32")
-labels = np.eye(3, dtype="float32")[np.arange(64) % 3]
-images[labels[:, 0] == 1, :8] += 60.0
-dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+dataset = toy_dataset()
 with runtime.scope():
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(8, activation="relu", name="head_dense")(x)
-    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
-    model = keras.Model(inputs, outputs)
+    model = toy_model()
 original = fit_module.build_callbacks
 fit_module.build_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [CountSteps(result)]
 history = fit_model(model, dataset, dataset, result["run_dir"], **fit_arguments(config))
