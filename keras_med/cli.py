@@ -98,13 +98,17 @@ def cmd_prepare(argv: list[str]) -> int:
 
 
 def cmd_models(argv: list[str]) -> int:
-    parser = CommandParser(prog="keras-med models", description="List the registered model names.")
+    parser = CommandParser(prog="keras-med models", description=(
+        "List the registered model names, one per line on stdout. Any KerasHub image classifier "
+        "preset also works as --model kerashub:PRESET or kerashub:/path/to/preset (said on stderr)."))
     add_verbose_flag(parser)
     parser.parse_args(argv)
     from keras_med.models import available_models
 
     for name in available_models():
         sys.stdout.write(name + "\n")
+    # stderr, so that stdout stays one registered name per line for scripts.
+    sys.stderr.write("also: kerashub:PRESET or kerashub:/path/to/preset (a KerasHub image classifier backbone)\n")
     return 0
 
 

@@ -38,7 +38,9 @@ def tiny_data(tmp_path_factory):
 
 def test_models_command_lists_every_registered_model(capsys):
     assert cli_main(["models"]) == 0
-    assert capsys.readouterr().out.split() == available_models()
+    captured = capsys.readouterr()
+    assert captured.out.split() == available_models()
+    assert "kerashub:PRESET" in captured.err
 
 
 # One model per architecture family (EfficientNetB1-B4 share EfficientNetB0's keras.applications module).

@@ -166,3 +166,13 @@ def test_a_run_on_shuffled_labels_is_named_no_better_than_chance(ham_demo_dir, t
     report = (run_dir / "report.md").read_text()
     assert report.split("\n\n")[1].startswith("WARNING: The model is no better than chance")
     assert json.loads((run_dir / "metrics.json").read_text())["health"]["findings"][0]["kind"] == "no_skill"
+
+
+@pytest.mark.parametrize("command, has_cv", [("train", True), ("lr-find", False), ("prepare", False)])
+def test_cross_validation_flags_only_where_models_are_trained_and_evaluated(command, has_cv, capsys):
+    from keras_med.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([command, "--recipe", "ham10000", "--help"])
+    assert exit_info.value.code == 0
+    assert ("--cv" in capsys.readouterr().out) == has_cv

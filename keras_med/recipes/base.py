@@ -75,7 +75,7 @@ class RecipeSpec:
 
 
 def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None, *,
-                 sections: dict | None = None) -> argparse.ArgumentParser:
+                 sections: dict | None = None, cross_validation_flags: bool = True) -> argparse.ArgumentParser:
     """The recipe's flags (one per configuration field, `--config`, `--run-dir`, `--verbose`) on `parser`.
 
     Args:
@@ -83,6 +83,8 @@ def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None
         parser: the parser to add to (default: `python -m keras_med.recipes.<name>`'s).
         sections: only these configuration fields (see `keras_med.config.add_config_arguments`),
             and no `--run-dir`, for a command that trains nothing (`keras-med prepare`).
+        cross_validation_flags: add `--cv K` and `--cv-export` (commands that train and evaluate
+            models; not `keras-med lr-find` or `prepare`).
     """
     parser = parser or CommandParser(
         prog=f"python -m keras_med.recipes.{spec.name}", description=spec.description,
@@ -92,8 +94,8 @@ def build_parser(spec: RecipeSpec, parser: argparse.ArgumentParser | None = None
         parser.add_argument("--run-dir", help="Exact run directory to use; re-running with the same one resumes "
                             "a killed run from its last finished epoch (default: <output-dir>/<recipe>/<timestamp>).")
     add_verbose_flag(parser)
-    # --cv K and --cv-export (keras_med.recipes.cross_validation)
-    cross_validation.add_arguments(parser)
+    if cross_validation_flags and sections is None:
+        cross_validation.add_arguments(parser)
     return parser
 
 

@@ -29,7 +29,7 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     parser = build_parser(spec, CommandParser(
         prog=f"keras-med lr-find --recipe {spec.name}",
         description="Exponential learning-rate sweep on the recipe's training split; writes lr_find.png.",
-        formatter_class=HelpFormatter))
+        formatter_class=HelpFormatter), cross_validation_flags=False)
     parser.add_argument("--min-lr", type=float, default=1e-7, help="First learning rate of the sweep.")
     parser.add_argument("--max-lr", type=float, default=1.0, help="Last learning rate of the sweep.")
     parser.add_argument("--steps", type=int, default=200, help="Training steps the sweep takes.")
