@@ -13,6 +13,7 @@ from typing import Callable
 import keras
 
 from keras_med.errors import ConfigError, UserError
+from keras_med.models.batch_norm import with_fused_batch_norm
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.preprocessing import preprocessing_layer
 from keras_med.models.registry import register_model
@@ -87,6 +88,9 @@ def build_backbone_model(name: str, *, output_units: int, image_size: int, task:
             f"place the file '{file_name}' in Keras's cache as ~/.keras/models/{file_name} "
             f"(download it where there is internet), or pass a weights file with --weights PATH "
             f"(or --weights none to train from scratch).") from error
+    if weights is None:
+        # Trained from scratch, its BatchNormalization trains: TensorFlow's fused kernel (keras_med.models.batch_norm).
+        base = with_fused_batch_norm(base)
     return ImageClassifier(base, output_units=output_units, image_size=image_size, task=task,
                            preprocessing=preprocessing_layer(backbone.preprocessing), dropout=dropout,
                            head_units=head_units, name=name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from keras_med.models.batch_norm import BatchNormalization
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.preprocessing import preprocessing_layer
 from keras_med.models.registry import register_model
@@ -40,7 +41,7 @@ def build_custom_cnn(*, output_units: int, image_size: int, task: str, dropout: 
         # momentum 0.9 rather than Keras's 0.99: medical sets are small, epochs are a few dozen
         # steps, and with 0.99 the moving statistics lag so far that validation (inference
         # mode) looks collapsed for the first epochs.
-        x = layers.BatchNormalization(momentum=0.9, name=f"block{index}_bn")(x)
+        x = BatchNormalization(momentum=0.9, name=f"block{index}_bn")(x)
         x = layers.ReLU(name=f"block{index}_relu")(x)
         x = layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
     backbone = keras.Model(inputs, x, name=f"{name}_backbone")
