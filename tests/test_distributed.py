@@ -84,8 +84,7 @@ WORKER_TIMEOUT = 420
 # The demo recipe at its smallest: 85 training images of which 3 global batches of 16 per epoch
 # (a step on two workers on 127.0.0.1 took ~6 s under load), 17 validation and 18 test images.
 RECIPE = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "2", "--batch-size", "16",
-          "--steps-per-epoch", "3", "--bootstrap", "20", "--explain", "0", "--seed", "3"]
-TOLERANCE = 1.0
+          "--steps-per-epoch", "3", "--bootstrap", "0", "--explain", "0", "--ood", "none", "--seed", "3"]
 
 
 def _free_ports(count: int) -> list[int]:
@@ -101,8 +100,10 @@ def _free_ports(count: int) -> list[int]:
 def _start(env: dict, root: Path, result: Path, *args: str, tf_config: dict | None = None) -> subprocess.Popen:
     """One process of the recipe writing under `root` (runs/, saved_models/), what it saw into `result`."""
     env = {**env, "TF_CONFIG": json.dumps(tf_config)} if tf_config else env
-    recipe = RECIPE + ["--strategy", "multiworker" if tf_config else "default", "--output-dir", str(root / "runs"),
-                       "--run-dir", str(root / "runs" / "run"), "--saved-models", str(root / "saved_models")]
+    recipe = RECIPE + ["--output-dir", str(root / "runs"), "--run-dir", str(root / "runs" / "run"),
+                       "--saved-models", str(root / "saved_models")]
+    # The one-process run is only compared by its figures: it exports nothing.
+    recipe += ["--strategy", "multiworker"] if tf_config else ["--strategy", "default", "--no-export"]
     log = open(result.with_suffix(".log"), "w")
     return subprocess.Popen([sys.executable, str(WORKERS_SCRIPT), str(result), *args, "--", *recipe], env=env,
                             cwd=result.parent, stdout=log, stderr=subprocess.STDOUT)
@@ -142,7 +143,7 @@ def test_two_workers_run_the_recipe_resume_and_only_the_chief_writes(tmp_path):
     cluster, single = tmp_path / "cluster", tmp_path / "single"
     processes = []
     try:
-        processes.append(one := _start(env, single, tmp_path / "single.json"))
+        processes.append(alone := _start(env, single, tmp_path / "single.json"))
         processes += (first := _start_workers(env, cluster, tmp_path, "first", kill_worker_1=True))
         # Worker 1 SIGKILLs itself after the first step of the second epoch; the chief then waits in
         # the next all-reduce for ever, so it is killed too, and both are started again.
@@ -151,7 +152,7 @@ def test_two_workers_run_the_recipe_resume_and_only_the_chief_writes(tmp_path):
         first[0].wait()
         processes += (second := _start_workers(env, cluster, tmp_path, "second"))
         chief, worker = (_finish(process, tmp_path / f"second_{index}.json") for index, process in enumerate(second))
-        _finish(one, tmp_path / "single.json")
+        _finish(alone, tmp_path / "single.json")
     finally:
         for process in processes:
             if process.poll() is None:
@@ -168,17 +169,20 @@ def test_two_workers_run_the_recipe_resume_and_only_the_chief_writes(tmp_path):
     # training and wrote its run files and demo data into folders of its own under TMPDIR.
     assert sorted(path.name for path in cluster.iterdir()) == ["runs", "saved_models"]
     assert sorted(path.name for path in (cluster / "runs").iterdir()) == ["ham10000", "run"]
-    for name in ("metrics.json", "report.html", "training_done.json", "checkpoints/best.keras", "trust"):
+    for name in ("metrics.json", "report.html", "training_done.json", "checkpoints/best.keras", "predictions.npz"):
         assert (run_dir / name).exists(), name
     assert (cluster / "saved_models" / "ham10000" / "1" / "saved_model.pb").is_file()
-    private = [path for path in (tmp_path / "tmp" / "keras_med_workers").iterdir()]
+    private = list((tmp_path / "tmp" / "keras_med_workers").iterdir())
     assert all(path.name.startswith("worker-1-") for path in private)
     worker_run = next(path for path in private if (path / "history.csv").is_file())
     assert (worker_run / "training_done.json").is_file() and not (worker_run / "metrics.json").exists()
     assert not list(tmp_path.joinpath("tmp").rglob("saved_model.pb"))
-    # The same figures as one process on the same global batch, within what training on two
-    # workers changes: BatchNorm normalises each worker's half of a batch, and the two workers
-    # skip an epoch's 85th image (the last batch is cut to a multiple of two).
-    two, one_figures = _headline(run_dir), _headline(single / "runs" / "run")
-    for key in two:
-        assert two[key] == pytest.approx(one_figures[key], abs=TOLERANCE), key
+    # The figures of one process on the same global batches (3 per epoch) and seed, within what
+    # training on two workers changes: BatchNorm normalises each worker's half of a batch on its
+    # own. Measured: training loss of the first epoch 2.13 vs 1.88; both models still at chance
+    # after 6 steps (test balanced accuracy and accuracy equal), macro AUC 0.546 vs 0.484 (and 0.436
+    # vs 0.596 after 12 steps without --steps-per-epoch). One test image is 1/18 of accuracy.
+    two, one = _headline(run_dir), _headline(single / "runs" / "run")
+    assert two["balanced_accuracy"] == pytest.approx(one["balanced_accuracy"], abs=1 / 18)
+    assert two["accuracy"] == pytest.approx(one["accuracy"], abs=1 / 18)
+    assert two["macro_auc"] == pytest.approx(one["macro_auc"], abs=0.25)
