@@ -27,12 +27,12 @@ TTA_MODES = ("none", "flips")
 
 
 def _predict_batch(model, images: np.ndarray) -> np.ndarray:
-    """One batch's probabilities; padded to a multiple of the devices a JAX distribution or several
-    workers split it over (`data_parallel_devices`), the padding's rows dropped again."""
+    """One batch's probabilities; padded to a multiple of the devices a JAX distribution splits it
+    over (it cannot split unequally), the padding's rows dropped again."""
     from keras_med.training.runtime import data_parallel_devices
 
     rows = len(images)
-    padding = -rows % data_parallel_devices(model)
+    padding = -rows % data_parallel_devices()
     if padding:
         images = np.concatenate([images, np.repeat(images[-1:], padding, axis=0)])
     return np.asarray(model.predict(images, batch_size=len(images), verbose=0))[:rows]

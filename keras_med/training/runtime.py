@@ -191,8 +191,9 @@ def data_parallel_devices(model: keras.Model | None = None) -> int:
     batch to the first worker whole and an empty batch to the second, and TensorFlow's CPU
     convolution answers an empty batch with a wrongly shaped tensor (the custom CNN's first
     BatchNorm then fails with "Incompatible shapes: [32] vs. [0,32,32,3]", seen on two workers of
-    the demo recipe); a batch cut or padded to a multiple of the replicas (`trim_to_devices`,
-    `keras_med.evaluation.predict_with_tta`) is split evenly instead, no worker's share empty.
+    the demo recipe); a batch cut to a multiple of the replicas (`trim_to_devices`) is split
+    evenly instead, no worker's share empty. (A multi-worker recipe predicts on the chief alone,
+    with a model outside the strategy: `keras_med.recipes.base.run_recipe`.)
 
     Args:
         model: The model the batches are for (its `distribute_strategy`), or None.
