@@ -65,7 +65,8 @@ def test_a_finished_cross_validation_is_not_trained_again(cross_validated):
     assert before == {k: (cv_dir / f"fold{k}" / "history.csv").stat().st_mtime_ns for k in (1, 2)}
 
 
-@pytest.mark.parametrize("flags, message", [(["--cv", "1"], "at least 2 folds"), (["--cv-export"], "needs --cv")])
+@pytest.mark.parametrize("flags, message", [(["--cv", "1"], "at least 2 folds"), (["--cv-export"], "needs --cv"),
+                                            (["--cv", "2", "--strategy", "multiworker"], "not with --strategy multiworker")])
 def test_bad_cross_validation_flags_are_one_line(flags, message, capsys, tmp_path):
     assert main(ham10000.SPEC, ["--demo", "--output-dir", str(tmp_path), *flags]) == 2
     assert message in capsys.readouterr().err

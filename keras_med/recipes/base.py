@@ -173,6 +173,20 @@ def make_run_dir(config: RecipeConfig, run_dir: str | None, runtime=None) -> Pat
     return path
 
 
+def private_worker_outputs(config: RecipeConfig, runtime) -> RecipeConfig:
+    """`config` with `output_dir` moved into a private folder of this process
+    (`Runtime.output_directory`) on a non-chief worker of `--strategy multiworker`; unchanged on
+    the chief.
+
+    Each worker writes its own `--demo` data there: two processes writing the same JPEGs on shared
+    storage would read each other's half-written files. (A non-chief worker stops after training,
+    so it never writes under `saved_models`.)
+    """
+    if runtime.is_chief:
+        return config
+    return dataclasses.replace(config, output_dir=str(runtime.output_directory(config.output_dir)))
+
+
 def stage(message: str, *args) -> None:
     log.info("== " + message, *args)
 
@@ -360,7 +374,8 @@ def fit_arguments(config: RecipeConfig) -> dict:
 
 
 def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = None) -> dict:
-    """Train, evaluate and export one model; returns the test metrics.
+    """Train, evaluate and export one model; returns the test metrics (`{}` on a non-chief worker
+    of `--strategy multiworker`, which stops after training: docs/scale.md).
 
     Writes `config.toml`, `split.csv`, `class_names.json`, `checkpoints/best.keras`, `logs/`,
     `history.csv`, `training_done.json`, `metrics.json`, plots and the report into the run
@@ -400,9 +415,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         check_training_settings(finished, training_settings(config), out)
     config.save(out / "config.toml")
     config = scale_to_replicas(config, runtime.num_replicas_in_sync)
-    if not runtime.is_chief:
-        config = dataclasses.replace(config, export=dataclasses.replace(
-            config.export, saved_models=str(runtime.output_directory(config.export.saved_models))))
+    config = private_worker_outputs(config, runtime)
     prepared = prepare_data(spec, config, out)
     table, parts = prepared.table, prepared.parts
     model = build_model(config, table, runtime)
@@ -420,6 +433,22 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         good_history = history[history["epoch"] < divergence.epoch - 1]
         diverged = {**divergence.to_dict(),
                     "message": divergence.describe(kept=best_epoch_text(good_history, config.train.monitor))}
+    if runtime.is_multi_worker:
+        # Every collective operation of a multi-worker run is inside fit_model. After it, only the
+        # chief goes on, with a copy of the best model loaded outside the strategy's scope: a model
+        # not built under MultiWorkerMirroredStrategy runs no collective operation, so the chief's
+        # predictions, trust step, Grad-CAM and export need no other worker, none can wait for it,
+        # and its figures are those of one process. Under the strategy, every worker would have to
+        # make the same sequence of predict calls, and a worker failing in between (a full disk)
+        # would leave the others waiting in a collective for ever.
+        if not runtime.is_chief:
+            stage("training finished: the chief evaluates and exports (docs/scale.md)")
+            if diverged is not None:
+                raise RunDivergedError(diverged["message"])
+            return {}
+        from keras_med.run_directory import load_keras_model
+
+        model = load_keras_model(out / "checkpoints" / "best.keras")
 
     stage("evaluating on the validation and test splits")
     # With --tta flips the reported figures are those of flip-averaged predictions, and the

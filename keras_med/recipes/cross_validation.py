@@ -69,6 +69,10 @@ def run_cross_validation(spec, config, n_folds: int, run_dir: str | None = None,
 
     if n_folds < 2:
         raise ConfigError(f"--cv: expected at least 2 folds, got {n_folds}")
+    if config.train.strategy == "multiworker":
+        # Every worker would write the folds' splits and the summary into the shared folder, and
+        # only the chief's fold runs write metrics (docs/scale.md).
+        raise ConfigError("--cv: not with --strategy multiworker; run the cross-validation on one machine")
     out = _cv_dir(config, spec, run_dir)
     fold_dirs = []
     for fold, split_path in enumerate(write_fold_splits(spec, config, out, n_folds), start=1):

@@ -120,7 +120,7 @@ def _fit_phase(model, train_ds, val_ds, train, run_dir, *, phase, learning_rate,
     model._initial_epoch = None
     logger.info("phase %d: epochs %d..%d at lr %g, %d trainable weights", phase, initial_epoch + 1, epochs,
                 learning_rate, len(model.trainable_weights))
-    devices = data_parallel_devices()
+    devices = data_parallel_devices(model)
     train_ds, val_ds = (trim_to_devices(dataset, devices) if dataset is not None else None
                         for dataset in (train_ds, val_ds))
     model.fit(train_ds.repeat() if steps else train_ds, validation_data=val_ds, epochs=epochs,

@@ -2,10 +2,11 @@
 work-arounds that make `model.fit` run under that strategy at all.
 
 TensorFlow-specific by design (`tf.distribute`). Every worker runs the same program and takes part in
-every collective operation (training steps, evaluation, predictions), but only the chief may write
-the run directory and the export: the others write the same files into a private folder on their
-own machine (`worker_directory`), as TensorFlow's multi-worker guide recommends, so that nothing on
-shared storage is written twice or half-written by a second process.
+every collective operation of training (steps, per-epoch validation), but only the chief may write
+the run directory and the export: the others write the same training files into a private folder on
+their own machine (`worker_directory`), as TensorFlow's multi-worker guide recommends, so that nothing
+on shared storage is written twice or half-written by a second process. After training, a recipe's
+other workers stop and the chief alone evaluates and exports (`keras_med.recipes.base.run_recipe`).
 """
 
 from __future__ import annotations

@@ -86,6 +86,16 @@ class Runtime:
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     @property
+    def is_multi_worker(self) -> bool:
+        """Whether this process is one worker of `--strategy multiworker` (TensorFlow's
+        `MultiWorkerMirroredStrategy`)."""
+        if self.strategy is None:
+            return False
+        from keras_med.training.multiworker import is_multi_worker
+
+        return is_multi_worker(self.strategy)
+
+    @property
     def is_chief(self) -> bool:
         """Whether this process writes the run directory and the export (always, but on the
         non-chief workers of `--strategy multiworker`)."""
@@ -171,12 +181,28 @@ def model_scope(model: keras.Model):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
-def data_parallel_devices() -> int:
-    """How many devices a batch is split over by a JAX distribution (1 on other backends or none set).
+def data_parallel_devices(model: keras.Model | None = None) -> int:
+    """How many devices a batch is split over that each need a share of it: the devices of a JAX
+    distribution, or the replicas of the `MultiWorkerMirroredStrategy` `model` was built under;
+    else 1.
 
     JAX shards a batch evenly or not at all ("IndivisibleError" on a last batch of 5 over 2
-    devices), where tf.distribute splits unequal batches itself.
+    devices). Under several workers tf.distribute gives a last batch of up to half the global
+    batch to the first worker whole and an empty batch to the second, and TensorFlow's CPU
+    convolution answers an empty batch with a wrongly shaped tensor (the custom CNN's first
+    BatchNorm then fails with "Incompatible shapes: [32] vs. [0,32,32,3]", seen on two workers of
+    the demo recipe); a batch cut to a multiple of the replicas (`trim_to_devices`) is split
+    evenly instead, no worker's share empty. (A multi-worker recipe predicts on the chief alone,
+    with a model outside the strategy: `keras_med.recipes.base.run_recipe`.)
+
+    Args:
+        model: The model the batches are for (its `distribute_strategy`), or None.
     """
+    if keras.backend.backend() == "tensorflow" and model is not None:
+        from keras_med.training.multiworker import is_multi_worker
+
+        strategy = getattr(model, "distribute_strategy", None)
+        return int(strategy.num_replicas_in_sync) if is_multi_worker(strategy) else 1
     if keras.backend.backend() != "jax" or keras.distribution.distribution() is None:
         return 1
     return int(keras.distribution.distribution().device_mesh.devices.size)
@@ -184,7 +210,12 @@ def data_parallel_devices() -> int:
 
 def trim_to_devices(dataset, devices: int):
     """`dataset`'s batches cut to a multiple of `devices` rows (empty ones dropped), for JAX
-    data parallelism; unchanged when `devices` is 1.
+    data parallelism and several workers (`data_parallel_devices`); unchanged when `devices` is 1.
+
+    Under several workers the cut also hides the dataset's static batch size from tf.distribute,
+    which then splits every batch into equal shares (checked on the rebatch and shard steps it
+    applies, in tf.data alone: 21 images in batches of 16 gave worker 0 batches of 8 and 5 and
+    worker 1 one of 8 before the cut, each worker 8 and 2 after it).
 
     Training then skips at most `devices - 1` images of an epoch's last batch (another each epoch,
     as the order is shuffled), and validation during training as many; the final evaluation pads

@@ -1,4 +1,4 @@
-"""The small training problem the distributed scripts share (two_replicas.py, two_workers.py).
+"""The small training problem of two_replicas.py (one vs two replicas, exact to float32 rounding).
 
 Imported by name: a script run as `python tests/scripts/x.py` has this folder first on sys.path.
 """
