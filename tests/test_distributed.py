@@ -137,8 +137,10 @@ def test_two_workers_run_the_recipe_resume_and_only_the_chief_writes(tmp_path):
     TF_CONFIG, one killed in the second epoch and both restarted, against one process on the same
     global batch and seed."""
     (tmp_path / "tmp").mkdir()
+    # One TensorFlow thread per pool in each process: three processes share the CI machine's cores,
+    # and with TensorFlow's default pools (one thread per core each) they oversubscribe them.
     env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "TMPDIR": str(tmp_path / "tmp")}
+           "TMPDIR": str(tmp_path / "tmp"), "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
     env.pop("TF_CONFIG", None)
     cluster, single = tmp_path / "cluster", tmp_path / "single"
     processes = []
