@@ -310,9 +310,9 @@ def describe_signatures(path: str | Path) -> str:
     """The signatures of a SavedModel as ``saved_model_cli show --all`` lists them.
 
     Read from ``saved_model.pb``'s signature definitions, as ``saved_model_cli`` reads them, not
-    through ``tf.saved_model.load``: a reload restores every function of the graph, which took
-    longer than the whole rest of ``keras-med export`` for a deep backbone (BENCHMARKS.md, "Test
-    suite time"), and the export has already reloaded the model once to verify it.
+    through ``tf.saved_model.load``: a reload restores every function of the graph (7.4 s of CPU
+    for densenet121 at 32 px, a tenth of its whole export; BENCHMARKS.md, "Test suite time"), and
+    the export has already reloaded the model once to verify it.
 
     Args:
         path: SavedModel folder.
