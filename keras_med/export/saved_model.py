@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_med.atomic import replace_directory_atomic
 from keras_med.export.combined import check_members, serving_model
@@ -305,29 +306,37 @@ def verify_saved_model(path: str | Path, model, metadata: ServingMetadata, image
     return report
 
 
-def describe_signatures(path_or_loaded) -> str:
+def describe_signatures(path: str | Path) -> str:
     """The signatures of a SavedModel as ``saved_model_cli show --all`` lists them.
 
+    Read from ``saved_model.pb``'s signature definitions, as ``saved_model_cli`` reads them, not
+    through ``tf.saved_model.load``: a reload restores every function of the graph (7.4 s of CPU
+    for densenet121 at 32 px, a tenth of its whole export; BENCHMARKS.md, "Test suite time"), and
+    the export has already reloaded the model once to verify it.
+
     Args:
-        path_or_loaded: SavedModel folder, or an object returned by ``tf.saved_model.load``.
+        path: SavedModel folder.
     """
-    loaded = tf.saved_model.load(str(path_or_loaded)) if isinstance(path_or_loaded, (str, Path)) else path_or_loaded
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
+    signatures = saved_model.meta_graphs[0].signature_def
     lines = []
-    for signature in sorted(loaded.signatures.keys()):
-        function = loaded.signatures[signature]
+    # "__saved_model_init_op" restores the variables; it is no signature a client calls.
+    for signature in sorted(name for name in signatures if not name.startswith("__")):
+        definition = signatures[signature]
         lines.append(f"signature_def['{signature}']:")
         lines.append("  The given SavedModel SignatureDef contains the following input(s):")
-        for key, spec in sorted(function.structured_input_signature[1].items()):
-            lines.extend(_tensor_info("inputs", key, spec))
+        for key, info in sorted(definition.inputs.items()):
+            lines.extend(_tensor_info("inputs", key, info))
         lines.append("  The given SavedModel SignatureDef contains the following output(s):")
-        for key, spec in sorted(function.structured_outputs.items()):
-            lines.extend(_tensor_info("outputs", key, spec))
-        lines.append("  Method name is: tensorflow/serving/predict")
+        for key, info in sorted(definition.outputs.items()):
+            lines.extend(_tensor_info("outputs", key, info))
+        lines.append(f"  Method name is: {definition.method_name}")
     return "\n".join(lines)
 
 
-def _tensor_info(kind: str, key: str, spec) -> list[str]:
-    dtype = types_pb2.DataType.Name(spec.dtype.as_datatype_enum)
-    shape = "unknown_rank" if spec.shape.rank is None else \
-        "(" + ", ".join("-1" if dim is None else str(dim) for dim in spec.shape.as_list()) + ")"
+def _tensor_info(kind: str, key: str, info) -> list[str]:
+    dtype = types_pb2.DataType.Name(info.dtype)
+    shape = info.tensor_shape
+    shape = "unknown_rank" if shape.unknown_rank else "(" + ", ".join(str(dim.size) for dim in shape.dim) + ")"
     return [f"    {kind}['{key}'] tensor_info:", f"        dtype: {dtype}", f"        shape: {shape}"]
