@@ -15,8 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+
+from keras_med.evaluation.metrics import compute_metrics
+from keras_med.evaluation.run_predictions import load_run_predictions
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tests" / "scripts" / "two_replicas.py"
@@ -127,11 +131,6 @@ def _finish(process: subprocess.Popen, path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _headline(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {key: metrics[key]["value"] for key in ("balanced_accuracy", "accuracy", "macro_auc")}
-
-
 def test_two_workers_run_the_recipe_resume_and_only_the_chief_writes(tmp_path):
     """The demo recipe under MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 with
     TF_CONFIG, one killed in the second epoch and both restarted, against one process on the same
@@ -179,15 +178,24 @@ def test_two_workers_run_the_recipe_resume_and_only_the_chief_writes(tmp_path):
     worker_run = next(path for path in private if (path / "history.csv").is_file())
     assert (worker_run / "training_done.json").is_file() and not (worker_run / "metrics.json").exists()
     assert not list(tmp_path.joinpath("tmp").rglob("saved_model.pb"))
-    # The figures of one process on the same global batches and seed, within what the cluster run
-    # changes: BatchNorm normalises each worker's half of a batch on its own, and (inferred from the
-    # much lower second-epoch loss, not checked) the restarted workers begin the second epoch with a
-    # fresh data iterator, i.e. the first epoch's 3 batches again, where one process goes on to the
-    # next 3 of its 6. Measured over two runs:
-    # training loss 2.13 and 2.05 vs 1.88 and 1.91 in the first epoch, 1.30 and 1.07 vs 2.15 and 1.96
-    # in the second; both models still at chance (test balanced accuracy and accuracy equal), macro
-    # AUC 0.546 and 0.454 vs 0.484 and 0.405. One test image is 1/18 of accuracy.
-    two, one = _headline(run_dir), _headline(single / "runs" / "run")
-    assert two["balanced_accuracy"] == pytest.approx(one["balanced_accuracy"], abs=1 / 18)
-    assert two["accuracy"] == pytest.approx(one["accuracy"], abs=1 / 18)
-    assert two["macro_auc"] == pytest.approx(one["macro_auc"], abs=0.25)
+    # The cluster's evaluation is that of one device: the chief predicted every test image once, in the
+    # split's order (the targets equal those of the one-process run), and the figures in its metrics.json
+    # are those of these gathered predictions, not an average of per-worker figures.
+    two, one = load_run_predictions(run_dir), load_run_predictions(single / "runs" / "run")
+    assert len(two["y_test"]) == 18 and two["y_test"].tolist() == one["y_test"].tolist()
+    assert two["p_test_none"].shape == one["p_test_none"].shape and np.isfinite(two["p_test_none"]).all()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    recomputed = compute_metrics("multiclass", two["y_test"], two["p_test_none"], metrics["class_names"], n_bootstrap=0)
+    for key in ("balanced_accuracy", "accuracy", "macro_auc"):
+        assert metrics[key]["value"] == pytest.approx(recomputed[key]["value"], abs=1e-9), key
+    # Training against one process on the same global batches, seed and initial weights, in the
+    # epoch before the kill. Not equal: BatchNorm normalises each worker's half of a batch on its own.
+    # Measured first-epoch training loss, cluster vs one process, over five runs: 2.13 vs 1.88, 2.05 vs
+    # 1.91, 1.92 vs 1.81, 2.02 vs 1.76, 1.92 vs 2.02 (the one-process figure itself moves by 0.26 from
+    # run to run on 2 threads); chance is ln 7 = 1.95. The exact equivalence of the arithmetic (weights
+    # within 1e-5) is checked by the two-replica tests above.
+    # The test figures are not compared: after 6 steps both models are at chance, and their balanced
+    # accuracies on 18 test images differed by up to 0.07 between runs (CI, session 5) - noise, not a check.
+    first_epoch_loss = [pd.read_csv(path / "history.csv")["loss"].iloc[0] for path in (run_dir, single / "runs" / "run")]
+    assert np.isfinite(first_epoch_loss).all()
+    assert first_epoch_loss[0] == pytest.approx(first_epoch_loss[1], abs=0.5)
