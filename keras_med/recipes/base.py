@@ -525,7 +525,7 @@ def print_summary(spec, config, out: Path, history, metrics: dict, export_path, 
         *[f"WARNING: {finding['message']}" for finding in metrics["health"]["findings"] if finding["kind"] == "no_skill"],
         f"{spec.name}: finished in {seconds / 60:.1f} min",
         f"  best            {best_epoch}",
-        *[f"  test {key:<17}{_headline(metrics, key)}" for key in keys],
+        *[f"  test {key + ' ':<18}{_headline(metrics, key)}" for key in keys],  # a space even after the longest name
         *summary_lines(metrics),
         f"  run directory   {out}",
         f"  best model      {out / 'checkpoints' / 'best.keras'}",
