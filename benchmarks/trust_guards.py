@@ -38,7 +38,7 @@ from keras_med.evaluation.metrics import compute_metrics
 from keras_med.evaluation.ood import choose_threshold, fit_ood_guard, pixel_spread, separation
 from keras_med.evaluation.trust import outsider_images, served_probabilities
 from keras_med.recipes.trust import evaluation_pipeline
-from keras_med.models.features import feature_layer_name
+from keras_med.models.classifier import ImageClassifier
 
 logger = logging.getLogger("benchmarks.trust_guards")
 SCORED = ("mahalanobis", "knn", "max_softmax")
@@ -46,9 +46,13 @@ SCORED = ("mahalanobis", "knn", "max_softmax")
 
 def forward(model, batches):
     """Probabilities, pooled features, logits and pixel spread per image, in one pass."""
-    head = model.get_layer("predictions")
-    tapped = keras.Model(model.inputs, [model.outputs[0], model.get_layer(feature_layer_name(model)).output, head.input])
-    kernel, bias = (np.asarray(weight) for weight in head.get_weights())
+    if not isinstance(model, ImageClassifier):
+        raise SystemExit("trust_guards.py: expected a model saved by keras_med's ImageClassifier (a run of "
+                         "session 4 or later); an older flat model has no declared parts to tap")
+    # The model names its parts: pooled features (what the guards score) and the output layer's input
+    # (its linear scores, for energy and maximum logit, are computed here with the layer's weights).
+    tapped = keras.Model(model.inputs, [model.outputs[0], model.pooled_features, model.head_input])
+    kernel, bias = (np.asarray(weight) for weight in model.output_dense.get_weights())
     parts = {"raw": [], "features": [], "logits": [], "spread": []}
     for batch in batches:
         batch = np.asarray(batch, np.float32)
