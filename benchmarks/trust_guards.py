@@ -5,7 +5,7 @@ Usage:
         --other ../shared/data/kermany_pneumonia_224 --other-name "Kermany chest X-rays" --out ham_trust.json
 
 For the run's model (checkpoints/best.keras) and its own split (split.csv), every candidate score is
-fitted on the training split with its threshold at 95% of the validation split, and measured on the
+fitted (on the features the run's guard reads: `keras_med.models.features`) on the training split with its threshold at 95% of the validation split, and measured on the
 test split (pass rate) against: real images of another modality (`--other`, a folder searched
 recursively, `--max-other` of them at random), and the synthetic outsiders every run's report uses
 (another modality drawn in numpy, blank/constant, noise, tiny, corrupted test images). Candidates:
@@ -38,25 +38,34 @@ from keras_med.evaluation.metrics import compute_metrics
 from keras_med.evaluation.ood import choose_threshold, fit_ood_guard, pixel_spread, separation
 from keras_med.evaluation.trust import outsider_images, served_probabilities
 from keras_med.recipes.trust import evaluation_pipeline
+from keras_med.models import legacy
 from keras_med.models.classifier import ImageClassifier
+from keras_med.models.features import features_and_predictions_model
 
 logger = logging.getLogger("benchmarks.trust_guards")
 SCORED = ("mahalanobis", "knn", "max_softmax")
 
 
 def forward(model, batches):
-    """Probabilities, pooled features, logits and pixel spread per image, in one pass."""
-    if not isinstance(model, ImageClassifier):
-        raise SystemExit("trust_guards.py: expected a model saved by keras_med's ImageClassifier (a run of "
-                         "session 4 or later); an older flat model has no declared parts to tap")
-    # The model names its parts: pooled features (what the guards score) and the output layer's input
-    # (its linear scores, for energy and maximum logit, are computed here with the layer's weights).
-    tapped = keras.Model(model.inputs, [model.outputs[0], model.pooled_features, model.head_input])
-    kernel, bias = (np.asarray(weight) for weight in model.output_dense.get_weights())
+    """Probabilities, the guard's features, logits and pixel spread per image.
+
+    The features are those the run's guard scores (`features_and_predictions_model`: the backbone's
+    middle block for an `ImageClassifier`, the pooled features for a flat model of the old layout).
+    The output layer's linear scores (for energy and maximum logit) are computed here from its input
+    and weights, tapped through the parts the model names (`legacy` reads an old flat model).
+    """
+    if isinstance(model, ImageClassifier):
+        output_layer = model.output_dense
+    else:
+        output_layer = model.get_layer(legacy.OUTPUT_LAYER)
+    guarded = features_and_predictions_model(model)
+    head_input = keras.Model(model.inputs, output_layer.input)
+    kernel, bias = (np.asarray(weight) for weight in output_layer.get_weights())
     parts = {"raw": [], "features": [], "logits": [], "spread": []}
     for batch in batches:
         batch = np.asarray(batch, np.float32)
-        raw, features, hidden = tapped.predict_on_batch(batch)
+        raw, features = guarded.predict_on_batch(batch)
+        hidden = head_input.predict_on_batch(batch)
         parts["raw"].append(np.asarray(raw, np.float32))
         parts["features"].append(np.asarray(features, np.float32))
         parts["logits"].append(np.asarray(hidden, np.float32) @ kernel + bias)

@@ -60,7 +60,7 @@ def test_grad_cam_layer_is_the_backbone_output_and_features_are_the_pooled_map()
     assert feature_map_layer_name(model) == "feature_map"
     images = pictures()
     feature_map = model.backbone.predict(model.preprocessing(images), verbose=0)
-    probabilities, pooled = features_and_predictions_model(model).predict(images, verbose=0)
+    probabilities, pooled = features_and_predictions_model(model, "pooled").predict(images, verbose=0)
     np.testing.assert_allclose(pooled, feature_map.mean(axis=(1, 2)), atol=1e-5)
     np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-6)
     # the map is taken on the classifier's feature map: the serving graph's Grad-CAM on the same layer agrees
@@ -73,6 +73,30 @@ def test_grad_cam_layer_is_the_backbone_output_and_features_are_the_pooled_map()
     reference = in_graph.logits_and_maps(tf.constant(images), tf.constant(classes, tf.int32))[1].numpy()
     assert heatmaps.shape == (4, SIZE, SIZE)
     np.testing.assert_allclose(heatmaps, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, middle", [("mobilenetv2", "block_8_add"), ("custom_cnn", "block3_pool"),
+                                          ("resnet50", "conv4_block1_out")])
+def test_guard_features_are_the_mean_of_the_backbone_middle_block(name, middle, tmp_path):
+    """The OOD guard reads the middle of the backbone (a fine-tuned model's last layer stops telling
+    another modality apart); the predictions of that view are the model's own, also after a reload."""
+    keras.utils.set_random_seed(0)
+    kwargs = {"width": 0.35} if name == "mobilenetv2" else {}
+    model = create_model(name, num_classes=3, image_size=SIZE, weights=None, head_units=8, **kwargs)
+    assert model.guard_features_source() == "middle_block"
+    assert model.middle_block_output() is model.backbone.get_layer(middle).output
+    images = pictures()
+    inner = keras.Model(model.backbone.inputs, model.backbone.get_layer(middle).output)
+    preprocessed = model.preprocessing(images) if model.preprocessing is not None else images
+    expected = np.asarray(inner.predict(preprocessed, verbose=0)).mean(axis=(1, 2))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    for candidate in (model, load_keras_model(path)):
+        probabilities, features = features_and_predictions_model(candidate).predict(images, verbose=0)
+        np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match="expected one of"):
+        model.features_and_predictions_model("last")
 
 
 def old_layout_model():

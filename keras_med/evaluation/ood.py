@@ -4,10 +4,13 @@ A classifier answers every image with a class; a chest X-ray sent to a skin-lesi
 "mel 1.000". The guard scores how unlike the training split an image is and passes it when the
 score is at most a threshold chosen so that a set share of validation images (default 95%) passes.
 
-Scores (higher = more unusual), all on what one forward pass already gives:
-- `knn` (default): cosine distance from the pooled features to the k-th nearest (k = 10) of up to
+Scores (higher = more unusual), all on what one forward pass already gives. The features are the
+mean over space of the backbone's middle block output (`keras_med.models.features`; the head's
+pooled features for a backbone without one): the last layer of a fine-tuned model stops telling
+another modality apart (below).
+- `knn` (default): cosine distance from the features to the k-th nearest (k = 10) of up to
   4096 training images' features (Sun et al., ICML 2022).
-- `mahalanobis`: the smallest Mahalanobis distance of the pooled features to a class mean, with one
+- `mahalanobis`: the smallest Mahalanobis distance of the features to a class mean, with one
   shared covariance estimated by scikit-learn's `LedoitWolf` (the features have more dimensions,
   1280 for MobileNetV2, than a medical set has images per class; the shrunk estimate keeps the
   inverse stable).
@@ -62,6 +65,8 @@ class OODGuard:
         n_fit: Number of training images the score was fitted on.
         min_pixel_spread: An image whose pixel spread (`pixel_spread`, 0..255 scale) is below this is out of
             distribution whatever its score.
+        features: The model features the score reads (`keras_med.models.features`): `middle_block`
+            or `pooled` (guards saved before the choice existed read `pooled`).
 
     Example:
     >>> guard = fit_ood_guard(train_features, train_labels, val_features, val_probabilities)
@@ -76,12 +81,13 @@ class OODGuard:
     parameters: dict = field(default_factory=dict)
     n_fit: int = 0
     min_pixel_spread: float = 0.0
+    features: str = "pooled"
 
     def score(self, features, probabilities, batch_size: int = 512) -> np.ndarray:
         """Scores of a batch of images (higher = more unusual) as a float32 numpy array.
 
         Args:
-            features: Pooled features `(N, D)`.
+            features: The model features the guard was fitted on `(N, D)` (see `features`).
             probabilities: Probabilities as served `(N, K)` (binary: `[1 - p, p]`).
             batch_size: Rows scored at a time (the kNN score holds an `(rows, bank)` matrix).
         """
@@ -96,7 +102,7 @@ class OODGuard:
         """True for the rows whose score is at most the threshold (and whose pixels vary enough).
 
         Args:
-            features: Pooled features `(N, D)`.
+            features: The model features the guard was fitted on `(N, D)` (see `features`).
             probabilities: Probabilities as served `(N, K)`.
             spread: `pixel_spread` of each image `(N,)`, or None to skip that check.
         """
@@ -109,7 +115,7 @@ class OODGuard:
         """The JSON-able description stored in metrics.json and the SavedModel's metadata."""
         return {"method": self.method, "threshold": float(self.threshold), "pass_rate": float(self.pass_rate),
                 "validation_pass_rate": float(self.validation_pass_rate), "n_fit": int(self.n_fit),
-                "min_pixel_spread": float(self.min_pixel_spread)}
+                "min_pixel_spread": float(self.min_pixel_spread), "features": self.features}
 
     def save(self, path: str | Path) -> Path:
         """Write the guard to `path` (`.npz` arrays) and `path.json` (the summary), atomically."""
@@ -129,7 +135,8 @@ class OODGuard:
             parameters = {name: arrays[name] for name in arrays.files}
         return cls(method=summary["method"], threshold=summary["threshold"], pass_rate=summary["pass_rate"],
                    validation_pass_rate=summary["validation_pass_rate"], parameters=parameters,
-                   n_fit=summary.get("n_fit", 0), min_pixel_spread=summary.get("min_pixel_spread", 0.0))
+                   n_fit=summary.get("n_fit", 0), min_pixel_spread=summary.get("min_pixel_spread", 0.0),
+                   features=summary.get("features", "pooled"))
 
 
 def ood_scores(method: str, parameters: dict, features, probabilities):
@@ -227,7 +234,7 @@ def choose_threshold(validation_scores, pass_rate: float = DEFAULT_PASS_RATE) ->
 
 def fit_ood_guard(train_features, train_labels, val_features, val_probabilities, *,
                   method: str = DEFAULT_OOD_METHOD, pass_rate: float = DEFAULT_PASS_RATE, seed: int = 0,
-                  train_spread=None, val_spread=None) -> OODGuard:
+                  train_spread=None, val_spread=None, features: str = "pooled") -> OODGuard:
     """Fit the score on the training split and choose its threshold on the validation split.
 
     Args:
@@ -241,6 +248,7 @@ def fit_ood_guard(train_features, train_labels, val_features, val_probabilities,
         train_spread: `pixel_spread` of each training image, for `min_pixel_spread`; or
             None (no such check).
         val_spread: The same for the validation images, for the measured pass rate.
+        features: Which model features the arrays are (`OODGuard.features`), recorded for the export.
 
     Returns:
         The fitted `OODGuard`.
@@ -248,7 +256,8 @@ def fit_ood_guard(train_features, train_labels, val_features, val_probabilities,
     parameters = fit_ood_parameters(method, train_features, train_labels, seed)
     min_pixel_spread = 0.0 if train_spread is None else 0.5 * float(np.min(train_spread))
     guard = OODGuard(method=method, threshold=0.0, pass_rate=pass_rate, validation_pass_rate=0.0,
-                     parameters=parameters, n_fit=len(train_features), min_pixel_spread=min_pixel_spread)
+                     parameters=parameters, n_fit=len(train_features), min_pixel_spread=min_pixel_spread,
+                     features=features)
     guard.threshold = choose_threshold(guard.score(val_features, val_probabilities), pass_rate)
     guard.validation_pass_rate = float(np.mean(guard.in_distribution(val_features, val_probabilities, val_spread)))
     return guard

@@ -56,17 +56,19 @@ def served_probabilities(task: str, raw) -> np.ndarray:
     return np.concatenate([1.0 - raw, raw], axis=-1) if task == "binary" else raw
 
 
-def predict_features(model, images, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`(raw model outputs, pooled features, pixel spread)` per image (`keras_med.evaluation.ood.pixel_spread`).
+def predict_features(model, images, batch_size: int = 32, features: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(raw model outputs, guard features, pixel spread)` per image (`keras_med.evaluation.ood.pixel_spread`).
 
     Args:
         model: A Keras model to the contract.
         images: A `(images, targets)` dataset, or a float32 array `(N, S, S, 3)` in 0..255.
         batch_size: Images per batch for an array.
+        features: `middle_block` or `pooled` (`keras_med.models.features`); None: the model's default.
     """
     from keras_med.models.features import features_and_predictions_model
 
-    both = features_and_predictions_model(model)
+    both = features_and_predictions_model(model, features)
     if isinstance(images, np.ndarray):
         batches = (images[start:start + batch_size] for start in range(0, len(images), batch_size))
     else:
@@ -150,10 +152,13 @@ def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict
     Returns:
         A `TrustResult`.
     """
+    from keras_med.models.features import guard_features_source
+
     class_names = list(class_names)
+    source = guard_features_source(model)
     raw, features, spread, labels = {}, {}, {}, {}
     for name in ("train", "val", "test"):
-        raw[name], features[name], spread[name] = predict_features(model, datasets[name])
+        raw[name], features[name], spread[name] = predict_features(model, datasets[name], features=source)
         labels[name], _ = canonical_arrays(task, targets[name], raw[name], class_names, f"_{name}")
     probabilities = {name: served_probabilities(task, values) for name, values in raw.items()}
     report: dict = {}
@@ -162,13 +167,13 @@ def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict
     if ood_method != "none":
         guard = fit_ood_guard(features["train"], None if task == "multilabel" else labels["train"],
                               features["val"], probabilities["val"], method=ood_method, pass_rate=pass_rate, seed=seed,
-                              train_spread=spread["train"], val_spread=spread["val"])
+                              train_spread=spread["train"], val_spread=spread["val"], features=source)
         test_scores = guard.score(features["test"], probabilities["test"])
         test_passed = guard.in_distribution(features["test"], probabilities["test"], spread["test"])
         rows = []
         outsiders = outsider_images(image_size, recipe, test_images, len(labels["test"]), seed)
         for kind, images in outsiders.items():
-            out_raw, out_features, out_spread = predict_features(model, images)
+            out_raw, out_features, out_spread = predict_features(model, images, features=source)
             out_probabilities = served_probabilities(task, out_raw)
             rows.append({"name": kind, **separation(
                 test_scores, guard.score(out_features, out_probabilities), guard.threshold,

@@ -79,15 +79,16 @@ def is_plain(members: Sequence, tta: str = "none", logit_biases=None) -> bool:
 
 
 def serving_model(members: Sequence[keras.Model], *, tta: str = "none", logit_biases=None,
-                  guard_features: bool = False) -> keras.Model:
+                  guard_features: str | None = None) -> keras.Model:
     """One functional model computing the served answer of `members`.
 
     Args:
         members: Keras models to the contract (same input size and output width).
         tta: "none", or "flips": the mean over the original, left-right and up-down flipped images.
         logit_biases: multiclass only: per-class biases of the decision rule, or None.
-        guard_features: also answer the first member's own predictions and pooled features, for
-            the guards (see the module docstring).
+        guard_features: None, or also answer the first member's own predictions and these features
+            (`middle_block` or `pooled`: the ones the run's guard was fitted on), for the guards
+            (see the module docstring).
 
     Returns:
         Without `guard_features`: a model answering the served probabilities `(B, C)` (the single
@@ -115,7 +116,7 @@ def serving_model(members: Sequence[keras.Model], *, tta: str = "none", logit_bi
     inputs = keras.Input(shape=tuple(first.inputs[0].shape[1:]), name="images")
     views = [inputs] + ([FlipImages(2, name="flip_left_right")(inputs), FlipImages(1, name="flip_up_down")(inputs)]
                         if tta == "flips" else [])
-    guarded = features_and_predictions_model(first) if guard_features else None
+    guarded = features_and_predictions_model(first, guard_features) if guard_features else None
     answers, guard_outputs = [], []
     for index, member in enumerate(renamed):
         for view_index, view in enumerate(views):

@@ -60,7 +60,7 @@ class ServingFunctions:
         members = check_members(model if isinstance(model, (list, tuple)) else [model])
         self.guards = guards or ServingGuards()
         self.model = serving_model(members, tta=tta, logit_biases=logit_biases,
-                                   guard_features=self.guards.guard is not None)
+                                   guard_features=self.guards.guard.features if self.guards.guard else None)
         self.metadata = metadata
         self.gradcam = explain_signature.InGraphGradcam(members[0])
         # Every prediction signature calls the model through this one function, so the network is
