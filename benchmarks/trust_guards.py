@@ -1,7 +1,7 @@
 """Out-of-distribution scores and conformal sets of a trained run, measured on real images.
 
 Usage:
-    python benchmarks/trust_guards.py --run-dir runs/ham10000/<stamp> \
+    python benchmarks/trust_guards.py --run-dir runs/ham10000/<stamp> [--features pooled] \
         --other ../shared/data/kermany_pneumonia_224 --other-name "Kermany chest X-rays" --out ham_trust.json
 
 For the run's model (checkpoints/best.keras) and its own split (split.csv), every candidate score is
@@ -46,7 +46,7 @@ logger = logging.getLogger("benchmarks.trust_guards")
 SCORED = ("mahalanobis", "knn", "max_softmax")
 
 
-def forward(model, batches):
+def forward(model, batches, features=None):
     """Probabilities, the guard's features, logits and pixel spread per image.
 
     The features are those the run's guard scores (`features_and_predictions_model`: the backbone's
@@ -58,7 +58,7 @@ def forward(model, batches):
         output_layer = model.output_dense
     else:
         output_layer = model.get_layer(legacy.OUTPUT_LAYER)
-    guarded = features_and_predictions_model(model)
+    guarded = features_and_predictions_model(model, features)
     head_input = keras.Model(model.inputs, output_layer.input)
     kernel, bias = (np.asarray(weight) for weight in output_layer.get_weights())
     parts = {"raw": [], "features": [], "logits": [], "spread": []}
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--coverage", type=float, default=0.9)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--features", choices=["middle_block", "pooled"], default=None,
+                        help="Which model features the scores read (default: what the run's guard reads).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = time.time()
@@ -111,7 +113,7 @@ def main() -> None:
     passes = {}
     for name, part in parts.items():
         logger.info("forward pass over %s (%d images)", name, len(part.frame))
-        passes[name] = forward(model, (images for images, _ in evaluation_pipeline(part, config)))
+        passes[name] = forward(model, (images for images, _ in evaluation_pipeline(part, config)), args.features)
     labels = {name: canonical_arrays(task, parts[name].targets(), passes[name]["raw"], class_names)[0] for name in parts}
     probabilities = {name: served_probabilities(task, passes[name]["raw"]) for name in parts}
 
@@ -124,7 +126,7 @@ def main() -> None:
     outsiders = {args.other_name: other,
                  **outsider_images(size, config.recipe, lambda i: load_image(test_paths[i], size, config.data.resize).numpy(),
                                    len(test_paths), seed=0)}
-    outsider_passes = {kind: forward(model, array_batches(images)) for kind, images in outsiders.items()}
+    outsider_passes = {kind: forward(model, array_batches(images), args.features) for kind, images in outsiders.items()}
 
     results = {"run_dir": str(run_dir), "image_size": size, "task": task, "n_other": len(files), "methods": {}}
     headline = compute_metrics(task, parts["test"].targets(), passes["test"]["raw"], class_names,

@@ -147,3 +147,32 @@ def test_augmented_copies_are_the_original_its_flips_and_shifts():
     np.testing.assert_array_equal(copies[1], image[:, ::-1])
     np.testing.assert_array_equal(copies[2], image[::-1])
     np.testing.assert_array_equal(copies[3][1:], image[:-1])  # shifted down by 4% of 20 px = 1 px
+
+
+def test_an_image_classifier_serves_the_score_of_its_middle_block_features(tmp_path):
+    """The guard of an ImageClassifier reads the backbone's middle block, in the report and as served;
+    a guard recording other features than it was fitted on is refused at export, in one line."""
+    import dataclasses
+
+    from keras_med.models import create_model
+    from keras_med.models.features import guard_features_source
+
+    keras.utils.set_random_seed(0)
+    model = create_model("custom_cnn", num_classes=3, image_size=SIZE, weights=None, head_units=8)
+    source = guard_features_source(model)
+    assert source == "middle_block"
+    (train_raw, train_features, _), (val_raw, val_features, _) = (predict_features(model, lesions(count, seed=seed))
+                                                                  for count, seed in ((120, 0), (60, 1)))
+    assert train_features.shape[1] == model.middle_block_output().shape[-1] != model.pooled_features.shape[-1]
+    guard = fit_ood_guard(train_features, train_raw.argmax(axis=1), val_features, val_raw, features=source)
+    path = export_for_serving(model, name="skin", base_dir=tmp_path, class_names=CLASSES, task="multiclass",
+                              ood_guard=guard)
+    own = lesions(20, seed=7)
+    answer = tf.saved_model.load(str(path)).signatures["predict_pixels"](pixels=tf.constant(own))
+    raw, features, _ = predict_features(model, own)
+    np.testing.assert_allclose(answer["probabilities"].numpy(), raw, atol=1e-5)
+    np.testing.assert_allclose(answer["ood_score"].numpy(), guard.score(features, raw), rtol=1e-3, atol=1e-2)
+    mislabelled = dataclasses.replace(guard, features="pooled")
+    with pytest.raises(ValueError, match="fitted on 128 features but the model's 'pooled' features have 256"):
+        export_for_serving(model, name="wrong", base_dir=tmp_path, class_names=CLASSES, task="multiclass",
+                           ood_guard=mislabelled)

@@ -83,6 +83,15 @@ class OODGuard:
     min_pixel_spread: float = 0.0
     features: str = "pooled"
 
+    @property
+    def dimension(self) -> int | None:
+        """The width of the features the score reads, or None (`max_softmax` reads none)."""
+        if "bank" in self.parameters:
+            return int(np.shape(self.parameters["bank"])[1])
+        if "whitener" in self.parameters:
+            return int(np.shape(self.parameters["whitener"])[0])
+        return None
+
     def score(self, features, probabilities, batch_size: int = 512) -> np.ndarray:
         """Scores of a batch of images (higher = more unusual) as a float32 numpy array.
 

@@ -59,8 +59,18 @@ class ServingFunctions:
                  tta: str = "none", logit_biases=None):
         members = check_members(model if isinstance(model, (list, tuple)) else [model])
         self.guards = guards or ServingGuards()
+        guard = self.guards.guard
         self.model = serving_model(members, tta=tta, logit_biases=logit_biases,
-                                   guard_features=self.guards.guard.features if self.guards.guard else None)
+                                   guard_features=guard.features if guard else None)
+        if guard is not None and guard.dimension is not None:
+            # [answer (C), first member's predictions (C), features (D)]: a guard fitted on other features
+            # than it records would otherwise fail deep inside the traced graph.
+            width = members[0].outputs[0].shape[-1]
+            served = self.model.outputs[0].shape[-1] - 2 * width
+            if served != guard.dimension:
+                raise ValueError(f"ood_guard: fitted on {guard.dimension} features but the model's "
+                                 f"'{guard.features}' features have {served}; fit it on "
+                                 f"keras_med.models.features.features_and_predictions_model(model, '{guard.features}')")
         self.metadata = metadata
         self.gradcam = explain_signature.InGraphGradcam(members[0])
         # Every prediction signature calls the model through this one function, so the network is
