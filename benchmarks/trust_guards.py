@@ -5,11 +5,12 @@ Usage:
         --other ../shared/data/kermany_pneumonia_224 --other-name "Kermany chest X-rays" --out ham_trust.json
 
 For the run's model (checkpoints/best.keras) and its own split (split.csv), every candidate score is
-fitted (on the features the run's guard reads: `keras_med.models.features`) on the training split with its threshold at 95% of the validation split, and measured on the
-test split (pass rate) against: real images of another modality (`--other`, a folder searched
-recursively, `--max-other` of them at random), and the synthetic outsiders every run's report uses
-(another modality drawn in numpy, blank/constant, noise, tiny, corrupted test images). Candidates:
-Mahalanobis (LedoitWolf) and kNN on the pooled features, maximum softmax probability, and the energy
+fitted on the training split (on the features the run's guard reads, `keras_med.models.features`, or
+`--features`) with its threshold at 95% of the validation split, and measured on the test split
+(pass rate) against: real images of another modality (`--other`, a folder searched recursively,
+`--max-other` of them at random), and the synthetic outsiders every run's report uses (another
+modality drawn in numpy, blank/constant, noise, tiny, corrupted test images). Candidates:
+Mahalanobis (LedoitWolf) and kNN on those features, maximum softmax probability, and the energy
 and maximum logit of the output layer's logits (computed here only; they are not served). Every
 candidate's "flagged" includes the guard's pixel-spread check (a constant image is always flagged),
 its AUROC is the score's alone. Then the conformal sets, marginal and Mondrian, at 90% coverage:

@@ -11,8 +11,8 @@ another modality apart (below).
 - `knn` (default): cosine distance from the features to the k-th nearest (k = 10) of up to
   4096 training images' features (Sun et al., ICML 2022).
 - `mahalanobis`: the smallest Mahalanobis distance of the features to a class mean, with one
-  shared covariance estimated by scikit-learn's `LedoitWolf` (the features have more dimensions,
-  1280 for MobileNetV2, than a medical set has images per class; the shrunk estimate keeps the
+  shared covariance estimated by scikit-learn's `LedoitWolf` (the features can have more dimensions,
+  e.g. 1280 for MobileNetV2's pooled features, than a medical set has images per class; the shrunk estimate keeps the
   inverse stable).
 - `max_softmax`: one minus the top probability.
 Besides the score, an image whose pixels barely vary (spatial standard deviation under half the
@@ -25,7 +25,7 @@ over-exposed and darkened image while passing 95.4% of the test split; Mahalanob
 X-ray but let 38% of the tiny, 98% of the blurred and 53% of the over-exposed images through; the top
 probability, the energy and the maximum logit flagged almost no X-ray (0-0.1%). On a Kermany X-ray
 model both feature scores flagged every HAM10000 image. On the recipe's fully fine-tuned default
-HAM10000 model (session 6) the pooled features failed: kNN passed 80% of the X-rays (flagged 20.2%);
+HAM10000 model (measured 2026-11-30) the pooled features failed: kNN passed 80% of the X-rays (flagged 20.2%);
 on the middle block's features kNN flagged 100% of them (test split passed 95.6%).
 
 The scores are written with `keras.ops` so that the very same function runs on numpy arrays for the

@@ -68,7 +68,11 @@ def predict_features(model, images, batch_size: int = 32, features: str | None =
     """
     from keras_med.models.features import features_and_predictions_model
 
-    both = features_and_predictions_model(model, features)
+    return _predict_with(features_and_predictions_model(model, features), images, batch_size)
+
+
+def _predict_with(both, images, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`predict_features` through an already built `[predictions, features]` model."""
     if isinstance(images, np.ndarray):
         batches = (images[start:start + batch_size] for start in range(0, len(images), batch_size))
     else:
@@ -152,13 +156,15 @@ def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict
     Returns:
         A `TrustResult`.
     """
-    from keras_med.models.features import guard_features_source
+    from keras_med.models.features import features_and_predictions_model, guard_features_source
 
     class_names = list(class_names)
     source = guard_features_source(model)
+    # Built once: every split and outsider kind goes through the same model (and its traced predict step).
+    both = features_and_predictions_model(model, source)
     raw, features, spread, labels = {}, {}, {}, {}
     for name in ("train", "val", "test"):
-        raw[name], features[name], spread[name] = predict_features(model, datasets[name], features=source)
+        raw[name], features[name], spread[name] = _predict_with(both, datasets[name])
         labels[name], _ = canonical_arrays(task, targets[name], raw[name], class_names, f"_{name}")
     probabilities = {name: served_probabilities(task, values) for name, values in raw.items()}
     report: dict = {}
@@ -173,7 +179,7 @@ def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict
         rows = []
         outsiders = outsider_images(image_size, recipe, test_images, len(labels["test"]), seed)
         for kind, images in outsiders.items():
-            out_raw, out_features, out_spread = predict_features(model, images, features=source)
+            out_raw, out_features, out_spread = _predict_with(both, images)
             out_probabilities = served_probabilities(task, out_raw)
             rows.append({"name": kind, **separation(
                 test_scores, guard.score(out_features, out_probabilities), guard.threshold,

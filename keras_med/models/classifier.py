@@ -146,12 +146,12 @@ class ImageClassifier(keras.Model):
         features passed 80% of 1000 real chest X-rays; on the mean of `block_5`..`block_15`'s
         outputs it flagged 99.4-100% of them at the same 95% validation pass rate.
         """
-        features = features or self.guard_features_source()
+        middle = self.middle_block_output()
+        features = features or ("middle_block" if middle is not None else "pooled")
         if features not in GUARD_FEATURES:
             raise ValueError(f"features: expected one of {list(GUARD_FEATURES)}, got {features!r}")
         if features == "pooled":
             return keras.Model(self.inputs, [self.outputs[0], self.pooled_features], name=f"{self.name}_with_features")
-        middle = self.middle_block_output()
         if middle is None:
             raise ValueError(f"features: '{self.backbone.name}' has no 4-D middle block; use 'pooled'")
         # The backbone is one layer of this model's graph, so its middle is reached through a second
