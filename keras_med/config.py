@@ -163,6 +163,10 @@ class TrainConfig:
     clipnorm: float = _opt(0.0, "Clip each gradient to this norm; 0 turns it off.",
                           rule=at_least(0.0, "a number"))
     focal_loss: bool = _opt(False, "Use focal loss instead of cross-entropy.")
+    logit_adjustment: float = _opt(0.0, "Single-label multi-class: train on logits shifted by this tau times the "
+                                   "log class prior of the training split (logit adjustment, Menon et al. 2021), "
+                                   "so the model's outputs rank classes as if equally common; replaces class "
+                                   "weights. 0: off.", rule=at_least(0.0, "a number"))
     monitor: str = _opt("val_balanced_accuracy", "Validation metric that picks the best checkpoint.",
                        rule=Rule(lambda value: value.startswith("val_") and len(value) > 4,
                                  "a validation metric name starting with 'val_'"))

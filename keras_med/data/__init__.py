@@ -12,7 +12,7 @@ Example:
 """
 
 from keras_med.data.augment import AUGMENT_PRESETS, build_augmenter, build_mixers
-from keras_med.data.balance import balanced_class_weights, balanced_label_weights
+from keras_med.data.balance import balanced_class_weights, balanced_label_weights, class_priors
 from keras_med.data.decode import CheckResult, check_images, check_table_images, decode_image, load_image
 from keras_med.data.errors import (BadImageError, DataError, EmptyClassError, MissingColumnError, MissingImageError,
                                    UnknownLabelError, UnsafePathError)
@@ -28,7 +28,7 @@ from keras_med.data.table import ImageTable, encode_labels
 __all__ = [
     "AUGMENT_PRESETS", "BadImageError", "CheckResult", "DataError", "EmptyClassError", "HAM10000_CLASSES",
     "HAM10000_LONG_NAMES", "ImageTable", "KERMANY_GROUP_PATTERN", "MissingColumnError", "MissingImageError", "UnknownLabelError",
-    "UnsafePathError", "balanced_class_weights", "balanced_label_weights", "build_augmenter",
+    "UnsafePathError", "balanced_class_weights", "balanced_label_weights", "class_priors", "build_augmenter",
     "build_image_pipeline", "build_mixers",
     "check_images", "check_split", "check_table_images", "decode_image", "encode_labels", "kfold_by_group",
     "load_chestxray14", "load_external_test", "load_ham10000", "load_image", "load_image_folder",

@@ -42,6 +42,24 @@ def balanced_class_weights(targets: np.ndarray) -> dict[int, float]:
     return {int(index): float(weight) for index, weight in zip(present, weights)}
 
 
+def class_priors(targets: np.ndarray) -> tuple[float, ...]:
+    """Each class's share of `targets` (the training split's), for the logit-adjusted loss.
+
+    Args:
+        targets: one-hot `(N, C)` targets of a multi-class task. Every class must be present: a
+            class with prior 0 would get an infinite adjustment, so that is an error.
+    """
+    targets = np.asarray(targets)
+    if targets.ndim != 2 or targets.shape[1] < 2:
+        raise DataError(f"class priors need one-hot (N, C) targets with C >= 2, got shape {targets.shape}")
+    counts = np.bincount(single_label_indices(targets), minlength=targets.shape[1])
+    missing = np.flatnonzero(counts == 0).tolist()
+    if missing:
+        raise DataError(f"class index(es) {missing} have no example in these targets; "
+                        "class priors need every class in the training split")
+    return tuple(float(count) for count in counts / counts.sum())
+
+
 def sampling_strata(targets: np.ndarray) -> np.ndarray:
     """One stratum per image for oversampling: its class, or for multi-hot its rarest positive label.
 

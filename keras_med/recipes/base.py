@@ -202,6 +202,7 @@ class PreparedData:
     class_weight: dict | None
     summary: object
     label_weights: tuple | None = None
+    class_priors: tuple | None = None
 
 
 def load_source_table(spec: RecipeSpec, config: RecipeConfig):
@@ -294,8 +295,16 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
         train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
                             cutmix=config.data.cutmix, oversample=config.data.oversample)
     eval_ds = {name: pipeline(parts[name], training=False, augment="none") for name in ("val", "test")}
-    class_weight = label_weights = None
-    if config.data.class_weights and not config.data.oversample:
+    class_weight = label_weights = priors = None
+    if config.train.logit_adjustment > 0:
+        if table.task != Task.MULTICLASS:
+            raise ConfigError(f"--logit-adjustment: only for single-label tasks with 3 or more classes; this "
+                              f"table is {table.task}. Leave it at 0 (class weights balance it instead).")
+        # The adjusted loss balances the classes by itself; weights on top would count the prior twice.
+        priors = kdata.class_priors(parts["train"].targets())
+        log.info("logit adjustment tau=%g with class priors %s (class weights not applied)",
+                 config.train.logit_adjustment, {name: round(prior, 3) for name, prior in zip(table.class_names, priors)})
+    elif config.data.class_weights and not config.data.oversample:
         if table.task == Task.MULTILABEL:
             # Keras's class_weight needs one class per row; multi-hot rows get a weighted loss instead.
             label_weights = kdata.balanced_label_weights(parts["train"].targets())
@@ -303,7 +312,7 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
         else:
             class_weight = kdata.balanced_class_weights(parts["train"].targets())
             log.info("class weights: %s", {key: round(float(value), 3) for key, value in class_weight.items()})
-    return PreparedData(table, parts, train_ds, eval_ds, class_weight, summary, label_weights)
+    return PreparedData(table, parts, train_ds, eval_ds, class_weight, summary, label_weights, priors)
 
 
 def test_image_source(part, config: RecipeConfig):
@@ -423,7 +432,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     stage("training (%s plan)", fitting["plan"])
     history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], out, **fitting,
                         class_weight=prepared.class_weight, class_names=table.class_names,
-                        label_weights=prepared.label_weights,
+                        label_weights=prepared.label_weights, class_priors=prepared.class_priors,
                         augment_in_step=config.data if augment_on_device(config.data) else None)
     divergence = read_training_outcome(out).divergence
     diverged, good_history = None, history

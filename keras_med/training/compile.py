@@ -7,7 +7,7 @@ import logging
 import keras
 
 from keras_med.config import TrainConfig
-from keras_med.training.losses import WeightedBinaryCrossentropy
+from keras_med.training.losses import LogitAdjustedCrossentropy, WeightedBinaryCrossentropy
 from keras_med.tasks import TASKS
 from keras_med.training.metrics import BalancedAccuracy
 from keras_med.training.runtime import use_jit_compile
@@ -56,7 +56,8 @@ def build_optimizer(train_config: TrainConfig, learning_rate: float) -> keras.op
 
 
 def build_loss(task: str, label_smoothing: float = 0.0, focal: bool = False,
-               label_weights: tuple | None = None) -> keras.losses.Loss:
+               label_weights: tuple | None = None, class_priors: tuple | None = None,
+               logit_adjustment: float = 0.0) -> keras.losses.Loss:
     """Cross-entropy (or focal) loss for the task; targets are one-hot / multi-hot / (B, 1).
 
     Args:
@@ -65,6 +66,9 @@ def build_loss(task: str, label_smoothing: float = 0.0, focal: bool = False,
         focal: Use the focal variant, which down-weights easy examples.
         label_weights: Multilabel only: `(positive_weights, negative_weights)`, one per label
             (`keras_med.data.balanced_label_weights`), for a per-label weighted cross-entropy.
+        class_priors: Multiclass only: the training split's class frequencies, for the
+            logit-adjusted cross-entropy (`LogitAdjustedCrossentropy`) when `logit_adjustment` > 0.
+        logit_adjustment: Its tau; 0 (off) ignores `class_priors`.
     """
     if task not in TASKS:
         raise ValueError(f"task: expected one of {list(TASKS)}, got {task!r}")
@@ -77,6 +81,15 @@ def build_loss(task: str, label_smoothing: float = 0.0, focal: bool = False,
         if focal:
             raise ValueError("label_weights and focal_loss: choose one (the weighted loss is not focal)")
         return WeightedBinaryCrossentropy(*label_weights, label_smoothing=label_smoothing)
+    if logit_adjustment > 0:
+        if task != "multiclass":
+            raise ValueError(f"logit_adjustment: only for the multiclass task (got {task!r}); a sigmoid output "
+                             "has no class prior to shift by")
+        if focal:
+            raise ValueError("logit_adjustment and focal_loss: choose one (the adjusted loss is not focal)")
+        if class_priors is None:
+            raise ValueError("logit_adjustment: needs the training split's class_priors")
+        return LogitAdjustedCrossentropy(class_priors, tau=logit_adjustment, label_smoothing=label_smoothing)
     if task == "multiclass":
         loss = keras.losses.CategoricalFocalCrossentropy if focal else keras.losses.CategoricalCrossentropy
     else:
@@ -100,7 +113,8 @@ def build_metrics(task: str, num_outputs: int) -> list[keras.metrics.Metric]:
 
 
 def compile_model(model: keras.Model, train_config: TrainConfig, task: str,
-                  learning_rate: float | None = None, label_weights: tuple | None = None) -> keras.Model:
+                  learning_rate: float | None = None, label_weights: tuple | None = None,
+                  class_priors: tuple | None = None) -> keras.Model:
     """Compile `model` for `task` with the configured optimizer, loss and metrics.
 
     Call inside `runtime.scope()` of `setup_runtime` (fit plans recompile inside the scope the
@@ -112,6 +126,7 @@ def compile_model(model: keras.Model, train_config: TrainConfig, task: str,
         task: "multiclass", "multilabel" or "binary".
         learning_rate: Defaults to `train_config.learning_rate`.
         label_weights: Multilabel per-label `(positive, negative)` loss weights (see `build_loss`).
+        class_priors: Multiclass class frequencies of the training split, for `train_config.logit_adjustment`.
 
     Returns:
         The same model, compiled.
@@ -121,7 +136,8 @@ def compile_model(model: keras.Model, train_config: TrainConfig, task: str,
     if task == "binary" and num_outputs != 1:
         raise ValueError(f"task: a binary model has 1 output unit, this model has {num_outputs}")
     model.compile(optimizer=build_optimizer(train_config, learning_rate),
-                  loss=build_loss(task, train_config.label_smoothing, train_config.focal_loss, label_weights),
+                  loss=build_loss(task, train_config.label_smoothing, train_config.focal_loss, label_weights,
+                                  class_priors, train_config.logit_adjustment),
                   metrics=build_metrics(task, num_outputs),
                   jit_compile=use_jit_compile(train_config))
     logger.info("compiled %s: %s lr=%g, %s", model.name, train_config.optimizer, learning_rate,

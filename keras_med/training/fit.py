@@ -100,11 +100,12 @@ def resolve_plan(plan: str, model_name: str, weights: str) -> str:
 
 def _fit_phase(model, train_ds, val_ds, train, run_dir, *, phase, learning_rate, initial_epoch, epochs,
                backup_dir, class_weight, monitor, sample_batch=None, class_names=None, warmup_epochs=0.0,
-               label_weights=None, learning_rate_flag="--learning-rate", augmentation=None) -> Divergence | None:
+               label_weights=None, class_priors=None, learning_rate_flag="--learning-rate",
+               augmentation=None) -> Divergence | None:
     """One `model.fit` of a plan; returns where it diverged, or None."""
     task = infer_task(model)
     with model_scope(model):
-        compile_model(model, train, task, learning_rate, label_weights=label_weights)
+        compile_model(model, train, task, learning_rate, label_weights=label_weights, class_priors=class_priors)
         prepare_train_step(model, augmentation)
     callbacks = build_callbacks(run_dir, patience=train.patience, ema=train.ema, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
@@ -215,7 +216,7 @@ def _sample_batch(train_ds) -> tuple | None:
 def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, train: TrainConfig, plan: str,
               settings: dict | None = None, class_weight: dict | None = None,
               class_names: list[str] | None = None, label_weights: tuple | None = None,
-              augment_in_step: DataConfig | None = None) -> pd.DataFrame:
+              class_priors: tuple | None = None, augment_in_step: DataConfig | None = None) -> pd.DataFrame:
     """Train `model` with a fit plan; compiles the model itself.
 
     Args:
@@ -232,6 +233,8 @@ def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, trai
         class_weight: Optional `{class_index: weight}` for the loss.
         label_weights: Optional multilabel `(positive_weights, negative_weights)` per label, for a
             weighted binary cross-entropy (`keras_med.data.balanced_label_weights`).
+        class_priors: Optional multiclass class frequencies of the training split, for the
+            logit-adjusted loss (`train.logit_adjustment` > 0; `keras_med.data.class_priors`).
         class_names: Names to caption the sample images shown in TensorBoard.
         augment_in_step: A `DataConfig` whose augmentation preset and MixUp/CutMix run inside the
             training step, on the accelerator (`--augment-on device`, TensorFlow backend); `train_ds`
@@ -257,7 +260,8 @@ def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, trai
     outcome = read_training_outcome(run_dir)
     if outcome is None:
         outcome = _train(model, train_ds, val_ds, train, plan, settings, run_dir, class_weight=class_weight,
-                         class_names=class_names, label_weights=label_weights, augment_in_step=augment_in_step)
+                         class_names=class_names, label_weights=label_weights, class_priors=class_priors,
+                         augment_in_step=augment_in_step)
     else:
         check_training_settings(outcome, settings, run_dir)
         logger.info("training finished in an earlier run (%s): not training again", run_dir / TRAINING_RECORD)
