@@ -297,3 +297,13 @@ def test_entry_point_console_script_one_line_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
     lines = error_lines(result.stderr, "keras-med export")
     assert len(lines) == 1 and str(tmp_path / "best.keras") in lines[0]
+
+
+def test_logit_adjustment_on_a_binary_task_is_one_line_naming_the_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the demo writes its data under ./runs
+    # the task is known once the table is read: the refusal comes before any model is built or trained
+    code = base.main(covid_cxr.SPEC, ["--demo", "--logit-adjustment", "1", "--run-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert_one_line_error(capsys, "python -m keras_med.recipes.covid_cxr",
+                          "--logit-adjustment: only for single-label tasks with 3 or more classes")
+    assert not (tmp_path / "run" / "history.csv").exists()

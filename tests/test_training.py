@@ -278,3 +278,74 @@ def test_multilabel_fit_with_label_weights_trains_and_its_checkpoint_reloads(tmp
     assert reloaded.loss.positive_weights == [1.0, 4.0, 9.0]
     np.testing.assert_allclose(reloaded.predict(images[:4], verbose=0), model.predict(images[:4], verbose=0),
                                atol=1e-6)
+
+
+# --- logit-adjusted cross-entropy (multi-class long tails) ---------------------------------------
+def test_logit_adjusted_crossentropy_is_cross_entropy_on_shifted_logits_and_plain_when_priors_are_equal():
+    from keras_med.training.losses import LogitAdjustedCrossentropy
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(8, 4)).astype("float32")
+    y_true = np.eye(4, dtype="float32")[rng.integers(0, 4, 8)]
+    probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    priors = np.array([0.7, 0.2, 0.06, 0.04])
+    for tau in (1.0, 0.5):
+        shifted = logits + tau * np.log(priors)
+        expected = -(y_true * (shifted - np.log(np.exp(shifted).sum(1, keepdims=True)))).sum(1).mean()
+        # frequencies need not sum to 1: they are normalised
+        loss = LogitAdjustedCrossentropy(priors * 10, tau=tau)
+        np.testing.assert_allclose(float(loss(y_true, probabilities)), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(LogitAdjustedCrossentropy([1, 1, 1, 1])(y_true, probabilities)),
+                               float(keras.losses.CategoricalCrossentropy()(y_true, probabilities)), rtol=1e-5)
+    restored = LogitAdjustedCrossentropy.from_config(LogitAdjustedCrossentropy(priors, tau=0.5).get_config())
+    assert restored.tau == 0.5 and restored.class_priors == pytest.approx(list(priors))
+    with pytest.raises(ValueError, match="positive frequency"):
+        LogitAdjustedCrossentropy([0.9, 0.0, 0.1])
+    with pytest.raises(ValueError, match="only for the multiclass task"):
+        build_loss("binary", class_priors=(0.5, 0.5), logit_adjustment=1.0)
+    # tau 0: the priors are ignored and the loss is Keras's own
+    assert isinstance(build_loss("multiclass", class_priors=(0.5, 0.5)), keras.losses.CategoricalCrossentropy)
+
+
+def test_logit_adjustment_makes_an_uninformative_image_equally_likely_to_be_any_class():
+    """With nothing in the input to go by, cross-entropy learns the training prior and the
+    adjusted loss learns equal odds: the balanced posterior a balanced-accuracy decision wants."""
+    from keras_med.data import class_priors
+
+    labels = np.repeat([0, 1, 2], [80, 15, 5])
+    targets = np.eye(3, dtype="float32")[labels]
+    inputs = np.ones((100, 2), dtype="float32")
+    priors = class_priors(targets)
+    assert priors == pytest.approx((0.8, 0.15, 0.05))
+    outputs = {}
+    for tau in (0.0, 1.0):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(0.05),
+                      loss=build_loss("multiclass", class_priors=priors, logit_adjustment=tau))
+        model.fit(inputs, targets, epochs=150, batch_size=100, verbose=0)
+        outputs[tau] = model.predict(inputs[:1], verbose=0)[0]
+    np.testing.assert_allclose(outputs[0.0], priors, atol=0.02)
+    np.testing.assert_allclose(outputs[1.0], [1 / 3] * 3, atol=0.02)
+
+
+def test_class_priors_need_one_hot_targets_with_every_class():
+    from keras_med.data import DataError, class_priors
+
+    with pytest.raises(DataError, match=r"class index\(es\) \[2\]"):
+        class_priors(np.eye(3, dtype="float32")[[0, 1, 1]])
+    with pytest.raises(DataError, match="one-hot"):
+        class_priors(np.array([[1.0], [0.0]]))
+
+
+def test_fit_with_logit_adjustment_compiles_the_adjusted_loss_and_its_checkpoint_reloads(tmp_path, toy_training):
+    from keras_med.training.losses import LogitAdjustedCrossentropy
+
+    data = toy_training.data(48, seed=0, batch=16)
+    config = toy_training.config(epochs=1, logit_adjustment=1.0)
+    model = toy_training.model()
+    history = fit_model(model, data.dataset, data.dataset, tmp_path, **fit_arguments(config),
+                        class_priors=(0.7, 0.3))
+    assert isinstance(model.loss, LogitAdjustedCrossentropy) and np.isfinite(history["loss"]).all()
+    reloaded = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras")
+    assert reloaded.loss.class_priors == pytest.approx([0.7, 0.3]) and reloaded.loss.tau == 1.0
