@@ -208,7 +208,7 @@ class EvaluationConfig:
                               "in the exported model: per-class logit biases maximising balanced accuracy "
                               "('balanced'), -log prior ('prior'), or argmax ('none').",
                               ["balanced", "prior", "none"])
-    ood: str = _opt("knn", "Out-of-distribution guard stored in the served model ('none': off).",
+    ood: str = _opt("mahalanobis", "Out-of-distribution guard stored in the served model ('none': off).",
                     ["knn", "mahalanobis", "max_softmax", "none"])
     ood_pass_rate: float = _opt(0.95, "Share of validation images the guard's threshold lets through.",
                                 rule=Rule(lambda value: 0.0 < value < 1.0, "a fraction in (0, 1)"))

@@ -78,7 +78,7 @@ def test_guards_of_an_ensemble_are_the_first_members(tmp_path):
     own = first.predict(val[:8], verbose=0)
     # the set and the score come from the first member's own probabilities, as calibrated
     assert (served["prediction_set"].numpy() == (own >= np.asarray(sets.thresholds)[None, :])).all()
-    np.testing.assert_allclose(served["ood_score"].numpy(), guard.score(val_features[:8], own), atol=1e-5)
+    np.testing.assert_allclose(served["ood_score"].numpy(), guard.score(val_features[:8], own), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(served["probabilities"].numpy(),
                                np.mean([flips_mean(m, val[:8]) for m in (first, second)], axis=0), atol=1e-5)
 

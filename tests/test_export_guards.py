@@ -96,7 +96,7 @@ def test_the_guard_flags_another_modality_and_passes_its_own(guarded):
 def test_metadata_stores_the_guard_and_the_coverage(guarded):
     _, guard, sets, served, _ = guarded
     stored = served.signatures["metadata"]()
-    assert stored["ood_method"].numpy().decode() == guard.method == "knn"
+    assert stored["ood_method"].numpy().decode() == guard.method == "mahalanobis"
     assert stored["ood_threshold"].numpy() == pytest.approx(guard.threshold, rel=1e-6)
     assert stored["ood_pass_rate"].numpy() == pytest.approx(guard.validation_pass_rate)
     assert stored["conformal_coverage"].numpy() == pytest.approx(0.9)

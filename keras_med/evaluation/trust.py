@@ -22,7 +22,7 @@ import numpy as np
 from keras_med.atomic import write_text_atomic
 from keras_med.evaluation.arrays import canonical_arrays
 from keras_med.evaluation.conformal import ConformalSets, calibrate_conformal, evaluate_sets
-from keras_med.evaluation.ood import OODGuard, fit_ood_guard, pixel_spread, separation
+from keras_med.evaluation.ood import DEFAULT_OOD_METHOD, OODGuard, fit_ood_guard, pixel_spread, separation
 from keras_med.evaluation.predictions import fetch_images
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def outsider_images(image_size: int, recipe: str | None, test_images=None, n_tes
 
 
 def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict, groups_test=None,
-                 test_images=None, image_size: int, recipe: str | None = None, ood_method: str = "knn",
+                 test_images=None, image_size: int, recipe: str | None = None, ood_method: str = DEFAULT_OOD_METHOD,
                  pass_rate: float = 0.95, coverage: float = 0.9, conformal_mode: str = "marginal",
                  n_bootstrap: int = 1000, seed: int = 0) -> TrustResult:
     """Fit the guard (train), choose its threshold and calibrate the sets (validation), measure both (test).
