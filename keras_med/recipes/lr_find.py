@@ -45,7 +45,8 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     prepared = prepare_data(spec, config, out)
     model = build_model(config, prepared.table, strategy)
     with strategy.scope():
-        compile_model(model, config.train, task=prepared.table.task, learning_rate=args.min_lr)
+        compile_model(model, config.train, task=prepared.table.task, learning_rate=args.min_lr,
+                      label_weights=prepared.label_weights, class_priors=prepared.class_priors)
     stage("sweeping the learning rate from %g to %g over %d steps", args.min_lr, args.max_lr, args.steps)
     result = find_learning_rate(model, prepared.train_ds, min_lr=args.min_lr, max_lr=args.max_lr,
                                 steps=args.steps, plot_path=out / "lr_find.png")
