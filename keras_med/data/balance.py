@@ -21,6 +21,13 @@ def single_label_indices(targets: np.ndarray) -> np.ndarray:
                     "with rows that do not sum to 1 (multilabel targets have no single class)")
 
 
+def _require_every_class(counts: np.ndarray, what: str) -> None:
+    missing = np.flatnonzero(np.asarray(counts) == 0).tolist()
+    if missing:
+        raise DataError(f"class index(es) {missing} have no example in these targets; "
+                        f"{what} need every class in the training split")
+
+
 def balanced_class_weights(targets: np.ndarray) -> dict[int, float]:
     """`{class_index: weight}` inversely proportional to class frequency (sklearn's "balanced").
 
@@ -34,10 +41,7 @@ def balanced_class_weights(targets: np.ndarray) -> dict[int, float]:
     targets = np.asarray(targets)
     num_classes = targets.shape[1] if targets.ndim == 2 and targets.shape[1] > 1 else int(max(indices.max(), 1)) + 1
     present = np.unique(indices)
-    missing = sorted(set(range(num_classes)) - set(present.tolist()))
-    if missing:
-        raise DataError(f"class index(es) {missing} have no example in these targets; "
-                        "balanced weights need every class in the training split")
+    _require_every_class(np.bincount(indices, minlength=num_classes), "balanced weights")
     weights = compute_class_weight("balanced", classes=present, y=indices)
     return {int(index): float(weight) for index, weight in zip(present, weights)}
 
@@ -53,10 +57,7 @@ def class_priors(targets: np.ndarray) -> tuple[float, ...]:
     if targets.ndim != 2 or targets.shape[1] < 2:
         raise DataError(f"class priors need one-hot (N, C) targets with C >= 2, got shape {targets.shape}")
     counts = np.bincount(single_label_indices(targets), minlength=targets.shape[1])
-    missing = np.flatnonzero(counts == 0).tolist()
-    if missing:
-        raise DataError(f"class index(es) {missing} have no example in these targets; "
-                        "class priors need every class in the training split")
+    _require_every_class(counts, "class priors")
     return tuple(float(count) for count in counts / counts.sum())
 
 

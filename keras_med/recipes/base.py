@@ -245,6 +245,10 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
         table = kdata.load_prepared_table(prepared_dir)
     else:
         table = load_source_table(spec, config)
+    if config.train.logit_adjustment > 0 and table.task != Task.MULTICLASS:
+        # Refused as soon as the task is known, before every image is decoded.
+        raise ConfigError(f"--logit-adjustment: only for single-label tasks with 3 or more classes; this "
+                          f"table is {table.task}. Leave it at 0 (class weights balance it instead).")
     if config.data.split_file:
         stage("reusing the split in %s", config.data.split_file)
         table = kdata.load_split(config.data.split_file, table.class_names, table.task, table.long_names)
@@ -297,9 +301,6 @@ def prepare_data(spec: RecipeSpec, config: RecipeConfig, out: Path) -> PreparedD
     eval_ds = {name: pipeline(parts[name], training=False, augment="none") for name in ("val", "test")}
     class_weight = label_weights = priors = None
     if config.train.logit_adjustment > 0:
-        if table.task != Task.MULTICLASS:
-            raise ConfigError(f"--logit-adjustment: only for single-label tasks with 3 or more classes; this "
-                              f"table is {table.task}. Leave it at 0 (class weights balance it instead).")
         # The adjusted loss balances the classes by itself; weights on top would count the prior twice.
         priors = kdata.class_priors(parts["train"].targets())
         log.info("logit adjustment tau=%g with class priors %s (class weights not applied)",
