@@ -70,6 +70,21 @@ def test_augmentation_changes_images_but_not_their_range(tmp_path, image_writer)
     assert not np.allclose(np.sort(plain.reshape(8, -1), axis=0), np.sort(augmented.reshape(8, -1), axis=0))
 
 
+def test_colour_jitter_never_leaves_the_pixel_range(tmp_path, image_writer):
+    # Saturated colours are where Keras's RandomSaturation overshoots below 0 (a real dermoscopy
+    # image can be this red); every seed's augmented batch must stay in 0..255 all the same.
+    rng = np.random.default_rng(1)
+    colours = np.array([[220, 30, 20], [30, 200, 40], [25, 30, 230], [240, 200, 10]], np.uint8)
+    paths = [str(image_writer(tmp_path / f"{i}.png",
+                              np.clip(colours[i % 4] + rng.integers(-20, 20, (48, 48, 3)), 0, 255).astype(np.uint8)))
+             for i in range(16)]
+    targets = np.eye(2, dtype=np.float32)[np.arange(16) % 2]
+    for seed in range(3):
+        augmented, _ = _collect(build_image_pipeline(paths, targets, image_size=32, batch_size=16, training=True,
+                                                     augment="dermoscopy", seed=seed))
+        assert augmented.min() >= 0.0 and augmented.max() <= 255.0, (seed, augmented.min(), augmented.max())
+
+
 def test_mixup_and_cutmix_mix_one_hot_targets(coded_images):
     targets = np.eye(3, dtype=np.float32)[np.arange(COUNT) % 3]
     _, mixed = _collect(build_image_pipeline(coded_images, targets, image_size=16, batch_size=8, training=True,

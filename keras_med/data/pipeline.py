@@ -197,7 +197,10 @@ def batch_augmentation(augment: str, mixup: float = 0.0, cutmix: float = 0.0, se
     def apply(images, targets):
         images = tf.cast(images, tf.float32)
         if augmenter is not None:
-            images = augmenter(images, training=True)
+            # Keras 3.15's RandomSaturation (inside RandomColorJitter) returns negative pixels for
+            # strongly coloured images (about 20% of HAM10000 images, down to -50), which no real or
+            # served image has: clip back to the 0..255 range every preset promises.
+            images = tf.clip_by_value(augmenter(images, training=True), 0.0, 255.0)
         return mix(images, targets) if mix is not None else (images, targets)
 
     return apply
