@@ -21,7 +21,7 @@ Each half runs in a fresh subprocess of this file (`--backend keras` under `KERA
 or `jax`, `--backend torch` under `--torch-python`); `--rounds` repeats the three, rotating their
 order, and reports per-round ratios, so a burst of load from other processes hits every framework.
 Keras on TensorFlow runs as keras_med trains on a CPU (XLA off; `--xla` adds an XLA-compiled run,
-much slower on CPU); JAX always compiles with XLA; PyTorch runs in its default and channels_last
+much slower on CPU; `--bf16` adds a run under the mixed_bfloat16 policy); JAX always compiles with XLA; PyTorch runs in its default and channels_last
 memory formats.
 """
 
@@ -50,7 +50,7 @@ def variants(models: list[str], plans: list[str]) -> list[tuple[str, str]]:
 
 
 def keras_rates(models: list[str], plans: list[str], image_size: int, batch_size: int, steps: int, warmup: int,
-                threads: int, xla: bool = False) -> dict[str, float]:
+                threads: int, xla: bool = False, bf16: bool = False) -> dict[str, float]:
     """Images/s per (model, variant) for Keras on the backend of `KERAS_BACKEND`."""
     import keras
     import numpy as np
@@ -75,8 +75,10 @@ def keras_rates(models: list[str], plans: list[str], image_size: int, batch_size
     dataset = tf.data.Dataset.from_tensors((images, targets)).repeat().prefetch(2).with_options(options)
     rates = {}
     for name, plan in variants(models, plans):
-        with_xla = xla and keras.backend.backend() == "tensorflow"
-        for variant, jit in (("default", "off"), ("xla", "on"))[:2 if with_xla else 1]:
+        extra = [("xla", "on", "float32")] if xla and keras.backend.backend() == "tensorflow" else []
+        extra += [("bf16", "off", "mixed_bfloat16")] if bf16 else []
+        for variant, jit, policy in [("default", "off", "float32"), *extra]:
+            keras.mixed_precision.set_global_policy(policy)
             model = create_model(name, num_classes=NUM_CLASSES, image_size=image_size, weights=None)
             if plan == "finetune":
                 freeze_backbone(model)
@@ -88,6 +90,7 @@ def keras_rates(models: list[str], plans: list[str], image_size: int, batch_size
             key = f"{name}/{plan}/{variant}"
             rates[key] = steps * batch_size / (time.perf_counter() - start)
             logger.info("keras %s: %.1f images/s", key, rates[key])
+    keras.mixed_precision.set_global_policy("float32")
     return rates
 
 
@@ -198,11 +201,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="Repeat the halves this many times, rotating their order.")
     parser.add_argument("--xla", action="store_true", help="Also time Keras on TensorFlow with jit_compile=True.")
+    parser.add_argument("--bf16", action="store_true",
+                        help="Also time Keras with the mixed_bfloat16 policy (oneDNN/AMX on CPUs that have them).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     measure = (args.models, args.plans, args.image_size, args.batch_size, args.steps, args.warmup, args.threads)
     if args.backend == "keras":
-        print(json.dumps(keras_rates(*measure, xla=args.xla)))
+        print(json.dumps(keras_rates(*measure, xla=args.xla, bf16=args.bf16)))
         return
     if args.backend == "torch":
         print(json.dumps(torch_rates(*measure)))
@@ -215,7 +220,8 @@ def main() -> None:
     halves = {"torch": lambda: _half([args.torch_python, __file__, "--backend", "torch", *common], {})}
     for backend in args.keras_backends:
         halves[backend] = lambda backend=backend: _half(
-            [sys.executable, __file__, "--backend", "keras", *common, *(["--xla"] if args.xla else [])],
+            [sys.executable, __file__, "--backend", "keras", *common, *(["--xla"] if args.xla else []),
+             *(["--bf16"] if args.bf16 else [])],
             {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"})
     rounds = []
     names = list(halves)
