@@ -167,12 +167,13 @@ def finish_pipeline(dataset: tf.data.Dataset, training: bool, augment: str, mixu
     augmentation = batch_augmentation(augment, mixup, cutmix, seed) if training else None
     dataset = dataset.map(lambda images, targets: (tf.cast(images, tf.float32), targets), num_parallel_calls=AUTOTUNE)
     if augmentation is not None:
-        # One batch at a time: the random layers keep one seed state each, and batches augmented in
-        # parallel took their draws in whatever order the threads ran, so a seeded run did not repeat
-        # (two demo runs: 24 and 21 epochs). Keras's layers take no per-call seed tensor, so there is
-        # no stateless way to keep the parallelism; each batch's ops still use every core, and on
-        # this 2-core CPU augmentation runs ~3x faster than the training step consumes it.
-        dataset = dataset.map(augmentation)
+        # Parallel batches take the random layers' draws in whatever order the threads run, so the
+        # augmented pixels (and a seeded run's history) differ from run to run: two demo runs took 24
+        # and 21 epochs. Mapping one batch at a time repeats exactly, but cost 15-25% of every HAM10000
+        # fine-tuning epoch on the 2-core CPU (BENCHMARKS.md, 2026-12-01), and Keras's layers take no
+        # per-call seed tensor that would allow a stateless parallel form: speed wins, run-to-run
+        # differences stay (the recipes report seeds' spread, not single runs).
+        dataset = dataset.map(augmentation, num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
 
 
