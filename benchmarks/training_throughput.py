@@ -21,8 +21,8 @@ Each half runs in a fresh subprocess of this file (`--backend keras` under `KERA
 or `jax`, `--backend torch` under `--torch-python`); `--rounds` repeats the three, rotating their
 order, and reports per-round ratios, so a burst of load from other processes hits every framework.
 Keras on TensorFlow runs as keras_med trains on a CPU (XLA off; `--xla` adds an XLA-compiled run,
-much slower on CPU; `--bf16` adds a run under the mixed_bfloat16 policy); JAX always compiles with XLA; PyTorch runs in its default and channels_last
-memory formats.
+much slower on CPU; `--bf16` adds a run under the mixed_bfloat16 policy); JAX always compiles with
+XLA; PyTorch runs in its default and channels_last memory formats.
 """
 
 from __future__ import annotations

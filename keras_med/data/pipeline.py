@@ -169,8 +169,8 @@ def finish_pipeline(dataset: tf.data.Dataset, training: bool, augment: str, mixu
     if augmentation is not None:
         # Parallel batches take the random layers' draws in whatever order the threads run, so the
         # augmented pixels (and a seeded run's history) differ from run to run: two demo runs took 24
-        # and 21 epochs. Mapping one batch at a time repeats exactly, but cost 15-25% of every HAM10000
-        # fine-tuning epoch on the 2-core CPU (BENCHMARKS.md, 2026-12-01), and Keras's layers take no
+        # and 21 epochs. Mapping one batch at a time repeats exactly, but made every HAM10000 fine-tuning
+        # epoch about 20% longer on the 2-core CPU (BENCHMARKS.md, 2026-12-01), and Keras's layers take no
         # per-call seed tensor that would allow a stateless parallel form: speed wins, run-to-run
         # differences stay (the recipes report seeds' spread, not single runs).
         dataset = dataset.map(augmentation, num_parallel_calls=AUTOTUNE)
