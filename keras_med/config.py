@@ -154,6 +154,9 @@ class TrainConfig:
                                          rule=above(0.0))
     warmup_epochs: float = _opt(0.0, "Finetune plan: epochs of linear learning-rate warm-up when the "
                                 "backbone is unfrozen (0: off).", rule=at_least(0.0, "a number"))
+    lr_schedule: str = _opt("plateau", "Learning rate over a phase: halve it when the monitored metric stalls "
+                            "('plateau'), or cosine decay from the phase's rate to 0 at its last epoch, after "
+                            "any warm-up ('cosine').", ["plateau", "cosine"])
     unfreeze: int = _opt(-1, "Finetune plan: how many top backbone blocks to unfreeze (-1: all).",
                         rule=at_least(-1))
     optimizer: str = _opt("adamw", "Optimizer.", ["adamw", "adam", "sgd"])

@@ -226,6 +226,34 @@ def test_finetune_plan_warms_up_the_unfrozen_phase(tmp_path, monkeypatch, toy_tr
         LinearWarmUp(1e-3, -1)
 
 
+def test_cosine_schedule_decays_the_fine_tuning_rate_after_its_warm_up(tmp_path, toy_training):
+    from keras_med.training.callbacks import cosine_learning_rate
+
+    dataset, _, _ = toy_training.data(n=64, batch=16)  # 4 batches per epoch
+    model = toy_training.model()
+    config = toy_training.config(plan="finetune", head_epochs=1, epochs=5, unfreeze=2, warmup_epochs=1,
+                                 learning_rate=1e-3, finetune_learning_rate=4e-4, lr_schedule="cosine",
+                                 patience=10)
+    recorder = RecordLearningRate()
+    original = fit_module.build_callbacks
+    history = None
+    try:
+        fit_module.build_callbacks = lambda *a, **k: [*original(*a, **k), recorder]
+        history = fit_model(model, dataset, dataset, tmp_path, **fit_arguments(config))
+    finally:
+        fit_module.build_callbacks = original
+    rates = np.array(recorder.rates).reshape(6, 4)  # head epoch, then five fine-tuning epochs
+    np.testing.assert_allclose(rates[0], 1e-3, rtol=1e-5)  # the head phase is not scheduled
+    np.testing.assert_allclose(rates[1], [1e-4, 2e-4, 3e-4, 4e-4], rtol=1e-5)  # warm-up ramp
+    expected = [4e-4 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(4)]  # 4e-4, ..., then small
+    np.testing.assert_allclose(rates[2:, 0], expected, rtol=1e-5)
+    assert rates[-1, 0] < 0.2 * 4e-4 and np.all(np.diff(rates[2:, 0]) < 0)
+    assert list(history["learning_rate"].round(8)[-4:]) == [round(value, 8) for value in expected]
+    assert cosine_learning_rate(1.0, 10, 4) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        fit_module.build_callbacks(tmp_path, monitor="val_loss", patience=3, lr_schedule="step")
+
+
 # --- per-label weighted binary cross-entropy (multilabel) -----------------------------------------
 def test_balanced_label_weights_balance_each_label_and_name_an_empty_one():
     from keras_med.data import DataError, balanced_label_weights

@@ -79,6 +79,29 @@ class LinearWarmUp(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.target * fraction)
 
 
+def cosine_learning_rate(base: float, epoch_in_phase: int, epochs: int, warmup_epochs: float = 0.0) -> float:
+    """The learning rate of one epoch under cosine decay from `base` to 0 over a phase's epochs.
+
+    Decay starts after the warm-up (whole epochs; LinearWarmUp ramps inside them) and reaches 0
+    after the phase's last epoch, so the last epoch trains at a small rate rather than none.
+
+    Args:
+        base: The phase's learning rate.
+        epoch_in_phase: 0 for the phase's first epoch.
+        epochs: The phase's epochs.
+        warmup_epochs: Epochs of warm-up at the start of the phase (at `base` here).
+
+    Example:
+    >>> [round(cosine_learning_rate(1.0, e, 4), 3) for e in range(4)]
+    [1.0, 0.854, 0.5, 0.146]
+    """
+    warm = int(np.ceil(warmup_epochs))
+    if epoch_in_phase < warm:
+        return float(base)
+    progress = (epoch_in_phase - warm) / max(1, epochs - warm)
+    return float(base * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress))))
+
+
 def tensorboard_available() -> bool:
     """Whether the `tensorboard` package (which implements `tf.summary`) is installed.
 
@@ -108,7 +131,8 @@ def build_callbacks(run_dir: str | Path, *, monitor: str, patience: int, ema: fl
                     backup_dir: str | Path | None = None, best_so_far: float | None = None,
                     sample_batch: tuple | None = None, class_names: list[str] | None = None,
                     learning_rate_flag: str = "--learning-rate",
-                    learning_rate: float | None = None) -> list[keras.callbacks.Callback]:
+                    learning_rate: float | None = None, lr_schedule: str = "plateau", first_epoch: int = 0,
+                    last_epoch: int | None = None, warmup_epochs: float = 0.0) -> list[keras.callbacks.Callback]:
     """Default callbacks: divergence stop, LR schedule, best checkpoint, early stopping, logs, backup.
 
     Order matters: the divergence guard comes first, so a diverged epoch is marked before the
@@ -130,17 +154,40 @@ def build_callbacks(run_dir: str | Path, *, monitor: str, patience: int, ema: fl
         class_names: Names used to caption the sample images.
         learning_rate_flag: The flag setting this phase's learning rate, named in the divergence advice.
         learning_rate: Its value.
+        lr_schedule: 'plateau' (ReduceLROnPlateau halves the rate when `monitor` stalls) or 'cosine'
+            (`cosine_learning_rate`, per epoch from `first_epoch` to `last_epoch`; needs `learning_rate`).
+        first_epoch, last_epoch: The phase's first global epoch and the epoch it ends before.
+        warmup_epochs: The phase's warm-up, which the cosine decay waits for.
     """
     run_dir = Path(run_dir)
     mode = monitor_mode(monitor)
     if patience < 1:
         raise ValueError(f"patience: expected at least 1 epoch, got {patience}")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if lr_schedule == "cosine":
+        if learning_rate is None or last_epoch is None:
+            raise ValueError("lr_schedule='cosine' needs the phase's learning_rate and last_epoch")
+        epochs = last_epoch - first_epoch
+        # Keras's CosineDecay is a per-step schedule the optimizer owns; a callback keeps the rate a
+        # variable (the warm-up ramp and the divergence advice set and read it) and resumes by epoch.
+        warm = int(np.ceil(warmup_epochs))
+
+        def rate(epoch: int, current: float) -> float:
+            # during the warm-up LinearWarmUp owns the rate; the decay starts after it
+            if epoch - first_epoch < warm:
+                return float(current)
+            return cosine_learning_rate(learning_rate, epoch - first_epoch, epochs, warmup_epochs)
+
+        schedule = keras.callbacks.LearningRateScheduler(rate)
+    elif lr_schedule == "plateau":
+        schedule = keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
+                                                     patience=max(1, patience // 3), min_lr=1e-7)
+    else:
+        raise ValueError(f"lr_schedule: expected 'plateau' or 'cosine', got {lr_schedule!r}")
     callbacks = [
         DivergenceGuard(phase, learning_rate_flag, learning_rate),
         PhaseTag(phase),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
-                                          patience=max(1, patience // 3), min_lr=1e-7),
+        schedule,
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema > 0 else []),
         AtomicModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode=mode,
                               save_best_only=True, initial_value_threshold=best_so_far),

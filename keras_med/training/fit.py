@@ -110,7 +110,9 @@ def _fit_phase(model, train_ds, val_ds, train, run_dir, *, phase, learning_rate,
     callbacks = build_callbacks(run_dir, patience=train.patience, ema=train.ema, phase=phase, backup_dir=backup_dir,
                                 best_so_far=best_value(Path(run_dir) / HISTORY_FILE, monitor),
                                 sample_batch=sample_batch, class_names=class_names, monitor=monitor,
-                                learning_rate_flag=learning_rate_flag, learning_rate=learning_rate)
+                                learning_rate_flag=learning_rate_flag, learning_rate=learning_rate,
+                                lr_schedule=train.lr_schedule, first_epoch=initial_epoch, last_epoch=epochs,
+                                warmup_epochs=warmup_epochs)
     if warmup_epochs > 0:
         callbacks.insert(0, LinearWarmUp(learning_rate, warmup_epochs, first_epoch=initial_epoch))
     steps = train.steps_per_epoch
