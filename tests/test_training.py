@@ -243,7 +243,7 @@ def test_cosine_schedule_decays_the_fine_tuning_rate_after_its_warm_up(tmp_path,
     finally:
         fit_module.build_callbacks = original
     rates = np.array(recorder.rates).reshape(6, 4)  # head epoch, then five fine-tuning epochs
-    np.testing.assert_allclose(rates[0], 1e-3, rtol=1e-5)  # the head phase is not scheduled
+    np.testing.assert_allclose(rates[0], 1e-3, rtol=1e-5)  # a one-epoch phase: cosine starts at its rate
     np.testing.assert_allclose(rates[1], [1e-4, 2e-4, 3e-4, 4e-4], rtol=1e-5)  # warm-up ramp
     expected = [4e-4 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(4)]  # 4e-4, ..., then small
     np.testing.assert_allclose(rates[2:, 0], expected, rtol=1e-5)
