@@ -96,8 +96,8 @@ def main() -> None:
         seconds = statistics.median(r["seconds"] for r in runs)
         ratio = f"{whole / seconds:.2f}x" if whole else ""
         label = {-1: "-1 (all)", 0: "0 (head only)"}.get(setting, str(setting))
-        print(f"| {label} | {runs[0]['layers']} | {seconds:.3f} ({', '.join(f'{r['seconds']:.3f}' for r in runs)}) "
-              f"| {args.batch_size / seconds:.1f} | {ratio} |")
+        each = ", ".join(f"{run['seconds']:.3f}" for run in runs)
+        print(f"| {label} | {runs[0]['layers']} | {seconds:.3f} ({each}) | {args.batch_size / seconds:.1f} | {ratio} |")
 
 
 if __name__ == "__main__":
