@@ -226,7 +226,7 @@ def test_finetune_plan_warms_up_the_unfrozen_phase(tmp_path, monkeypatch, toy_tr
         LinearWarmUp(1e-3, -1)
 
 
-def test_cosine_schedule_decays_the_fine_tuning_rate_after_its_warm_up(tmp_path, toy_training):
+def test_cosine_schedule_decays_the_fine_tuning_rate_after_its_warm_up(tmp_path, monkeypatch, toy_training):
     from keras_med.training.callbacks import cosine_learning_rate
 
     dataset, _, _ = toy_training.data(n=64, batch=16)  # 4 batches per epoch
@@ -236,12 +236,8 @@ def test_cosine_schedule_decays_the_fine_tuning_rate_after_its_warm_up(tmp_path,
                                  patience=10)
     recorder = RecordLearningRate()
     original = fit_module.build_callbacks
-    history = None
-    try:
-        fit_module.build_callbacks = lambda *a, **k: [*original(*a, **k), recorder]
-        history = fit_model(model, dataset, dataset, tmp_path, **fit_arguments(config))
-    finally:
-        fit_module.build_callbacks = original
+    monkeypatch.setattr(fit_module, "build_callbacks", lambda *a, **k: [*original(*a, **k), recorder])
+    history = fit_model(model, dataset, dataset, tmp_path, **fit_arguments(config))
     rates = np.array(recorder.rates).reshape(6, 4)  # head epoch, then five fine-tuning epochs
     np.testing.assert_allclose(rates[0], 1e-3, rtol=1e-5)  # a one-epoch phase: cosine starts at its rate
     np.testing.assert_allclose(rates[1], [1e-4, 2e-4, 3e-4, 4e-4], rtol=1e-5)  # warm-up ramp
@@ -251,7 +247,7 @@ def test_cosine_schedule_decays_the_fine_tuning_rate_after_its_warm_up(tmp_path,
     assert list(history["learning_rate"].round(8)[-4:]) == [round(value, 8) for value in expected]
     assert cosine_learning_rate(1.0, 10, 4) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="lr_schedule"):
-        fit_module.build_callbacks(tmp_path, monitor="val_loss", patience=3, lr_schedule="step")
+        original(tmp_path, monitor="val_loss", patience=3, lr_schedule="step")
 
 
 # --- per-label weighted binary cross-entropy (multilabel) -----------------------------------------

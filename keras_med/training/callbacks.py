@@ -170,11 +170,9 @@ def build_callbacks(run_dir: str | Path, *, monitor: str, patience: int, ema: fl
         epochs = last_epoch - first_epoch
         # Keras's CosineDecay is a per-step schedule the optimizer owns; a callback keeps the rate a
         # variable (the warm-up ramp and the divergence advice set and read it) and resumes by epoch.
-        warm = int(np.ceil(warmup_epochs))
-
         def rate(epoch: int, current: float) -> float:
             # during the warm-up LinearWarmUp owns the rate; the decay starts after it
-            if epoch - first_epoch < warm:
+            if epoch - first_epoch < warmup_epochs:
                 return float(current)
             return cosine_learning_rate(learning_rate, epoch - first_epoch, epochs, warmup_epochs)
 
