@@ -188,6 +188,9 @@ class TrainConfig:
     scale_to_replicas: bool = _opt(False, "Several replicas: keep --batch-size per replica (global batch x "
                                    "replicas) and scale the learning rates linearly; off: --batch-size is "
                                    "the global batch, split across replicas.")
+    members: int = _opt(1, "Train this many models on one split (seeds seed, seed+1, ...) and evaluate and export "
+                        "the average of their probabilities as one model (a seed ensemble); 1: one model.",
+                        rule=at_least(1))
     seed: int = _opt(42, "Random seed for splits, initialisation and augmentation.",
                     rule=in_range(0, 2**32 - 1, "an integer", closed=True))
     steps_per_epoch: int = _opt(0, "Limit steps per epoch (0: whole split); for smoke runs.",

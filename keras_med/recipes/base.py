@@ -143,12 +143,19 @@ def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
     """Resolve and validate the configuration, then run the recipe; returns the exit status."""
     # --- cross-validation hook (keras_med.recipes.cross_validation) ---
     cross_validation.check_arguments(args)
+    config = resolve_run_config(spec, args)
     if args.cv:
-        cross_validation.run_cross_validation(spec, resolve_run_config(spec, args), args.cv, run_dir=args.run_dir,
-                                              export=args.cv_export)
+        if config.train.members > 1:
+            raise ConfigError("--members: not with --cv (each fold would be an ensemble); use one of them")
+        cross_validation.run_cross_validation(spec, config, args.cv, run_dir=args.run_dir, export=args.cv_export)
         return 0
     # --- end of the cross-validation hook ---
-    run_recipe(spec, resolve_run_config(spec, args), run_dir=args.run_dir)
+    if config.train.members > 1:
+        from keras_med.recipes.members import run_members
+
+        run_members(spec, config, run_dir=args.run_dir)
+        return 0
+    run_recipe(spec, config, run_dir=args.run_dir)
     return 0
 
 

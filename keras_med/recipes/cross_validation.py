@@ -169,10 +169,20 @@ def summarise_folds(fold_dirs: list[Path], config) -> dict:
                             "note": "raw probabilities of the fold models, no decision rule"}}
 
 
-def evaluate_ensemble(fold_dirs: list[Path], out: Path, config) -> dict:
-    """The fold models' mean on the test split, evaluated like a run; validation = pooled out-of-fold predictions.
+def evaluate_ensemble(fold_dirs: list[Path], out: Path, config, *, validation: str = "pooled",
+                      title: str | None = None, trust: dict | None = None) -> dict:
+    """The models' mean on the test split, evaluated like a run.
 
-    The folds' test splits are the same images in the same order (one held-out test split).
+    The runs' test splits are the same images in the same order (one held-out test split).
+
+    Args:
+        fold_dirs: the runs (cross-validation folds or seed members).
+        out: where the ensemble's metrics and report go.
+        config: the resolved configuration (evaluation settings).
+        validation: "pooled": the folds' validation predictions concatenated (out-of-fold, each
+            image once); "mean": the runs share one validation split, averaged like the test split.
+        title: the report's title.
+        trust: guard and prediction-set figures (`assess_trust`'s report) for its metrics and report.
     """
     from keras_med.evaluation import evaluate_run
     from keras_med.evaluation.run_predictions import load_run_predictions
@@ -180,8 +190,15 @@ def evaluate_ensemble(fold_dirs: list[Path], out: Path, config) -> dict:
     tta = config.evaluation.tta
     runs = [load_run_predictions(fold_dir) for fold_dir in fold_dirs]
     if any(not np.array_equal(run["y_test"], runs[0]["y_test"]) for run in runs[1:]):
-        raise ConfigError(f"the folds in {out.parent} have different test splits; delete their fold_split.csv files "
-                          "and run the cross-validation again")
+        raise ConfigError(f"the runs in {out.parent} have different test splits; delete their split files "
+                          "and run them again")
+    if validation == "pooled":
+        y_val = np.concatenate([run["y_val"] for run in runs])
+        p_val = np.concatenate([run[f"p_val_{tta}"] for run in runs])
+    else:
+        if any(not np.array_equal(run["y_val"], runs[0]["y_val"]) for run in runs[1:]):
+            raise ConfigError(f"the runs in {out.parent} have different validation splits; expected one split")
+        y_val, p_val = runs[0]["y_val"], np.mean([run[f"p_val_{tta}"] for run in runs], axis=0)
     first = fold_dirs[0]
     names = json.loads((first / "class_names.json").read_text(encoding="utf-8"))
     out.mkdir(parents=True, exist_ok=True)
@@ -191,12 +208,11 @@ def evaluate_ensemble(fold_dirs: list[Path], out: Path, config) -> dict:
     return evaluate_run(
         out, class_names=names["class_names"], task=names["task"], long_names=names.get("long_names"),
         y_true_test=runs[0]["y_test"], y_prob_test=np.mean([run[f"p_test_{tta}"] for run in runs], axis=0),
-        y_true_val=np.concatenate([run["y_val"] for run in runs]),
-        y_prob_val=np.concatenate([run[f"p_val_{tta}"] for run in runs]),
+        y_true_val=y_val, y_prob_val=p_val,
         config=config, explain=0, seed=config.train.seed, n_bootstrap=config.evaluation.bootstrap,
         operating_point=config.evaluation.operating_point, target=config.evaluation.target,
-        decision_rule=config.evaluation.decision_rule,
-        title=f"Model card: ensemble of the {len(fold_dirs)} cross-validation folds of {out.parent.name}")
+        decision_rule=config.evaluation.decision_rule, trust=trust,
+        title=title or f"Model card: ensemble of the {len(fold_dirs)} cross-validation folds of {out.parent.name}")
 
 
 def export_folds(spec, config, fold_dirs: list[Path], ensemble_dir: Path, ensemble: dict) -> Path | None:
