@@ -236,14 +236,20 @@ def export_folds(spec, config, fold_dirs: list[Path], ensemble_dir: Path, ensemb
         **load_run_trust(checkpoints[0]))
 
 
+def run_lines(kind: str, runs: list[dict], test_mean_std: dict) -> list[str]:
+    """One log line per run (fold or member) with its test figures, then their mean and spread."""
+    lines = [f"  {kind} {index} test ".ljust(15) + ", ".join(f"{k} {v:.3f}" for k, v in run["test"].items()
+                                                          if v is not None)
+             for index, run in enumerate(runs, start=1)]
+    lines.append("  mean (sd)     " + ", ".join(
+        f"{k} {v['mean']:.3f} ({v['std']:.3f})" for k, v in test_mean_std.items() if v["mean"] is not None))
+    return lines
+
+
 def summary_lines(summary: dict) -> list[str]:
     """The summary as log lines: one per fold, mean and spread, out-of-fold, ensemble."""
-    lines = ["", f"cross-validation: {len(summary['folds'])} folds"]
-    for index, fold in enumerate(summary["folds"], start=1):
-        lines.append(f"  fold {index} test  " + ", ".join(f"{k} {v:.3f}" for k, v in fold["test"].items()
-                                                          if v is not None))
-    lines.append("  mean (sd)     " + ", ".join(
-        f"{k} {v['mean']:.3f} ({v['std']:.3f})" for k, v in summary["test_mean_std"].items() if v["mean"] is not None))
+    lines = ["", f"cross-validation: {len(summary['folds'])} folds",
+             *run_lines("fold", summary["folds"], summary["test_mean_std"])]
     oof = summary["out_of_fold"]
     lines.append(f"  out-of-fold ({oof['n_images']} images) " + ", ".join(
         f"{k} {oof[k]:.3f}" for k in HEADLINES[summary["task"]] if oof.get(k) is not None))

@@ -29,7 +29,7 @@ from pathlib import Path
 from keras_med.atomic import write_text_atomic
 from keras_med.errors import ConfigError
 from keras_med.recipes.cross_validation import (HEADLINES, _cv_dir, _fold_finished, _headline_values, _spread,
-                                                evaluate_ensemble, export_folds)
+                                                evaluate_ensemble, export_folds, run_lines)
 
 log = logging.getLogger("keras_med")
 
@@ -120,12 +120,8 @@ def member_trust_report(member_dirs: list[Path]) -> dict:
 
 def summary_lines(summary: dict) -> list[str]:
     """The summary as log lines: one per member, their mean and spread, the ensemble."""
-    lines = ["", f"ensemble of {len(summary['members'])} members"]
-    for index, member in enumerate(summary["members"], start=1):
-        lines.append(f"  member {index} test " + ", ".join(f"{k} {v:.3f}" for k, v in member["test"].items()
-                                                            if v is not None))
-    lines.append("  mean (sd)     " + ", ".join(
-        f"{k} {v['mean']:.3f} ({v['std']:.3f})" for k, v in summary["test_mean_std"].items() if v["mean"] is not None))
+    lines = ["", f"ensemble of {len(summary['members'])} members",
+             *run_lines("member", summary["members"], summary["test_mean_std"])]
     lines.append("  ensemble test " + ", ".join(f"{k} {v:.3f}" for k, v in summary["ensemble"].items()
                                                  if isinstance(v, float)))
     if summary.get("export"):
