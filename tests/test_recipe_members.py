@@ -53,6 +53,8 @@ def test_the_ensemble_is_scored_on_the_mean_of_the_members(ensemble):
     # the served guard and prediction set are member 1's, and so are the figures reported for them
     member = json.loads((run_dir / "member1" / "metrics.json").read_text())
     assert metrics["conformal"] == member["conformal"] and metrics["ood"] == member["ood"]
+    assert not (run_dir / "member2" / "trust" / "ood_guard.npz").exists()
+    assert (run_dir / "member1" / "trust" / "ood_guard.npz").is_file()
     assert (run_dir / "ensemble" / "report.md").is_file()
 
 

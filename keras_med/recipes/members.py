@@ -4,7 +4,8 @@ Member k is a full recipe run of its own in `RUN_DIR/member<k>/` with seed `seed
 splits the data as a plain run does (or reads `--split-file`), the others reuse its `split.csv`, so
 every member validates and is tested on the same images and differs only in initialisation,
 augmentation and batch order. A killed ensemble resumes member by member; a finished member is not
-trained again. Members are not exported on their own.
+trained again. Members are not exported on their own, and members 2..K fit no guard and draw no
+Grad-CAM examples (the ensemble serves member 1's).
 
 Afterwards, in `RUN_DIR/`:
 - `members_summary.json`: each member's test figures, their mean and spread;
@@ -50,8 +51,14 @@ def member_configs(spec, config, out: Path) -> list:
             if data.demo:
                 data = dataclasses.replace(
                     data, demo=False, data_dir=str(Path(config.output_dir) / spec.name / "demo_data"))
+        evaluation = config.evaluation
+        if k > 1:
+            # The ensemble serves member 1's guard and explains with member 1's Grad-CAM: fitting a
+            # guard on the others' training features and drawing their examples would be unused work
+            # (a few minutes a member on a CPU).
+            evaluation = dataclasses.replace(evaluation, ood="none", explain=0)
         configs.append(dataclasses.replace(
-            config, data=data,
+            config, data=data, evaluation=evaluation,
             train=dataclasses.replace(config.train, seed=config.train.seed + k - 1, members=1),
             export=dataclasses.replace(config.export, export=False)))
     return configs
