@@ -98,13 +98,13 @@ def run_cross_validation(spec, config, n_folds: int, run_dir: str | None = None,
     return summary
 
 
-def _cv_dir(config, spec, run_dir) -> Path:
+def _cv_dir(config, spec, run_dir, prefix: str = "cv") -> Path:
     if run_dir:
         path = Path(run_dir)
     else:
         from datetime import datetime
 
-        path = Path(config.output_dir) / spec.name / f"cv-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        path = Path(config.output_dir) / spec.name / f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

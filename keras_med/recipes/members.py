@@ -43,7 +43,7 @@ def member_configs(spec, config, out: Path) -> list:
     first_dir = out / "member1"
     configs = []
     for k in range(1, n_members + 1):
-        data = config.data
+        data, evaluation = config.data, config.evaluation
         if k > 1:
             # Member 1 wrote the split (or read --split-file); with --demo it also wrote the images,
             # which a member with another seed would write differently.
@@ -51,8 +51,6 @@ def member_configs(spec, config, out: Path) -> list:
             if data.demo:
                 data = dataclasses.replace(
                     data, demo=False, data_dir=str(Path(config.output_dir) / spec.name / "demo_data"))
-        evaluation = config.evaluation
-        if k > 1:
             # The ensemble serves member 1's guard and explains with member 1's Grad-CAM: fitting a
             # guard on the others' training features and drawing their examples would be unused work
             # (a few minutes a member on a CPU).
@@ -70,7 +68,7 @@ def run_members(spec, config, run_dir: str | None = None) -> dict:
     Args:
         spec: the recipe (`keras_med.recipes.base.RecipeSpec`).
         config: the resolved `RecipeConfig`, `train.members` >= 2.
-        run_dir: the ensemble's directory (default: `<output-dir>/<recipe>/<timestamp>`).
+        run_dir: the ensemble's directory (default: `<output-dir>/<recipe>/members-<timestamp>`).
 
     Returns:
         The summary (also `members_summary.json`).
@@ -82,7 +80,7 @@ def run_members(spec, config, run_dir: str | None = None) -> dict:
     if config.train.strategy == "multiworker":
         # As with --cv: every worker would write the members' splits and the summary (docs/scale.md).
         raise ConfigError("--members: not with --strategy multiworker; train the ensemble on one machine")
-    out = _cv_dir(config, spec, run_dir)
+    out = _cv_dir(config, spec, run_dir, prefix="members")
     member_dirs = []
     for k, member_config in enumerate(member_configs(spec, config, out), start=1):
         member_dir = out / f"member{k}"
