@@ -9,6 +9,7 @@ from keras_med.evaluation import compute_metrics, evaluate_run
 from keras_med.evaluation.conformal import calibrate_conformal, conformal_quantile, evaluate_sets
 from keras_med.evaluation.health import check_training_health
 from keras_med.evaluation.ood import OODGuard, choose_threshold, fit_ood_guard, separation
+from keras_med.evaluation.trust import TrustResult, load_run_trust, save_trust
 
 CLASSES = ["a", "b", "c"]
 
@@ -90,6 +91,24 @@ def test_conformal_coverage_on_a_held_out_set_is_within_its_interval(mode):
         assert len(set(np.round(sets.thresholds, 6))) == 3
     else:
         assert len(set(sets.thresholds)) == 1
+
+
+def test_sets_keep_what_they_apply_to_through_the_run_folder(tmp_path):
+    probabilities, labels = softmax_probabilities(300, seed=12)
+    for applies_to in ("model", "answer"):
+        sets = calibrate_conformal(probabilities, labels, applies_to=applies_to)
+        save_trust(TrustResult(None, sets), tmp_path / applies_to)
+        loaded = load_run_trust(tmp_path / applies_to / "checkpoints" / "best.keras")["conformal_sets"]
+        assert loaded.applies_to == applies_to
+        np.testing.assert_allclose(loaded.thresholds, sets.thresholds)
+    # a run saved before ensembles calibrated their own sets holds the model's
+    path = tmp_path / "answer" / "trust" / "conformal.json"
+    stored = json.loads(path.read_text())
+    del stored["applies_to"]
+    path.write_text(json.dumps(stored))
+    assert load_run_trust(tmp_path / "answer" / "best.keras")["conformal_sets"].applies_to == "model"
+    with pytest.raises(ValueError, match="applies_to"):
+        calibrate_conformal(probabilities, labels, applies_to="member")
 
 
 def test_conformal_quantile_is_the_finite_sample_rank():

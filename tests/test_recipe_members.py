@@ -9,6 +9,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from keras_med.cli import main as cli
+from keras_med.evaluation.conformal import calibrate_conformal
+from keras_med.export.predictor import load_predictor
 from keras_med.evaluation.run_predictions import load_run_predictions
 from keras_med.recipes import ham10000
 from keras_med.recipes.base import main
@@ -50,9 +52,21 @@ def test_the_ensemble_is_scored_on_the_mean_of_the_members(ensemble):
     values = [member["test"]["balanced_accuracy"] for member in summary["members"]]
     assert summary["test_mean_std"]["balanced_accuracy"]["mean"] == pytest.approx(np.mean(values))
     assert summary["ensemble"]["balanced_accuracy"] == pytest.approx(metrics["balanced_accuracy"]["value"])
-    # the served guard and prediction set are member 1's, and so are the figures reported for them
+    # the served guard is member 1's, and so are the figures reported for it
     member = json.loads((run_dir / "member1" / "metrics.json").read_text())
-    assert metrics["conformal"] == member["conformal"] and metrics["ood"] == member["ood"]
+    assert metrics["ood"] == member["ood"]
+    # the prediction sets are the ensemble's own: calibrated on the mean of the members' validation
+    # probabilities (the demo's defaults: no decision rule, no flips), measured on the mean test ones
+    y_val = runs[0]["y_val"]
+    y_val = y_val.argmax(axis=1) if y_val.ndim == 2 else y_val
+    expected = calibrate_conformal(np.mean([run["p_val_none"] for run in runs], axis=0), y_val, 0.9,
+                                   member["conformal"]["mode"])
+    stored = json.loads((run_dir / "ensemble" / "trust" / "conformal.json").read_text())
+    assert stored["applies_to"] == "answer"
+    np.testing.assert_allclose(stored["thresholds"], expected.thresholds, rtol=1e-6)
+    assert metrics["conformal"]["thresholds"] == pytest.approx(stored["thresholds"])
+    covered = expected.predict(mean)[np.arange(len(y_test)), y_test]
+    assert metrics["conformal"]["coverage"]["value"] == pytest.approx(covered.mean())
     assert not (run_dir / "member2" / "trust" / "ood_guard.npz").exists()
     assert (run_dir / "member1" / "trust" / "ood_guard.npz").is_file()
     assert (run_dir / "ensemble" / "report.md").is_file()
@@ -64,10 +78,23 @@ def test_the_served_ensemble_gives_the_scored_figures(ensemble, tmp_path):
     stored = json.loads((export / "assets.extra" / "keras_med.json").read_text())
     assert stored["members"] == 2
     assert not any((run_dir / f"member{k}" / "saved_models").exists() for k in (1, 2))
-    sets = json.loads((run_dir / "member1" / "trust" / "conformal.json").read_text())
+    sets = json.loads((run_dir / "ensemble" / "trust" / "conformal.json").read_text())
     assert stored["conformal"]["thresholds"] == pytest.approx(sets["thresholds"])
+    assert stored["conformal"]["applies_to"] == "answer"
     split = pd.read_csv(run_dir / "member1" / "split.csv")
     test = split[split["split"] == "test"]
+    # every served set is the classes whose served probability reaches the ensemble's thresholds, and
+    # the served sets cover the test images as the ensemble's report says
+    answers = load_predictor(export).predict_files(list(test["path"]))
+    assert all(answer.valid for answer in answers)
+    thresholds = np.asarray(sets["thresholds"], np.float32)
+    names = list(answers[0].probabilities)
+    for answer in answers:
+        probabilities = np.asarray([answer.probabilities[name] for name in names], np.float32)
+        assert answer.prediction_set == [name for name, keep in zip(names, probabilities >= thresholds) if keep]
+    covered = [label in answer.prediction_set for label, answer in zip(test["label"], answers)]
+    scored_sets = json.loads((run_dir / "ensemble" / "metrics.json").read_text())["conformal"]
+    assert np.mean(covered) == pytest.approx(scored_sets["coverage"]["value"], abs=1e-6)
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"image_id": [Path(path).stem for path in test["path"]], "label": test["label"]}).to_csv(
         labels, index=False)

@@ -28,6 +28,11 @@ from keras_med.evaluation.bootstrap import bootstrap_statistics, percentile_inte
 
 DEFAULT_COVERAGE = 0.9
 CONFORMAL_MODES = ("marginal", "mondrian")
+# What a served set compares with its thresholds (keras_med.export.guards): "model", the model's own
+# probabilities on the original image (an ensemble's first member's, before averaging, flips and
+# the decision rule), or "answer", the served probabilities themselves (an ensemble whose members
+# share one validation split calibrates its sets on their averaged, served answer).
+SET_INPUTS = ("model", "answer")
 
 
 @dataclass
@@ -40,6 +45,8 @@ class ConformalSets:
         thresholds: Probability threshold per class, `(K,)`.
         n_calibration: Calibration images used (per class for Mondrian: the smallest class's count
             bounds how exact its guarantee is).
+        applies_to: Which probabilities the served set compares with the thresholds: "model" or
+            "answer" (`SET_INPUTS`); they must be the ones the thresholds were calibrated on.
 
     Example:
     >>> sets = calibrate_conformal(val_probabilities, val_labels, coverage=0.9)
@@ -50,6 +57,7 @@ class ConformalSets:
     mode: str
     thresholds: np.ndarray
     n_calibration: int
+    applies_to: str = "model"
 
     def predict(self, probabilities) -> np.ndarray:
         """The prediction set per row: bool `(N, K)`."""
@@ -57,7 +65,8 @@ class ConformalSets:
 
     def summary(self) -> dict:
         return {"coverage": float(self.coverage), "mode": self.mode,
-                "thresholds": [float(value) for value in self.thresholds], "n_calibration": int(self.n_calibration)}
+                "thresholds": [float(value) for value in self.thresholds], "n_calibration": int(self.n_calibration),
+                "applies_to": self.applies_to}
 
 
 def conformal_quantile(scores, coverage: float) -> float:
@@ -71,7 +80,7 @@ def conformal_quantile(scores, coverage: float) -> float:
 
 
 def calibrate_conformal(probabilities, labels, coverage: float = DEFAULT_COVERAGE,
-                        mode: str = "marginal") -> ConformalSets:
+                        mode: str = "marginal", applies_to: str = "model") -> ConformalSets:
     """Calibrate prediction-set thresholds on held-out (validation) probabilities.
 
     Args:
@@ -79,6 +88,7 @@ def calibrate_conformal(probabilities, labels, coverage: float = DEFAULT_COVERAG
         labels: True class index per row `(N,)`.
         coverage: Target share of sets that hold the true class, in (0, 1).
         mode: `"marginal"` or `"mondrian"` (class-conditional).
+        applies_to: "model" or "answer": which served probabilities these are (`SET_INPUTS`).
 
     Returns:
         The calibrated `ConformalSets`.
@@ -87,6 +97,8 @@ def calibrate_conformal(probabilities, labels, coverage: float = DEFAULT_COVERAG
         raise ValueError(f"coverage must be in (0, 1), got {coverage}")
     if mode not in CONFORMAL_MODES:
         raise ValueError(f"conformal mode must be one of {list(CONFORMAL_MODES)}, got {mode!r}")
+    if applies_to not in SET_INPUTS:
+        raise ValueError(f"applies_to must be one of {list(SET_INPUTS)}, got {applies_to!r}")
     probabilities = np.asarray(probabilities, np.float64)
     labels = np.asarray(labels, np.int64)
     scores = 1.0 - probabilities[np.arange(len(labels)), labels]
@@ -97,7 +109,8 @@ def calibrate_conformal(probabilities, labels, coverage: float = DEFAULT_COVERAG
         quantiles = np.array([conformal_quantile(scores[labels == k], coverage) for k in range(n_classes)])
     # A threshold at or below 0 puts the class in every set (too few calibration images for it).
     thresholds = np.clip(1.0 - quantiles, 0.0, 1.0)
-    return ConformalSets(coverage=coverage, mode=mode, thresholds=thresholds, n_calibration=len(labels))
+    return ConformalSets(coverage=coverage, mode=mode, thresholds=thresholds, n_calibration=len(labels),
+                         applies_to=applies_to)
 
 
 def evaluate_sets(sets: ConformalSets, probabilities, labels, class_names, groups=None,

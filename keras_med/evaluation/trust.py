@@ -236,7 +236,9 @@ def load_run_trust(model_path: str | Path) -> dict:
         stored = json.loads((trust_dir / "conformal.json").read_text(encoding="utf-8"))
         sets = ConformalSets(coverage=stored["coverage"], mode=stored["mode"],
                              thresholds=np.asarray(stored["thresholds"], np.float64),
-                             n_calibration=stored["n_calibration"])
+                             n_calibration=stored["n_calibration"],
+                             # Files written before ensembles calibrated their own sets hold the model's.
+                             applies_to=stored.get("applies_to", "model"))
     return {"ood_guard": guard, "conformal_sets": sets}
 
 

@@ -5,10 +5,12 @@ a served prediction equals the scored one: the mean of the members' probabilitie
 original and flipped images (as `keras_med.evaluation.external.predict_with_tta` averages them),
 then the per-class logit adjustment (`keras_med.evaluation.decision_rule`).
 
-The guards (out-of-distribution score, conformal sets) are the **first member's**, computed from
-its own features and its own probabilities on the original image, before averaging, flips or the
-decision rule: that is what they were fitted and calibrated on (`trust/` of its run), so their
-pass rate and coverage still hold. Grad-CAM (the `explain` signature) is also the first member's.
+The out-of-distribution guard is the **first member's**, computed from its own features and its
+own probabilities on the original image, before averaging, flips or the decision rule: that is what
+it was fitted on (`trust/` of its run), so its pass rate still holds. The conformal sets compare
+those same probabilities, or the served answer when they were calibrated on it
+(`ConformalSets.applies_to`; `keras_med.export.guards`). Grad-CAM (the `explain` signature) is also
+the first member's.
 """
 
 from __future__ import annotations

@@ -55,13 +55,15 @@ class ServingGuards:
         self.sets = sets
         self.weights_layer = GuardWeights(guard.parameters) if guard is not None else None
 
-    def outputs(self, features, probabilities, decisions, valid, images) -> dict:
+    def outputs(self, features, probabilities, answer, decisions, valid, images) -> dict:
         """The guard outputs for a batch; an invalid row is not in distribution and has an empty set.
 
         Args:
             features: Pooled features `(B, D)` (`(B, 0)` without a guard).
             probabilities: The probabilities the guard was fitted on `(B, K)`, laid out as served: the
                 model's own (an ensemble's first member's, before flips and the decision rule).
+            answer: The served probabilities `(B, K)`; the set compares these with its thresholds
+                when it was calibrated on them (`ConformalSets.applies_to == "answer"`).
             decisions: Thresholded decisions `(B, K)` of the served answer (the multi-label prediction set).
             valid: Per-row validity `(B,)`.
             images: The images the model saw `(B, S, S, 3)`, for the guard's pixel-variation check.
@@ -78,7 +80,8 @@ class ServingGuards:
         if self.sets is None:
             members = decisions
         else:
-            members = probabilities >= tf.constant(self.sets.thresholds, tf.float32)[None, :]
+            calibrated_on = answer if self.sets.applies_to == "answer" else probabilities
+            members = calibrated_on >= tf.constant(self.sets.thresholds, tf.float32)[None, :]
         return {"in_distribution": in_distribution, "ood_score": tf.where(valid, score, 0.0),
                 "prediction_set": tf.logical_and(members, valid[:, None])}
 
@@ -91,6 +94,7 @@ class ServingGuards:
             "ood_pass_rate": tf.constant(guard.validation_pass_rate if guard else 1.0, tf.float32),
             "conformal_coverage": tf.constant(sets.coverage if sets else 0.0, tf.float32),
             "conformal_thresholds": tf.constant(list(sets.thresholds) if sets else [], tf.float32),
+            "conformal_applies_to": tf.constant(sets.applies_to if sets else "none", tf.string),
         }
 
     def summary(self) -> dict:

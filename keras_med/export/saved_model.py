@@ -138,7 +138,7 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
     Args:
         model: Keras model to the contract in docs/contracts.md, or a list of them (same classes and
             size): an ensemble whose served probabilities are the mean of theirs
-            (``keras_med.export.combined``; the guards and Grad-CAM are the first member's).
+            (``keras_med.export.combined``; the guard and Grad-CAM are the first member's).
         name: Served model name (letters, digits, ``-``, ``_``, ``.``).
         base_dir: TF Serving's model base path on this machine.
         version: Version to write; the next integer after the existing ones when None.

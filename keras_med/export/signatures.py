@@ -47,7 +47,7 @@ class ServingFunctions:
     Args:
         model: Keras model to the contract in docs/contracts.md (float32 0..255 in, ``predictions`` out),
             or a list of them: an ensemble whose probabilities are averaged (``keras_med.export.combined``;
-            the guards and Grad-CAM are the first member's).
+            the guard and Grad-CAM are the first member's; the set see ``guards``).
         metadata: Class names, task, image size, thresholds, resize mode and minimum image size.
         guards: The out-of-distribution guard and conformal sets; None answers every valid row as
             in distribution with score 0 and the decisions as its set.
@@ -189,7 +189,7 @@ class ServingFunctions:
                 decisions = tf.cast(tf.one_hot(top, len(meta.class_names)), tf.bool)
         batch = tf.shape(probabilities)[0]
         decisions = tf.logical_and(decisions, valid[:, None])
-        trust = self.guards.outputs(features, guard_probabilities, decisions, valid, images)
+        trust = self.guards.outputs(features, guard_probabilities, probabilities, decisions, valid, images)
         return {
             "probabilities": tf.where(valid[:, None], probabilities, 0.0),
             "top_class_index": tf.where(valid, top, -1),

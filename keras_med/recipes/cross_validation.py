@@ -13,7 +13,8 @@ Afterwards, in `RUN_DIR/`:
 - `ensemble/`: the K models averaged on the test split, evaluated like a run (metrics.json,
   report), with its thresholds and decision rule chosen on the pooled out-of-fold predictions;
 - with `--cv-export`, the K models as one SavedModel that averages their probabilities
-  (`keras_med.export.combined`; the guards are fold 1's).
+  (`keras_med.export.combined`; the guard and the prediction sets are fold 1's: no validation
+  split was left out by every fold).
 """
 
 from __future__ import annotations
@@ -73,12 +74,12 @@ def run_cross_validation(spec, config, n_folds: int, run_dir: str | None = None,
         # Every worker would write the folds' splits and the summary into the shared folder, and
         # only the chief's fold runs write metrics (docs/scale.md).
         raise ConfigError("--cv: not with --strategy multiworker; run the cross-validation on one machine")
-    out = _cv_dir(config, spec, run_dir)
+    out = group_run_dir(config, spec, run_dir)
     fold_dirs = []
     for fold, split_path in enumerate(write_fold_splits(spec, config, out, n_folds), start=1):
         fold_dir = out / f"fold{fold}"
         fold_dirs.append(fold_dir)
-        if _fold_finished(fold_dir):
+        if run_finished(fold_dir):
             stage("cross-validation fold %d of %d: finished before, reused", fold, n_folds)
             continue
         stage("cross-validation fold %d of %d in %s", fold, n_folds, fold_dir)
@@ -98,7 +99,8 @@ def run_cross_validation(spec, config, n_folds: int, run_dir: str | None = None,
     return summary
 
 
-def _cv_dir(config, spec, run_dir, prefix: str = "cv") -> Path:
+def group_run_dir(config, spec, run_dir, prefix: str = "cv") -> Path:
+    """The directory of a group of runs (folds or members): `run_dir`, or `<output>/<recipe>/<prefix>-<time>`."""
     if run_dir:
         path = Path(run_dir)
     else:
@@ -109,7 +111,8 @@ def _cv_dir(config, spec, run_dir, prefix: str = "cv") -> Path:
     return path
 
 
-def _fold_finished(fold_dir: Path) -> bool:
+def run_finished(fold_dir: Path) -> bool:
+    """Whether a run of the group finished: its metrics and its saved predictions are written."""
     from keras_med.evaluation.run_predictions import load_run_predictions
 
     return (fold_dir / "metrics.json").is_file() and bool(load_run_predictions(fold_dir))
@@ -129,12 +132,14 @@ def write_fold_splits(spec, config, out: Path, n_folds: int) -> list[Path]:
     return paths
 
 
-def _headline_values(metrics: dict) -> dict:
+def headline_values(metrics: dict) -> dict:
+    """The task's headline test figures (`HEADLINES`) of a run's metrics, as plain numbers."""
     return {key: metrics[key]["value"] for key in HEADLINES[metrics["task"]]
             if isinstance(metrics.get(key), dict)}
 
 
-def _spread(values: list[float]) -> dict:
+def mean_and_sd(values: list[float]) -> dict:
+    """`{"mean", "std"}` (sample standard deviation) of the values that are not None."""
     values = np.asarray([v for v in values if v is not None], dtype=np.float64)
     if values.size == 0:
         return {"mean": None, "std": None}
@@ -150,7 +155,7 @@ def summarise_folds(fold_dirs: list[Path], config) -> dict:
     tta = config.evaluation.tta
     for fold_dir in fold_dirs:
         metrics = json.loads((fold_dir / "metrics.json").read_text(encoding="utf-8"))
-        entry = {"run_dir": str(fold_dir), "test": _headline_values(metrics)}
+        entry = {"run_dir": str(fold_dir), "test": headline_values(metrics)}
         if metrics.get("decision_rule"):
             entry["test"]["balanced_accuracy_without_rule"] = metrics["decision_rule"]["test_balanced_accuracy_without"]
         if metrics["task"] != "multilabel":
@@ -163,42 +168,64 @@ def summarise_folds(fold_dirs: list[Path], config) -> dict:
     oof = compute_metrics(task, np.concatenate(oof_true), np.concatenate(oof_prob), class_names, n_bootstrap=0)
     keys = sorted({key for fold in folds for key in fold["test"]})
     return {"folds": folds, "task": task, "class_names": class_names,
-            "test_mean_std": {key: _spread([fold["test"].get(key) for fold in folds]) for key in keys},
+            "test_mean_std": {key: mean_and_sd([fold["test"].get(key) for fold in folds]) for key in keys},
             "out_of_fold": {"n_images": int(sum(len(y) for y in oof_true)),
                             **{key: oof[key]["value"] for key in HEADLINES[task] if isinstance(oof.get(key), dict)},
                             "note": "raw probabilities of the fold models, no decision rule"}}
 
 
-def evaluate_ensemble(fold_dirs: list[Path], out: Path, config, *, validation: str = "pooled",
-                      title: str | None = None, trust: dict | None = None) -> dict:
-    """The models' mean on the test split, evaluated like a run.
+def ensemble_predictions(fold_dirs: list[Path], config, validation: str = "pooled") -> dict:
+    """The runs' mean test probabilities and the validation predictions the ensemble is fitted on.
 
     The runs' test splits are the same images in the same order (one held-out test split).
 
     Args:
         fold_dirs: the runs (cross-validation folds or seed members).
-        out: where the ensemble's metrics and report go.
-        config: the resolved configuration (evaluation settings).
+        config: the resolved configuration (`[evaluation] tta` picks the saved predictions).
         validation: "pooled": the folds' validation predictions concatenated (out-of-fold, each
             image once); "mean": the runs share one validation split, averaged like the test split.
-        title: the report's title.
-        trust: guard and prediction-set figures (`assess_trust`'s report) for its metrics and report.
+
+    Returns:
+        `{"y_val", "p_val", "y_test", "p_test"}` in the pipeline's encoding.
     """
-    from keras_med.evaluation import evaluate_run
     from keras_med.evaluation.run_predictions import load_run_predictions
 
     tta = config.evaluation.tta
     runs = [load_run_predictions(fold_dir) for fold_dir in fold_dirs]
+    where = fold_dirs[0].parent
     if any(not np.array_equal(run["y_test"], runs[0]["y_test"]) for run in runs[1:]):
-        raise ConfigError(f"the runs in {out.parent} have different test splits; delete their split files "
+        raise ConfigError(f"the runs in {where} have different test splits; delete their split files "
                           "and run them again")
     if validation == "pooled":
         y_val = np.concatenate([run["y_val"] for run in runs])
         p_val = np.concatenate([run[f"p_val_{tta}"] for run in runs])
     else:
         if any(not np.array_equal(run["y_val"], runs[0]["y_val"]) for run in runs[1:]):
-            raise ConfigError(f"the runs in {out.parent} have different validation splits; expected one split")
+            raise ConfigError(f"the runs in {where} have different validation splits; expected one split")
         y_val, p_val = runs[0]["y_val"], np.mean([run[f"p_val_{tta}"] for run in runs], axis=0)
+    return {"y_val": y_val, "p_val": p_val, "y_test": runs[0]["y_test"],
+            "p_test": np.mean([run[f"p_test_{tta}"] for run in runs], axis=0)}
+
+
+def evaluate_ensemble(fold_dirs: list[Path], out: Path, config, *, validation: str = "pooled",
+                      title: str | None = None, trust: dict | None = None, predictions: dict | None = None,
+                      decision_rule=None) -> dict:
+    """The models' mean on the test split, evaluated like a run.
+
+    Args:
+        fold_dirs: the runs (cross-validation folds or seed members).
+        out: where the ensemble's metrics and report go.
+        config: the resolved configuration (evaluation settings).
+        validation: see `ensemble_predictions`.
+        title: the report's title.
+        trust: guard and prediction-set figures (`assess_trust`'s report) for its metrics and report.
+        predictions: `ensemble_predictions`' answer when the caller already has it; None reads the runs.
+        decision_rule: a fitted `LogitAdjustment` to apply; None fits `[evaluation] decision_rule`
+            on the validation predictions.
+    """
+    from keras_med.evaluation import evaluate_run
+
+    predictions = predictions or ensemble_predictions(fold_dirs, config, validation)
     first = fold_dirs[0]
     names = json.loads((first / "class_names.json").read_text(encoding="utf-8"))
     out.mkdir(parents=True, exist_ok=True)
@@ -207,16 +234,21 @@ def evaluate_ensemble(fold_dirs: list[Path], out: Path, config, *, validation: s
         shutil.copyfile(first / name, out / name)
     return evaluate_run(
         out, class_names=names["class_names"], task=names["task"], long_names=names.get("long_names"),
-        y_true_test=runs[0]["y_test"], y_prob_test=np.mean([run[f"p_test_{tta}"] for run in runs], axis=0),
-        y_true_val=y_val, y_prob_val=p_val,
+        y_true_test=predictions["y_test"], y_prob_test=predictions["p_test"],
+        y_true_val=predictions["y_val"], y_prob_val=predictions["p_val"],
         config=config, explain=0, seed=config.train.seed, n_bootstrap=config.evaluation.bootstrap,
         operating_point=config.evaluation.operating_point, target=config.evaluation.target,
-        decision_rule=config.evaluation.decision_rule, trust=trust,
+        decision_rule=decision_rule or config.evaluation.decision_rule, trust=trust,
         title=title or f"Model card: ensemble of the {len(fold_dirs)} cross-validation folds of {out.parent.name}")
 
 
-def export_folds(spec, config, fold_dirs: list[Path], ensemble_dir: Path, ensemble: dict) -> Path | None:
-    """Export the fold models as one SavedModel averaging them, with the ensemble's thresholds and rule."""
+def export_folds(spec, config, fold_dirs: list[Path], ensemble_dir: Path, ensemble: dict,
+                 conformal_sets=None) -> Path | None:
+    """Export the fold models as one SavedModel averaging them, with the ensemble's thresholds and rule.
+
+    The guard is the first run's; so are the prediction sets unless `conformal_sets` (calibrated on
+    the ensemble's served answer) are given.
+    """
     from keras_med.backend import select_backend
     from keras_med.evaluation.trust import load_run_trust
     from keras_med.export import export_for_serving
@@ -228,12 +260,14 @@ def export_folds(spec, config, fold_dirs: list[Path], ensemble_dir: Path, ensemb
                     "keras-med export %s --name NAME", " ".join(f"--model {path}" for path in checkpoints))
         return None
     members = [load_trained_model(path) for path in checkpoints]
+    trust = load_run_trust(checkpoints[0])
+    if conformal_sets is not None:
+        trust["conformal_sets"] = conformal_sets
     return export_for_serving(
         [member.model for member in members], name=config.export.name or spec.name,
         base_dir=config.export.saved_models, class_names=ensemble["class_names"], task=ensemble["task"],
         image_size=config.data.image_size, thresholds=ensemble.get("thresholds"), resize=config.data.resize,
-        tta=config.evaluation.tta, decision_rule=ensemble.get("decision_rule"), run_dir=ensemble_dir,
-        **load_run_trust(checkpoints[0]))
+        tta=config.evaluation.tta, decision_rule=ensemble.get("decision_rule"), run_dir=ensemble_dir, **trust)
 
 
 def run_lines(kind: str, runs: list[dict], test_mean_std: dict) -> list[str]:

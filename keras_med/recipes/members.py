@@ -10,10 +10,11 @@ Grad-CAM examples (the ensemble serves member 1's).
 Afterwards, in `RUN_DIR/`:
 - `members_summary.json`: each member's test figures, their mean and spread;
 - `ensemble/`: the members' mean probabilities, evaluated like a run (metrics.json, report), its
-  thresholds and decision rule chosen on the mean of the members' validation probabilities;
+  thresholds, decision rule and prediction sets (`trust/conformal.json`) fitted on the mean of the
+  members' validation probabilities;
 - the SavedModel (unless `--no-export`): one graph averaging the members
-  (`keras_med.export.combined`) with the ensemble's thresholds and rule; its out-of-distribution
-  guard and prediction set are member 1's (docs/serving.md), and so are those figures in the
+  (`keras_med.export.combined`) with the ensemble's thresholds, rule and prediction sets; its
+  out-of-distribution guard is member 1's (docs/serving.md), and so are its figures in the
   ensemble's report.
 
 Averaging two HAM10000 runs gained +0.014 to +0.025 test balanced accuracy over their mean
@@ -27,10 +28,14 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from keras_med.atomic import write_text_atomic
 from keras_med.errors import ConfigError
-from keras_med.recipes.cross_validation import (HEADLINES, _cv_dir, _fold_finished, _headline_values, _spread,
-                                                evaluate_ensemble, export_folds, run_lines)
+from keras_med.evaluation.decision_rule import fit_decision_rule
+from keras_med.evaluation.trust import TrustResult, save_trust
+from keras_med.recipes.cross_validation import (HEADLINES, ensemble_predictions, evaluate_ensemble, export_folds,
+                                                group_run_dir, headline_values, mean_and_sd, run_finished, run_lines)
 
 log = logging.getLogger("keras_med")
 
@@ -80,25 +85,31 @@ def run_members(spec, config, run_dir: str | None = None) -> dict:
     if config.train.strategy == "multiworker":
         # As with --cv: every worker would write the members' splits and the summary (docs/scale.md).
         raise ConfigError("--members: not with --strategy multiworker; train the ensemble on one machine")
-    out = _cv_dir(config, spec, run_dir, prefix="members")
+    out = group_run_dir(config, spec, run_dir, prefix="members")
     member_dirs = []
     for k, member_config in enumerate(member_configs(spec, config, out), start=1):
         member_dir = out / f"member{k}"
         member_dirs.append(member_dir)
-        if _fold_finished(member_dir):
+        if run_finished(member_dir):
             stage("ensemble member %d of %d: finished before, reused", k, config.train.members)
             continue
         stage("ensemble member %d of %d (seed %d) in %s", k, config.train.members, member_config.train.seed,
               member_dir)
         run_recipe(spec, member_config, run_dir=str(member_dir))
     summary = summarise_members(member_dirs)
+    predictions = ensemble_predictions(member_dirs, config, validation="mean")
+    rule = ensemble_rule(predictions, summary["task"], config)
+    sets, trust = ensemble_trust(member_dirs, predictions, rule, config)
     ensemble = evaluate_ensemble(
-        member_dirs, out / "ensemble", config, validation="mean", trust=member_trust_report(member_dirs),
+        member_dirs, out / "ensemble", config, trust=trust, predictions=predictions, decision_rule=rule,
         title=f"Model card: ensemble of {len(member_dirs)} {spec.name} runs (seeds {config.train.seed}.."
               f"{config.train.seed + len(member_dirs) - 1}) in {out.name}")
+    if sets is not None:
+        save_trust(TrustResult(None, sets, {}), out / "ensemble")
     summary["ensemble"] = {key: ensemble[key]["value"] for key in HEADLINES[ensemble["task"]] if key in ensemble}
     if config.export.export:
-        summary["export"] = str(export_folds(spec, config, member_dirs, out / "ensemble", ensemble))
+        summary["export"] = str(export_folds(spec, config, member_dirs, out / "ensemble", ensemble,
+                                             conformal_sets=sets))
     write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2))
     for line in summary_lines(summary):
         log.info("%s", line)
@@ -110,17 +121,64 @@ def summarise_members(member_dirs: list[Path]) -> dict:
     members = []
     for member_dir in member_dirs:
         metrics = json.loads((member_dir / "metrics.json").read_text(encoding="utf-8"))
-        members.append({"run_dir": str(member_dir), "test": _headline_values(metrics)})
+        members.append({"run_dir": str(member_dir), "test": headline_values(metrics)})
     keys = sorted({key for member in members for key in member["test"]})
     return {"members": members, "task": metrics["task"],
-            "test_mean_std": {key: _spread([member["test"].get(key) for member in members]) for key in keys}}
+            "test_mean_std": {key: mean_and_sd([member["test"].get(key) for member in members]) for key in keys}}
 
 
-def member_trust_report(member_dirs: list[Path]) -> dict:
-    """Member 1's guard and prediction-set measurements: the served ensemble computes both from member 1
-    (its features and its own probabilities, docs/serving.md), so they are the ensemble's."""
+def ensemble_rule(predictions: dict, task: str, config):
+    """The `[evaluation] decision_rule` fitted on the mean of the members' validation probabilities
+    (multiclass; None otherwise or for "none"), fitted here because the prediction sets are
+    calibrated on the probabilities it serves."""
+    if task != "multiclass":
+        return None
+    y_val, p_val = predictions["y_val"], np.asarray(predictions["p_val"], np.float64)
+    labels = y_val.argmax(axis=1) if np.ndim(y_val) == 2 else np.asarray(y_val)
+    rule = fit_decision_rule(config.evaluation.decision_rule, labels, p_val)
+    if rule is not None:
+        log.info("ensemble decision rule %s fitted on %d validation images: biases %s", rule.method,
+                 rule.fitted_on, np.round(rule.biases, 3).tolist())
+    return rule
+
+
+def ensemble_trust(member_dirs: list[Path], predictions: dict, rule, config) -> tuple:
+    """The ensemble's prediction sets and its guard and set figures for the report.
+
+    The out-of-distribution guard is member 1's (the served graph scores member 1's features,
+    docs/serving.md), and so are its figures. The prediction sets are the ensemble's own: the
+    members share one validation split that none of them trained on, so split-conformal
+    calibration on the ensemble's served answer there (mean probabilities, flips when
+    `[evaluation] tta` says so, then the decision rule) keeps its coverage guarantee, and a set is
+    read off the probabilities the client is shown (with member 1's sets, 2% of HAM10000 test sets
+    left out a class shown as more probable than one they held; BENCHMARKS.md).
+
+    Returns:
+        `(ConformalSets or None (multi-label), {"ood": ..., "conformal": ...})`.
+    """
+    from keras_med.evaluation.arrays import canonical_arrays
+    from keras_med.evaluation.conformal import calibrate_conformal, evaluate_sets
+    from keras_med.evaluation.trust import served_probabilities
+
     metrics = json.loads((member_dirs[0] / "metrics.json").read_text(encoding="utf-8"))
-    return {key: metrics[key] for key in ("ood", "conformal") if metrics.get(key)}
+    trust = {key: metrics[key] for key in ("ood", "conformal") if metrics.get(key)}
+    task, names = metrics["task"], metrics["class_names"]
+    if task == "multilabel" or not trust.get("conformal"):
+        return None, trust
+    answer = {}
+    for split in ("val", "test"):
+        labels, _ = canonical_arrays(task, predictions[f"y_{split}"], predictions[f"p_{split}"], names, f"_{split}")
+        served = served_probabilities(task, predictions[f"p_{split}"])
+        answer[split] = (labels, served if rule is None else rule.apply(served))
+    evaluation = config.evaluation
+    sets = calibrate_conformal(answer["val"][1], answer["val"][0], evaluation.coverage, evaluation.conformal,
+                               applies_to="answer")
+    trust["conformal"] = {"applicable": True, **evaluate_sets(sets, answer["test"][1], answer["test"][0], names,
+                                                              n_bootstrap=evaluation.bootstrap,
+                                                              seed=config.train.seed)}
+    log.info("ensemble prediction sets (%s, target %.0f%%): test coverage %.3f, average size %.2f", sets.mode,
+             100 * evaluation.coverage, trust["conformal"]["coverage"]["value"], trust["conformal"]["average_set_size"])
+    return sets, trust
 
 
 def summary_lines(summary: dict) -> list[str]:
