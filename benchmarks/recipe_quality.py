@@ -18,6 +18,8 @@ flip TTA when the runs' predictions hold it.
     # only score runs that exist (e.g. trained elsewhere on one split); predicts val/test once
     # (plain and flips) into each run's predictions.npz when it is missing
     PYTHONPATH=. python benchmarks/recipe_quality.py --score /work/hamruns/base_s42 /work/hamruns/base_s1 ...
+    # a `--members K` run directory is scored as its members (and their ensemble)
+    PYTHONPATH=. python benchmarks/recipe_quality.py --score runs/ham10000/members-20261201-120000
 
 Writes `OUT/quality.json` and `OUT/quality.md` (the Markdown table, also printed).
 """
@@ -67,6 +69,15 @@ def train_seeds(recipe: str, out: Path, seeds: list[int], splits: int, flags: li
             (run_dir / TIME_FILE).write_text(json.dumps({"minutes": (time.time() - started) / 60}))
         groups.append(runs)
     return groups
+
+
+def expand_members(run_dirs: list[Path]) -> list[Path]:
+    """A `--members K` run directory stands for its member<k>/ runs (one split), in member order."""
+    expanded = []
+    for run_dir in run_dirs:
+        members = sorted(run_dir.glob("member[0-9]*"), key=lambda path: int(path.name.removeprefix("member")))
+        expanded.extend(members if members and not (run_dir / "predictions.npz").is_file() else [run_dir])
+    return expanded
 
 
 def training_minutes(run_dir: Path) -> float | None:
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.score:
-        groups = [[Path(run_dir) for run_dir in args.score]]
+        groups = [expand_members([Path(run_dir) for run_dir in args.score])]
     else:
         groups = train_seeds(args.recipe, out, args.seeds, args.splits, (DEMO_FLAGS if args.demo else []) + extra)
     results, tables = [], []

@@ -73,3 +73,17 @@ def test_training_skips_finished_seeds_and_reuses_the_first_split(quality, tmp_p
     assert len(commands) == 2 and "--split-file" not in commands[0]
     assert commands[1][commands[1].index("--split-file") + 1] == str(tmp_path / "split1" / "seed42" / "split.csv")
     assert (tmp_path / "split1" / "seed2" / "quality_time.json").is_file()
+
+
+def test_a_members_run_directory_is_scored_as_its_members(quality, tmp_path):
+    ensemble_dir = tmp_path / "members-20261201-120000"
+    for k in (1, 2, 10):
+        fake_run(ensemble_dir / f"member{k}", k)
+    (ensemble_dir / "ensemble").mkdir()
+    single = fake_run(tmp_path / "single", 5)
+    expanded = quality.expand_members([ensemble_dir, single])
+    assert [path.name for path in expanded] == ["member1", "member2", "member10", "single"]
+    assert quality.main(["--score", str(ensemble_dir), "--tta", "none", "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "quality.json").read_text())[0]
+    assert [Path(run["run_dir"]).name for run in result["runs"]] == ["member1", "member2", "member10"]
+    assert "none" in result["ensemble"]
