@@ -122,9 +122,14 @@ def test_evaluate_gives_the_same_figures_on_the_checkpoint_and_its_export(tmp_pa
     stored = json.loads((base / "skin" / "1" / "assets.extra" / "keras_med.json").read_text())
     assert stored["tta"] == "flips" and stored["decision_rule"]["biases"] == [0.0, 0.3, -0.2]
     common = ["--labels", str(labels), "--images", str(folder), "--bootstrap", "0", "--explain", "0"]
-    assert cli(["evaluate", "--model", str(checkpoint), "--tta", "flips", "--out", str(tmp_path / "ckpt"), *common]) == 0
+    # without --tta the checkpoint is scored with its run's flips, as its export serves it
+    assert cli(["evaluate", "--model", str(checkpoint), "--out", str(tmp_path / "ckpt"), *common]) == 0
     assert cli(["evaluate", "--model", str(base / "skin" / "1"), "--out", str(tmp_path / "served"), *common]) == 0
     scored, served = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("ckpt", "served"))
+    assert scored["external"]["tta"] == "flips" and served["external"]["tta"] == "none"
+    # flips on top of the served graph would score another model than the one served
+    assert cli(["evaluate", "--model", str(base / "skin" / "1"), "--tta", "flips", "--out", str(tmp_path / "x"),
+                *common]) == 2
     assert scored["decision_rule"]["biases"] == [0.0, 0.3, -0.2]
     for key in ("accuracy", "balanced_accuracy", "macro_auc", "weighted_auc"):
         assert served[key]["value"] == pytest.approx(scored[key]["value"], abs=1e-6), key

@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Labels: image_id,label or one-hot class columns.")
     parser.add_argument("--images", required=True, metavar="DIR", help="Folder holding the images.")
     parser.add_argument("--out", default="runs/external", metavar="DIR", help="Where results go.")
-    parser.add_argument("--tta", default="none", choices=TTA_MODES, help="Test-time augmentation.")
+    parser.add_argument("--tta", default=None, choices=TTA_MODES,
+                        help="Test-time augmentation (default: what the export serves: the run's [evaluation] tta "
+                             "for a .keras model; a SavedModel applies its own).")
     parser.add_argument("--batch-size", type=int, default=32, help="Images per prediction batch.")
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the intervals.")
     parser.add_argument("--explain", type=int, default=4,

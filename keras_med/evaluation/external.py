@@ -97,7 +97,7 @@ def predict_with_tta(model, dataset, tta: str = "none") -> np.ndarray:
     return np.concatenate(outputs).astype(np.float64)
 
 
-def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "none", batch_size: int = 32,
+def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str | None = None, batch_size: int = 32,
                       n_bootstrap: int = 1000, explain: int = 4, seed: int = 0) -> dict:
     """Evaluate one model, or the average of several, on an external labelled set.
 
@@ -111,7 +111,9 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
             `keras_med.data.load_external_test`).
         image_dir: the folder holding the images.
         out_dir: directory for the results.
-        tta: "none" or "flips" (mean over original, horizontal and vertical flips).
+        tta: "none" or "flips" (mean over original, horizontal and vertical flips); None: what the
+            export serves: the first model's run setting (`[evaluation] tta`) for `.keras` models, and
+            none on top of a SavedModel, whose graph applies its own.
         batch_size: images per prediction batch.
         n_bootstrap: bootstrap resamples for the intervals.
         explain: Grad-CAM overlays for this many right and wrong images (single model only).
@@ -126,7 +128,7 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
     paths = [Path(model_paths)] if isinstance(model_paths, (str, Path)) else [Path(p) for p in model_paths]
     if not paths:
         raise ValueError("model_paths: expected at least one .keras model path, got none")
-    if tta not in TTA_MODES:
+    if tta is not None and tta not in TTA_MODES:
         raise ValueError(f"tta: expected one of {list(TTA_MODES)}, got {tta!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive number of images, got {batch_size}")
@@ -136,6 +138,14 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str = "n
     if served and len(paths) > 1:
         raise ConfigError("--model: score one SavedModel at a time (export an ensemble as one SavedModel with "
                           "keras-med export --model A --model B)")
+    if served and tta == "flips":
+        # Flips on top of a graph that may average flips already would score another model than the served one.
+        raise ConfigError(f"--tta flips: the SavedModel {paths[0]} is scored as served, with the test-time "
+                          "augmentation inside its graph (assets.extra/keras_med.json 'tta'); drop --tta")
+    if tta is None:
+        from keras_med.export.combined import read_run_tta
+
+        tta = "none" if served else read_run_tta(paths[0])
     first = trained[0].run
     for path, other in zip(paths[1:], trained[1:]):
         if other.run.class_names != first.class_names or other.run.task != first.task:
