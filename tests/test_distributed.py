@@ -192,10 +192,12 @@ def test_two_workers_run_the_recipe_resume_and_only_the_chief_writes(tmp_path):
     # epoch before the kill. Not equal: BatchNorm normalises each worker's half of a batch on its own.
     # Measured first-epoch training loss, cluster vs one process, over five runs: 2.13 vs 1.88, 2.05 vs
     # 1.91, 1.92 vs 1.81, 2.02 vs 1.76, 1.92 vs 2.02 (the one-process figure itself moves by 0.26 from
-    # run to run on 2 threads); chance is ln 7 = 1.95. The exact equivalence of the arithmetic (weights
-    # within 1e-5) is checked by the two-replica tests above.
+    # run to run on 2 threads); chance is ln 7 = 1.95. A fresh-clone suite of session 11 measured 2.29 vs
+    # 1.79, so the difference of two such noisy figures needs more than 0.5; 0.75 still catches a loss
+    # reduced over the wrong number of replicas (about twice chance, 3.9). The exact equivalence of the
+    # arithmetic (weights within 1e-5) is checked by the two-replica tests above.
     # The test figures are not compared: after 6 steps both models are at chance, and their balanced
     # accuracies on 18 test images differed by up to 0.07 between runs (CI, session 5) - noise, not a check.
     first_epoch_loss = [pd.read_csv(path / "history.csv")["loss"].iloc[0] for path in (run_dir, single / "runs" / "run")]
     assert np.isfinite(first_epoch_loss).all()
-    assert first_epoch_loss[0] == pytest.approx(first_epoch_loss[1], abs=0.5)
+    assert first_epoch_loss[0] == pytest.approx(first_epoch_loss[1], abs=0.75)
