@@ -98,6 +98,23 @@ class ImageClassifier(keras.Model):
         self.head_units = head_units
         self.feature_dropout = feature_dropout
 
+    def with_input_step(self, step: keras.layers.Layer) -> "ImageClassifier":
+        """This classifier with `step` run on the 0..255 images before its preprocessing.
+
+        The backbone is shared and the head is new, so call it before training. Used for input
+        normalisation that belongs in the served graph (colour constancy, `create_model`).
+        """
+        steps = [step, *self.input_steps()]
+        return ImageClassifier(self.backbone, output_units=self.output_units, image_size=self.image_size,
+                               task=self.task, preprocessing=keras.Sequential(steps, name="preprocessing"),
+                               pooling=self.pooling, dropout=self.dropout, head_units=self.head_units,
+                               feature_dropout=self.feature_dropout, name=self.name)
+
+    def input_steps(self) -> list[keras.layers.Layer]:
+        """The layers of this model's preprocessing, in order (empty when it has none)."""
+        inner = self.preprocessing
+        return list(inner.layers) if isinstance(inner, keras.Sequential) else [inner] if inner is not None else []
+
     @property
     def feature_map(self):
         """The backbone's 4-D feature map in this model's graph (Grad-CAM's layer output)."""

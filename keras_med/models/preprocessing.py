@@ -51,6 +51,51 @@ def _unit_mode():
     return [layers.Rescaling(1.0 / 255, name="rescale")]
 
 
+@keras.saving.register_keras_serializable(package="keras_med")
+class ShadesOfGray(layers.Layer):
+    """Shades-of-Gray colour constancy on 0..255 images (Finlayson & Trezzi 2004, Minkowski p = 6).
+
+    Each image's illuminant is estimated per channel as the p-mean of its pixels, normalised to unit
+    length; dividing the channels by it (times sqrt 3, so a grey illuminant leaves the image as it
+    is) removes the colour cast of the camera and light, and keeps the brightness. Dermoscopes
+    differ in exactly that, and ISIC challenge entries use this step (Barata et al. 2015). Keras has
+    no such layer and it must run inside the model (the served graph applies it too), hence this
+    one, in `keras.ops` so it runs on every backend.
+    """
+
+    def __init__(self, power: float = 6.0, **kwargs):
+        super().__init__(**kwargs)
+        if not power >= 1:
+            raise ValueError(f"power: expected a Minkowski norm of at least 1, got {power!r}")
+        self.power = float(power)
+
+    def call(self, inputs):
+        ops = keras.ops
+        x = ops.cast(inputs, "float32") / 255.0
+        # the small constants keep a black image black and its gradient finite
+        illuminant = ops.power(ops.mean(ops.power(x, self.power), axis=(1, 2), keepdims=True) + 1e-12,
+                               1.0 / self.power)
+        illuminant = illuminant / ops.sqrt(ops.sum(ops.square(illuminant), axis=-1, keepdims=True))
+        balanced = x / (illuminant * 3.0 ** 0.5)
+        return ops.cast(ops.clip(balanced, 0.0, 1.0) * 255.0, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}
+
+
+COLOUR_CONSTANCY = ("none", "shades_of_gray")
+
+
+def colour_constancy_layer(method: str) -> keras.layers.Layer | None:
+    """The colour-constancy step `method` ("none" or "shades_of_gray") as a layer, or None."""
+    if method not in COLOUR_CONSTANCY:
+        raise ValueError(f"colour_constancy: expected one of {list(COLOUR_CONSTANCY)}, got {method!r}")
+    return ShadesOfGray(name="colour_constancy") if method == "shades_of_gray" else None
+
+
 PREPROCESSING_MODES = {"tf": _tf_mode, "torch": _torch_mode, "caffe": _caffe_mode, "unit": _unit_mode,
                        "none": list}
 

@@ -15,6 +15,7 @@ from typing import Callable
 import keras
 
 from keras_med.errors import ConfigError
+from keras_med.models.preprocessing import COLOUR_CONSTANCY, colour_constancy_layer
 from keras_med.tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def normalize_weights(weights: str | None) -> str | None:
 
 def create_model(name: str, *, num_classes: int, image_size: int, task: str = "multiclass",
                  weights: str | None = None, dropout: float = 0.3, head_units: int = 256,
-                 width: float = 1.0) -> keras.Model:
+                 width: float = 1.0, colour_constancy: str = "none") -> keras.Model:
     """Build a registered model taking float32 images in 0..255 of shape (S, S, 3).
 
     Args:
@@ -121,6 +122,9 @@ def create_model(name: str, *, num_classes: int, image_size: int, task: str = "m
         dropout: Dropout rate of the classification head, in [0, 1).
         head_units: Width of the head's hidden Dense layer (0: no hidden layer).
         width: Width multiplier (MobileNetV2's alpha, the custom CNN's filter multiplier).
+        colour_constancy: "none", or "shades_of_gray": each image's colour cast removed inside the
+            model, before the backbone's normalisation (`preprocessing.ShadesOfGray`). A `.keras`
+            model fine-tuned from keeps its own step (it is not applied twice).
 
     Returns:
         An `ImageClassifier` (a functional `keras.Model`) whose output layer is named `predictions` (float32).
@@ -151,12 +155,21 @@ def create_model(name: str, *, num_classes: int, image_size: int, task: str = "m
     output_units = 1 if task == "binary" else num_classes
     from keras_med.models.transfer import is_checkpoint, model_from_checkpoint
 
+    if colour_constancy not in COLOUR_CONSTANCY:
+        raise ConfigError(f"colour_constancy: expected one of {list(COLOUR_CONSTANCY)}, got {colour_constancy!r}")
+    step = colour_constancy_layer(colour_constancy)
     if is_checkpoint(weights):
-        return model_from_checkpoint(weights, output_units=output_units, image_size=image_size, task=task,
-                                     dropout=dropout, head_units=head_units)
-    if weights is not None and not spec.pretrained:
-        raise ConfigError(f"weights: model '{name}' has no pretrained backbone; use weights='none', "
-                         f"got {weights!r}")
-    logger.info("building %s: %d outputs (%s), %dpx, weights=%s", name, output_units, task, image_size, weights)
-    return spec.builder(output_units=output_units, image_size=image_size, task=task, weights=weights,
-                        dropout=dropout, head_units=head_units, width=width)
+        model = model_from_checkpoint(weights, output_units=output_units, image_size=image_size, task=task,
+                                      dropout=dropout, head_units=head_units)
+    else:
+        if weights is not None and not spec.pretrained:
+            raise ConfigError(f"weights: model '{name}' has no pretrained backbone; use weights='none', "
+                              f"got {weights!r}")
+        logger.info("building %s: %d outputs (%s), %dpx, weights=%s", name, output_units, task, image_size,
+                    weights)
+        model = spec.builder(output_units=output_units, image_size=image_size, task=task, weights=weights,
+                             dropout=dropout, head_units=head_units, width=width)
+    if step is None or any(isinstance(layer, type(step)) for layer in model.input_steps()):
+        return model
+    logger.info("colour constancy: %s before the backbone's preprocessing", colour_constancy)
+    return model.with_input_step(step)

@@ -349,7 +349,8 @@ def build_model(config: RecipeConfig, table, runtime):
         return create_model(config.model.model, num_classes=len(table.class_names),
                             image_size=config.data.image_size, task=table.task,
                             weights=config.model.weights, dropout=config.model.dropout,
-                            head_units=config.model.head_units, width=config.model.width)
+                            head_units=config.model.head_units, width=config.model.width,
+                            colour_constancy=config.model.colour_constancy)
 
 
 def scale_to_replicas(config: RecipeConfig, replicas: int) -> RecipeConfig:
