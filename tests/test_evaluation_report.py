@@ -145,6 +145,19 @@ def test_the_card_reads_like_a_model_card_in_order_with_the_configuration_folded
     assert "| class | support | recall |" in markdown and "| mel (Melanoma) | 12 | 0.350 |" in markdown
 
 
+def test_the_card_says_when_the_model_removes_colour_casts():
+    from keras_med.evaluation.model_card import build_model_card
+    from keras_med.evaluation.report import render_markdown
+
+    config = RecipeConfig()
+    texts = {}
+    for method in ("none", "shades_of_gray"):
+        config.model.colour_constancy = method
+        texts[method] = render_markdown(build_model_card(_tiny_metrics(), "card", config=config, plots={}))
+    assert "after Shades-of-Gray colour constancy" in texts["shades_of_gray"]
+    assert "Shades-of-Gray" not in texts["none"]
+
+
 def test_a_model_with_no_skill_is_named_in_the_cards_first_line_in_both_formats(tmp_path):
     from keras_med.evaluation.model_card import build_model_card
     from keras_med.evaluation.report import write_card

@@ -98,3 +98,4 @@ def test_layer_gives_the_same_images_on_jax(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.load(target), np.asarray(ShadesOfGray()(images)), atol=1e-3)
+

@@ -121,8 +121,10 @@ def _model_details(metrics: dict, settings: dict, long_names: dict) -> list:
                   f"{model.get('dropout')}.",
                   f"Backbone weights: {_weights_text(model.get('weights'))}."]
     if "image_size" in data:
+        colour = (", after Shades-of-Gray colour constancy (each image's colour cast removed)"
+                  if model.get("colour_constancy", "none") != "none" else "")
         items.append(f"Input: {data['image_size']} x {data['image_size']} RGB images ({data.get('resize', 'resize')} "
-                     "to that side), pixel values 0..255; the normalisation is inside the model.")
+                     f"to that side), pixel values 0..255; the normalisation is inside the model{colour}.")
     if "epochs" in train:
         items.append(f"Training: recipe {settings.get('recipe')}, {train.get('plan')} plan, up to {train['epochs']} "
                      f"epochs, {train.get('optimizer')} at learning rate {train.get('learning_rate')}, seed "
