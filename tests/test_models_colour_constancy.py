@@ -99,3 +99,16 @@ def test_layer_gives_the_same_images_on_jax(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.load(target), np.asarray(ShadesOfGray()(images)), atol=1e-3)
 
+
+
+@pytest.mark.parametrize("power", [0, 2.5, "6", True])
+def test_power_must_be_a_whole_norm(power):
+    with pytest.raises(ValueError, match="power: expected a whole Minkowski norm"):
+        ShadesOfGray(power=power)
+
+
+@pytest.mark.parametrize("power", [1, 2, 5, 6.0])
+def test_other_norms_match_the_reference(power):
+    images = reddish_images(seed=4)
+    np.testing.assert_allclose(np.asarray(ShadesOfGray(power=power)(images)),
+                               reference_shades_of_gray(images, power=float(power)), atol=0.05)
