@@ -138,6 +138,8 @@ class ModelConfig:
     head_units: int = _opt(256, "Width of the head's hidden Dense layer.", rule=at_least(0))
     width: float = _opt(1.0, "Width multiplier (MobileNetV2's alpha); 1.0 for other models.",
                        rule=above(0.0))
+    # the choices of keras_med.models.preprocessing.COLOUR_CONSTANCY, spelled out: importing it here would import
+    # Keras before --backend is chosen
     colour_constancy: str = _opt("none", "Colour constancy inside the model, before the backbone: 'shades_of_gray' "
                                  "removes each image's colour cast (camera, light), e.g. between dermoscopes.",
                                  ["none", "shades_of_gray"])
