@@ -13,7 +13,7 @@ into one request per image on the client.
 
 ``--combined`` also times the served answers of ``keras_med.export.combined``: flip TTA in the
 graph (three passes), an ensemble of two models, and one model with the decision rule; and the same
-model with Shades-of-Gray colour constancy as its first step (``--colour-constancy``).
+model with Shades-of-Gray colour constancy as its first step (the recipes' ``--colour-constancy``).
 
 Methods are timed in alternating rounds (one call each per round), so that a shared machine's
 load falls on all of them alike.
@@ -155,12 +155,12 @@ def main() -> None:
         if args.combined:
             other = create_model(args.model, num_classes=args.classes, image_size=size, weights=None)
             biases = tuple(np.linspace(-0.5, 0.5, args.classes).tolist())
-            balanced = create_model(args.model, num_classes=args.classes, image_size=size, weights=None,
-                                    colour_constancy="shades_of_gray")
+            colour_balanced = create_model(args.model, num_classes=args.classes, image_size=size, weights=None,
+                                           colour_constancy="shades_of_gray")
             variants = {"flip TTA in graph (3 passes)": dict(model=model, tta="flips"),
                         "ensemble of 2 models": dict(model=[model, other]),
                         "decision rule (logit biases)": dict(model=model, decision_rule=LogitAdjustment(biases, "balanced")),
-                        "Shades-of-Gray colour constancy": dict(model=balanced)}
+                        "Shades-of-Gray colour constancy": dict(model=colour_balanced)}
             for label, options in variants.items():
                 served = tf.saved_model.load(str(export_for_serving(
                     name="bench", base_dir=base, class_names=[f"class{i}" for i in range(args.classes)],
