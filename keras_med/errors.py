@@ -27,6 +27,10 @@ class RunFileError(UserError, FileNotFoundError):
     """A run directory, checkpoint or SavedModel is missing a file or its files disagree."""
 
 
+class RunContentError(UserError, ValueError):
+    """A run directory's file is unreadable, or disagrees with the model it sits beside."""
+
+
 class RunDivergedError(KerasMedError):
     """Training produced a non-finite loss; the message names the epoch, the loss and what to try.
 

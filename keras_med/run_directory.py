@@ -21,16 +21,13 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from keras_med.errors import RunFileError, UserError
+from keras_med.errors import RunContentError, RunFileError
+from keras_med.models.saving import load_keras_model, require_keras_file
 
 TASKS = ("multiclass", "multilabel", "binary")
 CLASS_NAMES_FILE = "class_names.json"
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.json"
-
-
-class RunContentError(UserError, ValueError):
-    """A run directory's file is unreadable, or disagrees with the model it sits beside."""
 
 
 @dataclass(frozen=True)
@@ -177,36 +174,6 @@ def read_resize_mode(model_path: str | Path) -> str:
         raise RunContentError(f"{config_file}: not valid TOML ({error})") from error
 
 
-def _require_keras_file(model_path: str | Path) -> Path:
-    model_path = Path(model_path)
-    if model_path.suffix != ".keras" or not model_path.is_file():
-        raise RunFileError(f"{model_path}: expected an existing .keras file such as "
-                           "runs/<recipe>/<stamp>/checkpoints/best.keras")
-    return model_path
-
-
-def load_keras_model(model_path: str | Path):
-    """Load a `.keras` file for inference, with every custom object keras_med registers.
-
-    Uncompiled, so training-only losses and metrics are not needed.
-
-    Raises:
-        RunFileError: no such file, or not a `.keras` file.
-        RunContentError: Keras cannot read it (a torn or foreign file).
-    """
-    model_path = _require_keras_file(model_path)
-    # Imported here so that reading a run directory does not start TensorFlow; importing
-    # keras_med.models registers ReverseChannels (resnet50, vgg16) with Keras's serialisation.
-    import keras
-
-    import keras_med.models  # noqa: F401
-
-    try:
-        return keras.saving.load_model(model_path, compile=False)
-    except (OSError, ValueError, TypeError) as error:
-        raise RunContentError(f"{model_path}: Keras cannot load it ({' '.join(str(error).split())[:300]})") from error
-
-
 def check_model_matches(model, run: RunInfo) -> RunInfo:
     """Check that `run`'s class names and task fit the model's outputs; returns `run` with the task set.
 
@@ -243,7 +210,7 @@ def load_trained_model(model_path: str | Path, class_names=None, task: str | Non
         >>> trained = load_trained_model("runs/x/checkpoints/best.keras")
         >>> probabilities = trained.model.predict(images)
     """
-    _require_keras_file(model_path)
+    require_keras_file(model_path)
     run = read_run_info(model_path, class_names=class_names, task=task, thresholds=thresholds, resize=resize)
     model = load_keras_model(model_path)
     return TrainedModel(model=model, run=check_model_matches(model, run), path=Path(model_path))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from keras_med.atomic import write_text_atomic
-from keras_med.evaluation import plots
+import keras_med.evaluation.plots as plots
 from keras_med.evaluation.arrays import canonical_arrays, one_vs_rest
 from keras_med.evaluation.calibration import apply_temperature, calibration_summary, reliability_bins
 from keras_med.evaluation.decision_rule import LogitAdjustment, balanced_accuracy, fit_decision_rule

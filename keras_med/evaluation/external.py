@@ -19,24 +19,10 @@ import numpy as np
 from keras_med.evaluation.decision_rule import members_thresholds_and_rule
 from keras_med.evaluation.evaluate import evaluate_run
 from keras_med.errors import ConfigError
+from keras_med.evaluation.tta import TTA_MODES, predict_with_tta  # noqa: F401  (TTA_MODES: re-exported)
 from keras_med.run_directory import RunInfo, TrainedModel, load_saved_model, load_trained_model
 
 logger = logging.getLogger(__name__)
-
-TTA_MODES = ("none", "flips")
-
-
-def _predict_batch(model, images: np.ndarray) -> np.ndarray:
-    """One batch's probabilities; padded to a multiple of the devices a JAX distribution splits it
-    over (it cannot split unequally), the padding's rows dropped again."""
-    from keras_med.training.runtime import data_parallel_devices
-
-    rows = len(images)
-    padding = -rows % data_parallel_devices()
-    if padding:
-        images = np.concatenate([images, np.repeat(images[-1:], padding, axis=0)])
-    return np.asarray(model.predict(images, batch_size=len(images), verbose=0))[:rows]
-
 
 class ServedModel:
     """A SavedModel's `predict_pixels` signature behind the `predict` that `predict_with_tta` calls.
@@ -73,28 +59,6 @@ def load_scored_model(path) -> tuple[TrainedModel, bool]:
         served = ServedModel(path)
         return TrainedModel(served, served.run, path), True
     return load_trained_model(path), False
-
-
-def predict_with_tta(model, dataset, tta: str = "none") -> np.ndarray:
-    """Model probabilities over a `(images, targets)` dataset; "flips" averages the original,
-    horizontally and vertically flipped images.
-
-    Args:
-        model: a Keras model taking float 0..255 images.
-        dataset: a `tf.data.Dataset` of `(images (B, S, S, 3), targets)` batches.
-        tta: "none" or "flips".
-    """
-    if tta not in TTA_MODES:
-        raise ValueError(f"tta: expected one of {list(TTA_MODES)}, got {tta!r}")
-    outputs = []
-    for images, _ in dataset:
-        images = np.asarray(images)
-        views = [images] if tta == "none" else [images, images[:, :, ::-1], images[:, ::-1]]
-        # predict, not predict_on_batch: under a tf.distribute strategy predict_on_batch returned
-        # each replica's rows twice (32 rows for a batch of 16 on two replicas); predict gathers
-        # the replicas' predictions in order, so figures that need every prediction see each once.
-        outputs.append(np.mean([_predict_batch(model, view) for view in views], axis=0))
-    return np.concatenate(outputs).astype(np.float64)
 
 
 def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str | None = None, batch_size: int = 32,

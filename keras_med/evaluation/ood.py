@@ -72,7 +72,7 @@ class OODGuard:
         min_pixel_spread: An image whose pixel spread (`pixel_spread`, 0..255 scale) is below this is out of
             distribution whatever its score.
         features: The model features the score reads (`keras_med.models.features`): `middle_block`
-            or `pooled` (guards saved before the choice existed read `pooled`).
+            or `pooled` (a backbone without a 4-D middle block).
 
     Example:
     >>> guard = fit_ood_guard(train_features, train_labels, val_features, val_probabilities)
@@ -151,7 +151,7 @@ class OODGuard:
         return cls(method=summary["method"], threshold=summary["threshold"], pass_rate=summary["pass_rate"],
                    validation_pass_rate=summary["validation_pass_rate"], parameters=parameters,
                    n_fit=summary.get("n_fit", 0), min_pixel_spread=summary.get("min_pixel_spread", 0.0),
-                   features=summary.get("features", "pooled"))
+                   features=summary["features"])
 
 
 def ood_scores(method: str, parameters: dict, features, probabilities):

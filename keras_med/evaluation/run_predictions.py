@@ -70,7 +70,7 @@ def run_predictions(run_dir: str | Path, tta_modes=("none", "flips"), batch_size
         return arrays
     # Imported here: loading a model and images starts TensorFlow, which reading the cache does not need.
     from keras_med import data as kdata
-    from keras_med.evaluation.external import predict_with_tta
+    from keras_med.evaluation.tta import predict_with_tta
     from keras_med.run_directory import load_trained_model
 
     trained = load_trained_model(run_dir / "checkpoints" / "best.keras")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_med.data.decode import decode_image, resize_image
-from keras_med.export import explain_signature, image_checks
+import keras_med.export.explain_signature as explain_signature
+import keras_med.export.image_checks as image_checks
 from keras_med.export.combined import check_members, serving_model
 from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata

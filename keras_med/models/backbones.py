@@ -12,11 +12,12 @@ from typing import Callable
 
 import keras
 
-from keras_med.errors import ConfigError, UserError
+from keras_med.errors import ConfigError
 from keras_med.models.batch_norm import with_fused_batch_norm
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.preprocessing import preprocessing_layer
 from keras_med.models.registry import register_model
+from keras_med.models.weights import WeightsUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +63,6 @@ BACKBONES: dict[str, Backbone] = {
                                          _fixed_file(f"efficientnetb{index}_notop.h5"))
        for index in range(5)},
 }
-
-
-class WeightsUnavailableError(UserError, RuntimeError):
-    """ImageNet weights could not be downloaded (e.g. an offline machine); the message says where to put them."""
 
 
 def build_backbone_model(name: str, *, output_units: int, image_size: int, task: str, weights: str | None,

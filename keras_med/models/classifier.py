@@ -18,7 +18,7 @@ from keras_med.models.blocks import backbone_blocks
 OUTPUT_ACTIVATIONS = {"multiclass": "softmax", "multilabel": "sigmoid", "binary": "sigmoid"}
 POOLINGS = ("avg", "flatten")
 # What the out-of-distribution guard scores: the pooled output of the backbone's middle block, or (a
-# backbone without a 4-D middle block, and guards fitted before this existed) the pooled features.
+# backbone without a 4-D middle block) the pooled features.
 GUARD_FEATURES = ("middle_block", "pooled")
 
 

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from keras_med.errors import ConfigError
-from keras_med.models.backbones import WeightsUnavailableError
+from keras_med.models.weights import WeightsUnavailableError
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.preprocessing import preprocessing_layer
 

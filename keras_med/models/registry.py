@@ -16,6 +16,7 @@ import keras
 
 from keras_med.errors import ConfigError
 from keras_med.models.preprocessing import COLOUR_CONSTANCY, colour_constancy_layer
+from keras_med.models.weights import normalize_weights
 from keras_med.tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -83,25 +84,6 @@ def model_spec(name: str) -> ModelSpec:
         raise ConfigError(f"model: unknown model '{name}'; expected one of {available_models()} or "
                           "kerashub:PRESET")
     return _REGISTRY[name]
-
-
-def normalize_weights(weights: str | None) -> str | None:
-    """Map the `weights` argument to None, "imagenet" or an existing file path.
-
-    Args:
-        weights: "imagenet", a path to a weights file, or None / "none" / "" for random init.
-    """
-    if weights is None or str(weights).strip().lower() in ("", "none"):
-        return None
-    if weights == "imagenet":
-        return weights
-    from pathlib import Path
-
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"weights: expected 'imagenet', 'none' or a path to a weights file; {weights!r} is not a file")
-    return str(path)
 
 
 def create_model(name: str, *, num_classes: int, image_size: int, task: str = "multiclass",

@@ -9,10 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import keras
-
-from keras_med.models import legacy
 from keras_med.models.classifier import ImageClassifier
+from keras_med.models.saving import load_keras_model
 
 logger = logging.getLogger(__name__)
 
@@ -24,19 +22,13 @@ def is_checkpoint(weights: str | None) -> bool:
     return bool(weights) and str(weights).lower().endswith(CHECKPOINT_SUFFIX)
 
 
-def _load(path: str | Path) -> keras.Model:
-    from keras_med.run_directory import load_keras_model
-
-    return load_keras_model(path)
-
-
 def model_from_checkpoint(path: str | Path, *, output_units: int, image_size: int, task: str, dropout: float,
                           head_units: int) -> ImageClassifier:
     """A new classifier: the backbone (and preprocessing) of the model saved at `path`, and a new head.
 
     Args:
         path: a `.keras` file written by a keras_med run (`runs/<recipe>/<run>/checkpoints/best.keras`); an
-            `ImageClassifier`, or a flat model of the old layout (`keras_med.models.legacy`).
+            `ImageClassifier`.
         output_units: units of the new output layer (C, or 1 for binary).
         image_size: the side the new run feeds; must be the saved model's input side.
         task: the new task (`multiclass`, `multilabel`, `binary`).
@@ -54,19 +46,17 @@ def model_from_checkpoint(path: str | Path, *, output_units: int, image_size: in
     if not path.is_file():
         raise FileNotFoundError(f"weights: {path} is not a file; expected a .keras model from an earlier run "
                                 "(runs/<recipe>/<run>/checkpoints/best.keras)")
-    saved = _load(path)
+    saved = load_keras_model(path)
     side = saved.input_shape[1]
     if side != image_size:
         raise ValueError(f"weights: {path} takes {side} px images; use --image-size {side} to fine-tune from it, "
                          f"got {image_size}")
-    if isinstance(saved, ImageClassifier):
-        backbone, preprocessing, pooling = saved.backbone, saved.preprocessing, saved.pooling
-    else:
-        # the old layout's backbone starts at the image input and includes the preprocessing
-        backbone, preprocessing, pooling = legacy.backbone(saved), None, "avg"
-    model = ImageClassifier(backbone, output_units=output_units, image_size=image_size, task=task,
-                            preprocessing=preprocessing, pooling=pooling, dropout=dropout, head_units=head_units,
-                            name=saved.name)
+    if not isinstance(saved, ImageClassifier):
+        raise ValueError(f"weights: {path} is a {type(saved).__name__}, not a keras_med ImageClassifier; "
+                         "expected a .keras model from an earlier keras_med run")
+    model = ImageClassifier(saved.backbone, output_units=output_units, image_size=image_size, task=task,
+                            preprocessing=saved.preprocessing, pooling=saved.pooling, dropout=dropout,
+                            head_units=head_units, name=saved.name)
     logger.info("fine-tuning from %s: its %s backbone with a new %d-unit %s head", path, saved.name,
                 output_units, task)
     return model
@@ -74,4 +64,4 @@ def model_from_checkpoint(path: str | Path, *, output_units: int, image_size: in
 
 def checkpoint_input_side(path: str | Path) -> int:
     """The image side a saved `.keras` model takes (to size a run that fine-tunes from it)."""
-    return int(_load(Path(path)).input_shape[1])
+    return int(load_keras_model(Path(path)).input_shape[1])

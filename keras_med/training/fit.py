@@ -30,7 +30,7 @@ from keras_med.atomic import atomic_path, remove_stale_temporaries
 from keras_med.config import DataConfig, TrainConfig
 from keras_med.errors import ConfigError, RunDivergedError
 from keras_med.models import ImageClassifier, model_spec
-from keras_med.models.registry import normalize_weights
+from keras_med.models.weights import normalize_weights
 from keras_med.models.transfer import is_checkpoint
 from keras_med.tasks import infer_task, monitor_mode
 from keras_med.training.callbacks import LinearWarmUp, build_callbacks
@@ -49,9 +49,8 @@ BEST_CHECKPOINT = Path("checkpoints") / "best.keras"
 
 def _classifier(model: keras.Model) -> ImageClassifier:
     if not isinstance(model, ImageClassifier):
-        raise ConfigError(f"model: '{model.name}' is not a keras_med ImageClassifier (a model of the old flat "
-                          "layout?); the finetune plan freezes through the classifier's backbone. Build it with "
-                          "create_model, or fine-tune from the old file with --weights FILE.keras")
+        raise ConfigError(f"model: '{model.name}' is not a keras_med ImageClassifier; the finetune plan freezes "
+                          "through the classifier's backbone. Build it with keras_med.models.create_model")
     return model
 
 
