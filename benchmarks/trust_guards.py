@@ -38,7 +38,7 @@ from keras_med.evaluation.conformal import calibrate_conformal, evaluate_sets
 from keras_med.evaluation.metrics import compute_metrics
 from keras_med.evaluation.ood import choose_threshold, fit_ood_guard, pixel_spread, separation
 from keras_med.evaluation.trust import outsider_images, served_probabilities
-from keras_med.recipes.trust import evaluation_pipeline
+from keras_med.engine.trust import evaluation_pipeline
 from keras_med.models import legacy
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.features import features_and_predictions_model

@@ -73,7 +73,7 @@ def _recipe_of_config_file(path: str | None) -> str | None:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from keras_med.recipes.base import build_parser, run_from_arguments
+    from keras_med.engine.command import build_parser, run_from_arguments
 
     name, rest = _split_recipe(argv, "keras-med train")
     spec = recipe_spec(name)
@@ -84,14 +84,14 @@ def cmd_train(argv: list[str]) -> int:
 
 
 def cmd_lr_find(argv: list[str]) -> int:
-    from keras_med.recipes.lr_find import run_lr_find
+    from keras_med.engine.lr_find import run_lr_find
 
     name, rest = _split_recipe(argv, "keras-med lr-find")
     return run_lr_find(recipe_spec(name), rest)
 
 
 def cmd_prepare(argv: list[str]) -> int:
-    from keras_med.recipes.prepare import run_prepare
+    from keras_med.engine.prepare import run_prepare
 
     name, rest = _split_recipe(argv, "keras-med prepare")
     return run_prepare(recipe_spec(name), rest)

@@ -27,7 +27,7 @@ JAX_RUN = textwrap.dedent("""
     import sys
     import numpy as np
     from keras_med.recipes import ham10000
-    from keras_med.recipes.base import main
+    from keras_med.engine.command import main
 
     root, run_dir = sys.argv[1], sys.argv[2]
     code = main(ham10000.SPEC, ["--backend", "jax", "--demo", "--demo-size", "112", "--image-size", "32",

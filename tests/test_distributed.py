@@ -55,7 +55,7 @@ def _check_one_equals_two(result: dict, backend: str) -> None:
 
 def test_scale_to_replicas_keeps_the_batch_per_replica_and_scales_learning_rates():
     from keras_med.config import RecipeConfig
-    from keras_med.recipes.base import scale_to_replicas
+    from keras_med.engine.run import scale_to_replicas
 
     config = RecipeConfig.from_dict({"data": {"batch_size": 32},
                                      "train": {"learning_rate": 1e-3, "finetune_learning_rate": 1e-4}})

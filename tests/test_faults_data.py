@@ -23,7 +23,7 @@ from keras_med.data.synthetic import write_chestxray14_demo
 from keras_med.evaluation import evaluate_run
 from keras_med.evaluation.metrics import compute_metrics
 from keras_med.recipes import chexnet, ham10000
-from keras_med.recipes.base import main
+from keras_med.engine.command import main
 
 
 def ham_layout(directory, image_writer, lesions, image_ids=None, dx=None):

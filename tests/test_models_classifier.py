@@ -117,7 +117,7 @@ def tiny_preset(tmp_path_factory):
 
 def test_kerashub_preset_folder_trains_exports_and_explains(tiny_preset, tmp_path):
     from keras_med.config import RecipeConfig
-    from keras_med.recipes.base import fit_arguments
+    from keras_med.engine.run import fit_arguments
     from keras_med.export import export_for_serving
     from keras_med.training import fit_model
 

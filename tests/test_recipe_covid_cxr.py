@@ -11,7 +11,7 @@ from keras_med.data import DataError, MissingColumnError, MissingImageError, loa
 from keras_med.data.sources.covid_chestxray import write_covid_chestxray_demo
 from keras_med.data.synthetic import write_image_folder_demo
 from keras_med.recipes import covid_cxr
-from keras_med.recipes.base import main
+from keras_med.engine.command import main
 
 TINY = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "3", "--batch-size", "16",
         "--bootstrap", "30", "--explain", "1", "--seed", "3"]
@@ -147,7 +147,7 @@ def test_prepare_then_train_from_prepared_shards(tmp_path):
 
 
 def test_in_memory_test_images_reach_the_report_at_the_model_size(tmp_path):
-    from keras_med.recipes.base import test_image_source
+    from keras_med.data.preparation import test_image_source
 
     rng = np.random.default_rng(0)
     arrays = {f"{split}_{kind}": (rng.integers(0, 255, (4, 28, 28), dtype=np.uint8) if kind == "images"

@@ -20,7 +20,7 @@ def quality():
     return module
 
 
-def fake_run(run_dir: Path, seed: int, earlier_names: bool = False) -> Path:
+def fake_run(run_dir: Path, seed: int) -> Path:
     """A finished run's files: class names, timing and cached val/test probabilities of one split."""
     rng = np.random.default_rng(seed)
     y_val, y_test = np.arange(60) % 3, np.arange(90) % 3
@@ -35,8 +35,6 @@ def fake_run(run_dir: Path, seed: int, earlier_names: bool = False) -> Path:
     (run_dir / "class_names.json").write_text(json.dumps({"class_names": NAMES, "task": "multiclass"}))
     arrays = {"y_val": np.eye(3)[y_val], "y_test": np.eye(3)[y_test], "p_val_none": probabilities(y_val),
               "p_test_none": probabilities(y_test)}
-    if earlier_names:
-        arrays = {"val_y": y_val, "test_y": y_test, "val_p": arrays["p_val_none"], "test_p": arrays["p_test_none"]}
     np.savez(run_dir / "predictions.npz", **arrays)
     (run_dir / "quality_time.json").write_text(json.dumps({"minutes": 2.0 + seed}))
     (run_dir / "metrics.json").write_text("{}")
@@ -44,7 +42,7 @@ def fake_run(run_dir: Path, seed: int, earlier_names: bool = False) -> Path:
 
 
 def test_scores_runs_their_spread_the_ensemble_and_the_rule(quality, tmp_path, capsys):
-    runs = [fake_run(tmp_path / f"seed{seed}", seed, earlier_names=seed == 2) for seed in (0, 1, 2)]
+    runs = [fake_run(tmp_path / f"seed{seed}", seed) for seed in (0, 1, 2)]
     assert quality.main(["--score", *map(str, runs), "--tta", "none", "--out", str(tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "quality.json").read_text())[0]
     values = [run["none"]["balanced_accuracy"] for run in result["runs"]]

@@ -9,7 +9,7 @@ from sklearn.metrics import balanced_accuracy_score
 import keras_med.training.fit as fit_module
 from keras_med.config import TrainConfig
 from keras_med.models import create_model
-from keras_med.recipes.base import fit_arguments
+from keras_med.engine.run import fit_arguments
 from keras_med.training import (BalancedAccuracy, build_loss, build_optimizer, compile_model, find_learning_rate,
                                 fit_model, monitor_mode, read_history, resolve_plan, setup_runtime)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from keras_med.data.errors import DataError, MissingColumnError, UnknownLabelError
+from keras_med.tasks import TASKS, Task
 
-TASKS = ("multiclass", "multilabel", "binary")
 SPLITS = ("train", "val", "test")
 LABEL_SEPARATOR = "|"
 # The metadata line of each row (CSV: header = line 1; Parquet: row counted from 1), set by the
@@ -51,7 +51,7 @@ class ImageTable:
         if self.task not in TASKS:
             raise DataError(f"task must be one of {TASKS}, got {self.task!r}")
         self.class_names = [str(name) for name in self.class_names]
-        if self.task == "binary" and len(self.class_names) != 2:
+        if self.task == Task.BINARY and len(self.class_names) != 2:
             raise DataError(f"a binary task needs exactly 2 class names [negative, positive], "
                             f"got {self.class_names}")
         for column in ("path", "label", self.group_column):
@@ -83,7 +83,7 @@ class ImageTable:
 
     def class_indices(self) -> np.ndarray:
         """One int per image for single-label tasks (index into `class_names`)."""
-        if self.task == "multilabel":
+        if self.task == Task.MULTILABEL:
             raise DataError("class_indices() is for single-label tasks; use targets() for multilabel")
         lookup = {name: index for index, name in enumerate(self.class_names)}
         return self.frame["label"].map(lookup).to_numpy(dtype=np.int64)
@@ -97,7 +97,7 @@ class ImageTable:
         """
         if "split" not in self.frame.columns:
             raise MissingColumnError("this table has no 'split' column yet; call split_by_group first")
-        if self.task != "multilabel":
+        if self.task != Task.MULTILABEL:
             return self.frame.groupby(["split", "label"]).size().unstack(fill_value=0)
         targets = self.targets()
         counts = pd.DataFrame(targets, columns=self.class_names).assign(**{"(none)": targets.sum(axis=1) == 0})
@@ -131,7 +131,7 @@ def encode_labels(labels: Sequence[str], class_names: list[str], task: str) -> n
     """
     labels = pd.Series(list(labels), dtype=object).fillna("").astype(str)
     lookup = {name: index for index, name in enumerate(class_names)}
-    if task == "multilabel":
+    if task == Task.MULTILABEL:
         rows = [[name for name in text.split(LABEL_SEPARATOR) if name] for text in labels]
         targets = np.zeros((len(rows), len(class_names)), dtype=np.float32)
         for row, names in enumerate(rows):
@@ -147,6 +147,6 @@ def encode_labels(labels: Sequence[str], class_names: list[str], task: str) -> n
         raise UnknownLabelError(f"row {row}: unknown label {labels.iloc[row]!r}; expected one of {class_names} "
                                 f"({int(unknown.sum())} rows in all)")
     indices = indices.to_numpy(dtype=np.int64)
-    if task == "binary":
+    if task == Task.BINARY:
         return indices.astype(np.float32)[:, None]
     return np.eye(len(class_names), dtype=np.float32)[indices]

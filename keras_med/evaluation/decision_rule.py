@@ -27,7 +27,6 @@ and prints balanced accuracy with and without each rule.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -181,12 +180,9 @@ def fit_decision_rule(method: str, y_true, probabilities) -> LogitAdjustment | N
 
 def read_decision_rule(model_path: str | Path) -> LogitAdjustment | None:
     """The rule stored in the run of `model_path` (its metrics.json's `decision_rule`), or None."""
-    from keras_med.run_directory import find_run_file
+    from keras_med.run_directory import RunDirectory
 
-    path = find_run_file(model_path, "metrics.json")
-    if path is None:
-        return None
-    return LogitAdjustment.from_dict(json.loads(path.read_text(encoding="utf-8")).get("decision_rule"))
+    return LogitAdjustment.from_dict(RunDirectory.of_model(model_path).read_decision_rule_dict())
 
 
 def members_thresholds_and_rule(members, use_rule: bool = True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -10,7 +9,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from keras_med.atomic import write_text_atomic
 import keras_med.evaluation.plots as plots
 from keras_med.evaluation.arrays import canonical_arrays, one_vs_rest
 from keras_med.evaluation.calibration import apply_temperature, calibration_summary, reliability_bins
@@ -21,6 +19,7 @@ from keras_med.evaluation.model_card import build_model_card
 from keras_med.evaluation.operating_points import DEFAULT_THRESHOLD, choose_thresholds
 from keras_med.evaluation.predictions import decide, fetch_images
 from keras_med.evaluation.report import write_card
+from keras_med.run_directory import RunDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
     metrics["plots"] = {caption: str(path.relative_to(run_dir)) for caption, path in plot_files.items()}
     metrics["gradcam"] = [item["path"] for item in gradcam]
     metrics["diverged"] = diverged
-    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    RunDirectory(run_dir).write_metrics(metrics)
     card = build_model_card(metrics, title or f"Model card: {run_dir.name}", config=config,
                             data_summary=data_summary, long_names=long_names, plots=metrics["plots"],
                             gradcam=gradcam)

@@ -8,33 +8,19 @@ predicting again. Keys: `y_val`, `y_test` (targets in the pipeline's encoding) a
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from keras_med.atomic import write_bytes_atomic
+from keras_med.run_directory import RunDirectory
 
 logger = logging.getLogger(__name__)
-
-PREDICTIONS_FILE = "predictions.npz"
-
-
-# predictions.npz files written by an earlier analysis script (HAM10000 runs of issue 16) name the
-# same arrays differently; they are read under these names rather than predicted again.
-_EARLIER_NAMES = {"y_val": "val_y", "y_test": "test_y", "p_val_none": "val_p", "p_test_none": "test_p",
-                  "p_val_flips": "val_pf", "p_test_flips": "test_pf"}
 
 
 def load_run_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
     """The arrays of `RUN_DIR/predictions.npz`, or an empty dict when there is none."""
-    path = Path(run_dir) / PREDICTIONS_FILE
-    arrays = dict(np.load(path)) if path.is_file() else {}
-    for name, earlier in _EARLIER_NAMES.items():
-        if name not in arrays and earlier in arrays:
-            arrays[name] = arrays[earlier]
-    return arrays
+    return RunDirectory(run_dir).read_predictions()
 
 
 def save_run_predictions(run_dir: str | Path, targets: dict, probabilities: dict, tta: str) -> Path:
@@ -46,13 +32,12 @@ def save_run_predictions(run_dir: str | Path, targets: dict, probabilities: dict
         probabilities: `{"val": p_val, "test": p_test}`, the model's raw probabilities.
         tta: the test-time augmentation they were predicted with ("none" or "flips").
     """
-    arrays = load_run_predictions(run_dir)
+    run = RunDirectory(run_dir)
+    arrays = run.read_predictions()
     for split in ("val", "test"):
         arrays[f"y_{split}"] = np.asarray(targets[split])
         arrays[f"p_{split}_{tta}"] = np.asarray(probabilities[split], np.float32)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return write_bytes_atomic(Path(run_dir) / PREDICTIONS_FILE, buffer.getvalue())
+    return run.write_predictions(arrays)
 
 
 def run_predictions(run_dir: str | Path, tta_modes=("none", "flips"), batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -71,10 +56,10 @@ def run_predictions(run_dir: str | Path, tta_modes=("none", "flips"), batch_size
     # Imported here: loading a model and images starts TensorFlow, which reading the cache does not need.
     from keras_med import data as kdata
     from keras_med.evaluation.tta import predict_with_tta
-    from keras_med.run_directory import load_trained_model
 
-    trained = load_trained_model(run_dir / "checkpoints" / "best.keras")
-    table = kdata.load_split(run_dir / "split.csv", trained.run.class_names, trained.run.task)
+    run = RunDirectory(run_dir)
+    trained = run.load_model()
+    table = kdata.load_split(run.split_file, trained.run.class_names, trained.run.task)
     parts = {split: table.subset(split) for split in ("val", "test")}
     for tta in missing:
         probabilities = {}

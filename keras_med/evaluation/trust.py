@@ -19,11 +19,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_med.atomic import write_text_atomic
 from keras_med.evaluation.arrays import canonical_arrays
 from keras_med.evaluation.conformal import ConformalSets, calibrate_conformal, evaluate_sets
 from keras_med.evaluation.ood import DEFAULT_OOD_METHOD, OODGuard, fit_ood_guard, pixel_spread, separation
 from keras_med.evaluation.predictions import fetch_images
+from keras_med.run_directory import RunDirectory, run_directory_of
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ OTHER_MODALITY = {"ham10000": ("chest",), "covid_cxr": ("skin",), "chexnet": ("s
 MODALITY_NAMES = {"chest": "chest X-rays", "skin": "dermoscopy lesions"}
 OUTSIDERS_PER_KIND = 32
 CORRUPTED_IMAGES = 64
-GUARD_DIR = "trust"
 
 
 @dataclass
@@ -205,14 +204,12 @@ def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict
 
 def save_trust(result: TrustResult, run_dir: str | Path) -> None:
     """Write the guard and the sets into `<run_dir>/trust/` so that a later export can reuse them."""
-    folder = Path(run_dir) / GUARD_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    run = RunDirectory(run_dir)
+    run.trust_dir.mkdir(parents=True, exist_ok=True)
     if result.guard is not None:
-        result.guard.save(folder / "ood_guard.npz")
+        result.guard.save(run.ood_guard_file)
     if result.sets is not None:
-        import json
-
-        write_text_atomic(folder / "conformal.json", json.dumps(result.sets.summary(), indent=2))
+        run.write_json(run.conformal_file, result.sets.summary())
 
 
 def load_run_trust(model_path: str | Path) -> dict:
@@ -225,20 +222,14 @@ def load_run_trust(model_path: str | Path) -> dict:
         `{"ood_guard": OODGuard | None, "conformal_sets": ConformalSets | None}`; both None for a run
         trained before the guards existed.
     """
-    import json
-
-    model_path = Path(model_path)
-    folder = model_path.parent
-    trust_dir = (folder.parent if folder.name == "checkpoints" else folder) / GUARD_DIR
-    guard = OODGuard.load(trust_dir / "ood_guard.npz") if (trust_dir / "ood_guard.npz").is_file() else None
+    run = RunDirectory(run_directory_of(model_path))
+    guard = OODGuard.load(run.ood_guard_file) if run.ood_guard_file.is_file() else None
     sets = None
-    if (trust_dir / "conformal.json").is_file():
-        stored = json.loads((trust_dir / "conformal.json").read_text(encoding="utf-8"))
+    stored = run.read_json(run.conformal_file)
+    if stored is not None:
         sets = ConformalSets(coverage=stored["coverage"], mode=stored["mode"],
                              thresholds=np.asarray(stored["thresholds"], np.float64),
-                             n_calibration=stored["n_calibration"],
-                             # Files written before ensembles calibrated their own sets hold the model's.
-                             applies_to=stored.get("applies_to", "model"))
+                             n_calibration=stored["n_calibration"], applies_to=stored["applies_to"])
     return {"ood_guard": guard, "conformal_sets": sets}
 
 

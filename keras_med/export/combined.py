@@ -15,14 +15,13 @@ the first member's.
 
 from __future__ import annotations
 
-import tomllib
 from typing import Sequence
 
 import keras
 import numpy as np
 
 from keras_med.models.features import features_and_predictions_model
-from keras_med.run_directory import find_run_file
+from keras_med.run_directory import RunDirectory
 
 TTA_MODES = ("none", "flips")
 # As in keras_med.evaluation.decision_rule: a probability that underflowed keeps a finite logit.
@@ -137,7 +136,4 @@ def serving_model(members: Sequence[keras.Model], *, tta: str = "none", logit_bi
 
 def read_run_tta(model_path) -> str:
     """The run's `[evaluation] tta` (its config.toml beside the model or one level up), else "none"."""
-    path = find_run_file(model_path, "config.toml")
-    if path is None:
-        return "none"
-    return tomllib.loads(path.read_text(encoding="utf-8")).get("evaluation", {}).get("tta", "none")
+    return RunDirectory.of_model(model_path).read_tta()

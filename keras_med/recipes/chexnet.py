@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from keras_med.config import TABLE_OPTIONS, DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
-from keras_med.recipes.base import RecipeSpec, main
+from keras_med.engine.command import main
+from keras_med.engine.spec import RecipeSpec
 from keras_med.recipes.registry import register_recipe
 
 log = logging.getLogger("keras_med")
@@ -194,7 +195,7 @@ def write_gradcam_plus_plus(run_dir: Path, model, data, probabilities: np.ndarra
     """Grad-CAM++ overlays of each image's most likely pathology, for the `count` most confident test images."""
     from keras_med.evaluation.predictions import fetch_images
     from keras_med.explain import save_overlays
-    from keras_med.recipes.base import test_image_source
+    from keras_med.data.preparation import test_image_source
 
     names = data.table.class_names
     chosen = np.argsort(-probabilities.max(axis=1), kind="stable")[:count]

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_med.config import TABLE_OPTIONS, DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
-from keras_med.recipes.base import RecipeSpec, main
+from keras_med.engine.command import main
+from keras_med.engine.spec import RecipeSpec
 from keras_med.recipes.registry import register_recipe
 
 log = logging.getLogger("keras_med")

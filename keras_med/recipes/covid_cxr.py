@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from keras_med.config import DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
-from keras_med.recipes.base import RecipeSpec, main
+from keras_med.engine.command import main
+from keras_med.engine.spec import RecipeSpec
 from keras_med.recipes.registry import register_recipe
 
 DATA_HELP = """

@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 
 from keras_med.config import DataConfig, ModelConfig, RecipeConfig, TrainConfig
-from keras_med.recipes.base import RecipeSpec, main
+from keras_med.engine.command import main
+from keras_med.engine.spec import RecipeSpec
 from keras_med.recipes.registry import register_recipe
 
 DATA_HELP = """

@@ -20,7 +20,7 @@ _DISCOVERED = False
 
 
 def register_recipe(spec):
-    """Register `spec` (a `keras_med.recipes.base.RecipeSpec`) under its name and return it.
+    """Register `spec` (a `keras_med.engine.spec.RecipeSpec`) under its name and return it.
 
     A module run as a script (`python -m keras_med.recipes.ham10000`) may register its recipe a
     second time when discovery imports it under its package name; the same name from two other

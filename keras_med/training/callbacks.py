@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_med.run_directory import BEST_CHECKPOINT, HISTORY_FILE
 from keras_med.tasks import monitor_mode
 from keras_med.training.checkpoints import AtomicBackupAndRestore, AtomicCSVLogger, AtomicModelCheckpoint
 from keras_med.training.divergence import DivergenceGuard
@@ -187,10 +188,10 @@ def build_callbacks(run_dir: str | Path, *, monitor: str, patience: int, ema: fl
         PhaseTag(phase),
         schedule,
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema > 0 else []),
-        AtomicModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode=mode,
+        AtomicModelCheckpoint(str(run_dir / BEST_CHECKPOINT), monitor=monitor, mode=mode,
                               save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
-        AtomicCSVLogger(str(run_dir / "history.csv")),
+        AtomicCSVLogger(str(run_dir / HISTORY_FILE)),
         AtomicBackupAndRestore(str(backup_dir or run_dir / "backup")),
     ]
     if not tensorboard_available():

@@ -32,19 +32,18 @@ from keras_med.errors import ConfigError, RunDivergedError
 from keras_med.models import ImageClassifier, model_spec
 from keras_med.models.weights import normalize_weights
 from keras_med.models.transfer import is_checkpoint
+from keras_med.run_directory import BEST_CHECKPOINT, HISTORY_FILE, TRAINING_RECORD, RunDirectory
 from keras_med.tasks import infer_task, monitor_mode
 from keras_med.training.callbacks import LinearWarmUp, build_callbacks
 from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
 from keras_med.training.runtime import data_parallel_devices, model_scope, prepare_train_step, trim_to_devices
-from keras_med.training.outcome import (TRAINING_RECORD, TrainingOutcome, check_training_settings,
+from keras_med.training.outcome import (TrainingOutcome, check_training_settings,
                                         read_training_outcome, write_training_outcome)
 
 logger = logging.getLogger(__name__)
 
-HISTORY_FILE = "history.csv"
-BEST_CHECKPOINT = Path("checkpoints") / "best.keras"
 
 
 def _classifier(model: keras.Model) -> ImageClassifier:
@@ -193,7 +192,7 @@ def best_value(history_path: Path, monitor: str) -> float | None:
 
 
 def read_history(run_dir: str | Path) -> pd.DataFrame:
-    """history.csv as a DataFrame, one row per global epoch.
+    """history.csv as a DataFrame, one row per global epoch (`RunDirectory.read_history`).
 
     A run killed between writing a row and saving its backup repeats that epoch on resume;
     the last row of each epoch is kept.
@@ -201,11 +200,7 @@ def read_history(run_dir: str | Path) -> pd.DataFrame:
     Args:
         run_dir: The run directory.
     """
-    path = Path(run_dir) / HISTORY_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"run_dir: no {HISTORY_FILE} in {run_dir}; has the model been trained?")
-    history = pd.read_csv(path)
-    return history.drop_duplicates(subset="epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    return RunDirectory(run_dir).read_history()
 
 
 def _sample_batch(train_ds) -> tuple | None:
@@ -256,7 +251,7 @@ def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, trai
     settings = settings if settings is not None else {"train": dataclasses.asdict(train)}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (run_dir, run_dir / "checkpoints"):
+    for folder in (run_dir, RunDirectory(run_dir).checkpoints_dir):
         remove_stale_temporaries(folder)
     outcome = read_training_outcome(run_dir)
     if outcome is None:
@@ -303,5 +298,5 @@ def _train(model, train_ds, val_ds, train: TrainConfig, plan: str, settings: dic
     outcome = TrainingOutcome((run_dir / BEST_CHECKPOINT).is_file(), divergence, settings)
     write_training_outcome(run_dir, outcome)
     # Recorded as finished: nothing left to resume.
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    shutil.rmtree(RunDirectory(run_dir).backup_dir, ignore_errors=True)
     return outcome

@@ -6,7 +6,7 @@ every collective operation of training (steps, per-epoch validation), but only t
 the run directory and the export: the others write the same training files into a private folder on
 their own machine (`worker_directory`), as TensorFlow's multi-worker guide recommends, so that nothing
 on shared storage is written twice or half-written by a second process. After training, a recipe's
-other workers stop and the chief alone evaluates and exports (`keras_med.recipes.base.run_recipe`).
+other workers stop and the chief alone evaluates and exports (`keras_med.engine.run.run_recipe`).
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from keras_med.atomic import write_text_atomic
 from keras_med.errors import ConfigError
+from keras_med.run_directory import TRAINING_RECORD
 from keras_med.training.divergence import Divergence
 
 logger = logging.getLogger(__name__)
 
-TRAINING_RECORD = "training_done.json"
 
 
 @dataclasses.dataclass

@@ -193,7 +193,7 @@ def data_parallel_devices(model: keras.Model | None = None) -> int:
     BatchNorm then fails with "Incompatible shapes: [32] vs. [0,32,32,3]", seen on two workers of
     the demo recipe); a batch cut to a multiple of the replicas (`trim_to_devices`) is split
     evenly instead, no worker's share empty. (A multi-worker recipe predicts on the chief alone,
-    with a model outside the strategy: `keras_med.recipes.base.run_recipe`.)
+    with a model outside the strategy: `keras_med.engine.run.run_recipe`.)
 
     Args:
         model: The model the batches are for (its `distribute_strategy`), or None.

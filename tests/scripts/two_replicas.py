@@ -27,7 +27,8 @@ from keras_med.config import RecipeConfig, TrainConfig  # noqa: E402
 from keras_med.evaluation import predict_with_tta  # noqa: E402
 from keras_med.evaluation.metrics import compute_metrics  # noqa: E402
 from keras_med.recipes import ham10000  # noqa: E402
-from keras_med.recipes.base import fit_arguments, main  # noqa: E402
+from keras_med.engine.command import main  # noqa: E402
+from keras_med.engine.run import fit_arguments  # noqa: E402
 from keras_med.training import fit as fit_module  # noqa: E402
 from keras_med.training import fit_model, setup_runtime  # noqa: E402
 from toy_problem import toy_dataset, toy_model  # noqa: E402  (tests/scripts/toy_problem.py)

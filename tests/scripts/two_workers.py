@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 
 from keras_med.recipes import ham10000
-from keras_med.recipes.base import main
+from keras_med.engine.command import main
 from keras_med.training import fit as fit_module
 
 RESULT = Path(sys.argv[1])

@@ -18,7 +18,8 @@ from pathlib import Path
 from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.config import RECIPE_OPTIONS, RecipeConfig
 from keras_med.errors import ConfigError
-from keras_med.recipes.base import RecipeSpec, build_parser, load_split_table, resolve_run_config, stage
+from keras_med.engine.command import build_parser, resolve_run_config
+from keras_med.engine.spec import RecipeSpec
 
 log = logging.getLogger("keras_med")
 
@@ -75,6 +76,7 @@ def prepare_shards(spec: RecipeSpec, config: RecipeConfig, out: Path, *, encodin
         shard_size: images per shard.
     """
     from keras_med import data as kdata
+    from keras_med.data.preparation import load_split_table, stage
 
     table = load_split_table(spec, config)
     stage("writing %d images at %d px as %s shards to %s", len(table), config.data.image_size, encoding, out)

@@ -32,10 +32,13 @@ import numpy as np
 
 from keras_med.atomic import write_text_atomic
 from keras_med.errors import ConfigError
+from keras_med.run_directory import RunDirectory
 from keras_med.evaluation.decision_rule import fit_decision_rule
 from keras_med.evaluation.trust import TrustResult, save_trust
-from keras_med.recipes.cross_validation import (HEADLINES, ensemble_predictions, evaluate_ensemble, export_folds,
-                                                group_run_dir, headline_values, mean_and_sd, run_finished, run_lines)
+from keras_med.data.preparation import stage
+from keras_med.engine.ensemble import (HEADLINES, ensemble_predictions, evaluate_ensemble, export_folds, group_run_dir,
+                                       headline_values, mean_and_sd, run_finished, run_lines)
+from keras_med.engine.run import run_recipe
 
 log = logging.getLogger("keras_med")
 
@@ -52,7 +55,7 @@ def member_configs(spec, config, out: Path) -> list:
         if k > 1:
             # Member 1 wrote the split (or read --split-file); with --demo it also wrote the images,
             # which a member with another seed would write differently.
-            data = dataclasses.replace(data, split_file=data.split_file or str(first_dir / "split.csv"))
+            data = dataclasses.replace(data, split_file=data.split_file or str(RunDirectory(first_dir).split_file))
             if data.demo:
                 data = dataclasses.replace(
                     data, demo=False, data_dir=str(Path(config.output_dir) / spec.name / "demo_data"))
@@ -71,15 +74,13 @@ def run_members(spec, config, run_dir: str | None = None) -> dict:
     """Train `config.train.members` runs on one split, evaluate and export their average.
 
     Args:
-        spec: the recipe (`keras_med.recipes.base.RecipeSpec`).
+        spec: the recipe (`keras_med.engine.spec.RecipeSpec`).
         config: the resolved `RecipeConfig`, `train.members` >= 2.
         run_dir: the ensemble's directory (default: `<output-dir>/<recipe>/members-<timestamp>`).
 
     Returns:
         The summary (also `members_summary.json`).
     """
-    from keras_med.recipes.base import run_recipe, stage
-
     if config.train.members < 2:
         raise ConfigError(f"--members: expected at least 2 for an ensemble, got {config.train.members}")
     if config.train.strategy == "multiworker":
@@ -120,7 +121,7 @@ def summarise_members(member_dirs: list[Path]) -> dict:
     """Each member's test figures, and their mean and spread (sample standard deviation)."""
     members = []
     for member_dir in member_dirs:
-        metrics = json.loads((member_dir / "metrics.json").read_text(encoding="utf-8"))
+        metrics = RunDirectory(member_dir).read_metrics()
         members.append({"run_dir": str(member_dir), "test": headline_values(metrics)})
     keys = sorted({key for member in members for key in member["test"]})
     return {"members": members, "task": metrics["task"],
@@ -160,7 +161,7 @@ def ensemble_trust(member_dirs: list[Path], predictions: dict, rule, config) -> 
     from keras_med.evaluation.conformal import calibrate_conformal, evaluate_sets
     from keras_med.evaluation.trust import served_probabilities
 
-    metrics = json.loads((member_dirs[0] / "metrics.json").read_text(encoding="utf-8"))
+    metrics = RunDirectory(member_dirs[0]).read_metrics()
     trust = {key: metrics[key] for key in ("ood", "conformal") if metrics.get(key)}
     task, names = metrics["task"], metrics["class_names"]
     if task == "multilabel" or not trust.get("conformal"):

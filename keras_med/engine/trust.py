@@ -13,7 +13,7 @@ def assess_run_trust(run_dir, model, prepared, config, recipe: str | None = None
     Args:
         run_dir: The run directory (gets `trust/`).
         model: The trained model.
-        prepared: The run's `PreparedData` (keras_med.recipes.base).
+        prepared: The run's `PreparedData` (keras_med.data.preparation).
         config: The run's `RecipeConfig`.
         recipe: The recipe name.
 
@@ -23,7 +23,7 @@ def assess_run_trust(run_dir, model, prepared, config, recipe: str | None = None
     # Imported here: the recipe registry imports this module, and `keras-med recipes` should not wait
     # for TensorFlow.
     from keras_med.evaluation.trust import assess_trust, save_trust
-    from keras_med.recipes.base import test_image_source
+    from keras_med.data.preparation import test_image_source
 
     parts = prepared.parts
     datasets = {name: evaluation_pipeline(parts[name], config) for name in ("train", "val", "test")}

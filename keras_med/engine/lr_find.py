@@ -7,8 +7,8 @@ import json
 from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.errors import ConfigError
-from keras_med.recipes.base import (RecipeSpec, announce_device, build_model, build_parser, make_run_dir,
-                                    prepare_data, resolve_run_config, stage)
+from keras_med.engine.command import build_parser, resolve_run_config
+from keras_med.engine.spec import RecipeSpec
 
 
 def check_sweep(min_lr: float, max_lr: float, steps: int) -> None:
@@ -37,6 +37,8 @@ def run_lr_find(spec: RecipeSpec, argv: list[str]) -> int:
     check_sweep(args.min_lr, args.max_lr, args.steps)
     # Also selects the Keras backend, before anything below imports Keras.
     config = resolve_run_config(spec, args)
+    from keras_med.data.preparation import prepare_data, stage
+    from keras_med.engine.run import announce_device, build_model, make_run_dir
     from keras_med.training import compile_model, find_learning_rate, setup_runtime
 
     out = make_run_dir(config, args.run_dir)
