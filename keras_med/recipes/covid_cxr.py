@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from keras_med.config import DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
+from keras_med.data.detection import binary_class_folders
 from keras_med.engine.command import main
 from keras_med.engine.spec import RecipeSpec
 from keras_med.recipes.registry import register_recipe
@@ -39,8 +40,6 @@ pediatric pneumonia set (Cell 2018, CC BY 4.0) is at https://data.mendeley.com/d
 PneumoniaMNIST (MedMNIST v2) at https://medmnist.com.
 """.strip()
 
-# How a negative class folder may be named (compared in lower case).
-NEGATIVE_FOLDERS = ("normal", "negative", "healthy", "no_finding", "no finding")
 # Top backbone blocks unfrozen for fine-tuning: MobileNetV2's last three inverted residual blocks
 # (block_14..block_16, with the final 1x1 convolution that follows them): the same 20 layers with
 # weights the recipe unfroze when it counted layers.
@@ -73,25 +72,6 @@ def load_table(data_dir, config: RecipeConfig):
                                     metadata=config.data.metadata or "metadata.csv",
                                     on_bad_image=config.data.on_bad_image)
     return load_image_folder(path, KERMANY_GROUP_PATTERN, class_names=binary_class_folders(path), task="binary")
-
-
-def binary_class_folders(root: Path) -> list[str]:
-    """`[negative, positive]` class folder names under `root` (or `root/train`): NORMAL first.
-
-    Raises:
-        DataError: not exactly two class folders, or none of them named like a negative class.
-    """
-    from keras_med.data.errors import DataError
-
-    if not root.is_dir():
-        raise DataError(f"--data-dir {root}: no such directory or .npz file")
-    base = root / "train" if (root / "train").is_dir() else root
-    folders = sorted(path.name for path in base.iterdir() if path.is_dir())
-    negatives = [name for name in folders if name.lower() in NEGATIVE_FOLDERS]
-    if len(folders) != 2 or len(negatives) != 1:
-        raise DataError(f"{base}: expected two class folders, one of them named NORMAL (or {NEGATIVE_FOLDERS}), "
-                        f"found {folders}; or metadata.csv (ieee8023 layout), or a MedMNIST .npz")
-    return [negatives[0], next(name for name in folders if name != negatives[0])]
 
 
 def write_demo(out_dir, config: RecipeConfig):
