@@ -101,12 +101,6 @@ def test_sets_keep_what_they_apply_to_through_the_run_folder(tmp_path):
         loaded = load_run_trust(tmp_path / applies_to / "checkpoints" / "best.keras")["conformal_sets"]
         assert loaded.applies_to == applies_to
         np.testing.assert_allclose(loaded.thresholds, sets.thresholds)
-    # a run saved before ensembles calibrated their own sets holds the model's
-    path = tmp_path / "answer" / "trust" / "conformal.json"
-    stored = json.loads(path.read_text())
-    del stored["applies_to"]
-    path.write_text(json.dumps(stored))
-    assert load_run_trust(tmp_path / "answer" / "best.keras")["conformal_sets"].applies_to == "model"
     with pytest.raises(ValueError, match="applies_to"):
         calibrate_conformal(probabilities, labels, applies_to="member")
 
