@@ -15,6 +15,7 @@ import sys
 from keras_med.command_line import CommandParser, HelpFormatter, add_verbose_flag, run_command
 from keras_med.config import RecipeConfig, add_config_arguments, config_from_arguments
 from keras_med.engine import cross_validation
+from keras_med.engine.run import run_recipe
 from keras_med.engine.spec import RecipeSpec
 from keras_med.errors import ConfigError
 
@@ -91,9 +92,8 @@ def run_from_arguments(spec: RecipeSpec, args: argparse.Namespace) -> int:
     config = resolve_run_config(spec, args)
     if args.cv and config.train.members > 1:
         raise ConfigError("--members: not with --cv (each fold would be an ensemble); use one of them")
-    # Imported here: they import the data pipelines (TensorFlow), which `--help` does not need.
+    # Imported here: it imports the trust step (Keras), which `--help` does not need.
     from keras_med.engine.members import run_members
-    from keras_med.engine.run import run_recipe
 
     if args.cv:
         cross_validation.run_cross_validation(spec, config, args.cv, run_dir=args.run_dir, export=args.cv_export)
