@@ -138,6 +138,7 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     from keras_med.export import export_for_serving
     from keras_med.engine.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
+    from keras_med.training.fit import StepAugmentation
     from keras_med.training.outcome import training_settings
     from keras_med.training.runtime import augment_on_device
 
@@ -159,7 +160,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     history = fit_model(model, prepared.train_ds, prepared.eval_ds["val"], out, **fitting,
                         class_weight=prepared.class_weight, class_names=table.class_names,
                         label_weights=prepared.label_weights, class_priors=prepared.class_priors,
-                        augment_in_step=config.data if augment_on_device(config.data) else None)
+                        augment_in_step=(StepAugmentation(config.data.augment, config.data.mixup, config.data.cutmix)
+                                         if augment_on_device(config.data) else None))
     divergence = read_training_outcome(out).divergence
     diverged, good_history = None, history
     if divergence is not None:

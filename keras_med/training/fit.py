@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from keras_med.atomic import atomic_path, remove_stale_temporaries
-from keras_med.config import DataConfig, TrainConfig
+from keras_med.config import TrainConfig
 from keras_med.errors import ConfigError, RunDivergedError
 from keras_med.models import ImageClassifier, model_spec
 from keras_med.models.weights import normalize_weights
@@ -43,6 +43,21 @@ from keras_med.training.outcome import (TrainingOutcome, check_training_settings
                                         read_training_outcome, write_training_outcome)
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepAugmentation:
+    """Augmentation run inside the training step, on the accelerator (`--augment-on device`).
+
+    Attributes:
+        augment: the augmentation preset (`keras_med.data.AUGMENT_PRESETS`).
+        mixup: MixUp's alpha (0: off).
+        cutmix: CutMix's alpha (0: off).
+    """
+
+    augment: str
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
 
 
@@ -212,7 +227,7 @@ def _sample_batch(train_ds) -> tuple | None:
 def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, train: TrainConfig, plan: str,
               settings: dict | None = None, class_weight: dict | None = None,
               class_names: list[str] | None = None, label_weights: tuple | None = None,
-              class_priors: tuple | None = None, augment_in_step: DataConfig | None = None) -> pd.DataFrame:
+              class_priors: tuple | None = None, augment_in_step: StepAugmentation | None = None) -> pd.DataFrame:
     """Train `model` with a fit plan; compiles the model itself.
 
     Args:
@@ -232,7 +247,7 @@ def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, trai
         class_priors: Optional multiclass class frequencies of the training split, for the
             logit-adjusted loss (`train.logit_adjustment` > 0; `keras_med.data.class_priors`).
         class_names: Names to caption the sample images shown in TensorBoard.
-        augment_in_step: A `DataConfig` whose augmentation preset and MixUp/CutMix run inside the
+        augment_in_step: A `StepAugmentation`: the augmentation preset and MixUp/CutMix to run inside the
             training step, on the accelerator (`--augment-on device`, TensorFlow backend); `train_ds`
             must then come un-augmented (`augment="none"`, no mixing). The model stays free of
             augmentation layers either way.
@@ -273,7 +288,7 @@ def fit_model(model: keras.Model, train_ds, val_ds, run_dir: str | Path, *, trai
 
 
 def _train(model, train_ds, val_ds, train: TrainConfig, plan: str, settings: dict, run_dir: Path,
-           augment_in_step: DataConfig | None = None, **kwargs) -> TrainingOutcome:
+           augment_in_step: StepAugmentation | None = None, **kwargs) -> TrainingOutcome:
     monitor = train.monitor
     if val_ds is None and monitor.startswith("val_"):
         logger.warning("no validation data: monitoring %s instead of %s", monitor[4:], monitor)

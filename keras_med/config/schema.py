@@ -1,4 +1,4 @@
-"""Recipe configuration: typed dataclasses that load from TOML, take CLI flags, and are saved per run.
+"""The configuration schema: typed dataclasses that load from TOML, take CLI flags, and are saved per run.
 
 A recipe's configuration is plain data in five sections (`data`, `model`, `train`, `evaluation`,
 `export`). Every field is a CLI flag (`--image-size 160` sets `data.image_size`), so the default
@@ -13,50 +13,16 @@ flag and the TOML key (`--epochs ([train] epochs)`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomli_w
-
-from keras_med.atomic import write_text_atomic
+from keras_med.config.rules import MIN_IMAGE_SIZE, NOT_EMPTY, Rule, above, at_least, coerce, in_range
+from keras_med.config.toml import read_toml, write_toml
+from keras_med.config.validation import validate_config
 from keras_med.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A range a field's value must lie in; `expected` completes "expected ...".
-
-    Args:
-        accepts: predicate on the value.
-        expected: what a valid value is, in words (e.g. "an integer of at least 1").
-    """
-
-    accepts: typing.Callable[[typing.Any], bool]
-    expected: str
-
-
-def at_least(low, what: str = "an integer") -> Rule:
-    return Rule(lambda value: value >= low, f"{what} of at least {low}")
-
-
-def above(low, what: str = "a number") -> Rule:
-    return Rule(lambda value: value > low, f"{what} above {low}")
-
-
-def in_range(low, high, what: str = "a number", closed: bool = False) -> Rule:
-    """Values in [low, high) (or [low, high] when `closed`)."""
-    if closed:
-        return Rule(lambda value: low <= value <= high, f"{what} in [{low}, {high}]")
-    return Rule(lambda value: low <= value < high, f"{what} in [{low}, {high})")
-
-
-NOT_EMPTY = Rule(lambda value: bool(str(value).strip()), "a non-empty value")
-MIN_IMAGE_SIZE = 32  # the smallest input every registered model builds at (keras_med.models.create_model)
 
 
 def _opt(default, help_text: str, choices=None, rule: Rule | None = None, recipe_option: bool = False):
@@ -253,8 +219,7 @@ class RecipeConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        # Atomic: a resumed or repeated run reads this file back.
-        write_text_atomic(path, tomli_w.dumps(self.to_dict()))
+        write_toml(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, values: dict, base: "RecipeConfig | None" = None, source: str = "config") -> "RecipeConfig":
@@ -268,7 +233,7 @@ class RecipeConfig:
                 for name, item in value.items():
                     if name not in known:
                         raise ConfigError(f"{source}: unknown key '{name}' in [{key}]; expected one of {sorted(known)}")
-                    setattr(section, name, _coerce(item, known[name], f"{source}: [{key}] {name}"))
+                    setattr(section, name, coerce(item, known[name], f"{source}: [{key}] {name}"))
                 setattr(config, key, section)
             elif key in ("recipe", "output_dir"):
                 setattr(config, key, str(value))
@@ -279,15 +244,7 @@ class RecipeConfig:
 
     @classmethod
     def load(cls, path: str | Path, base: "RecipeConfig | None" = None) -> "RecipeConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"--config {path}: no such file; expected a TOML file such as recipes/ham10000.toml")
-        with path.open("rb") as handle:
-            try:
-                values = tomllib.load(handle)
-            except tomllib.TOMLDecodeError as error:
-                raise ConfigError(f"{path}: not valid TOML: {error}") from error
-        return cls.from_dict(values, base=base, source=str(path))
+        return cls.from_dict(read_toml(path), base=base, source=str(path))
 
     # --- validation ---------------------------------------------------------------------------
     def validate(self, allow_auto: bool = False) -> "RecipeConfig":
@@ -316,153 +273,8 @@ class RecipeConfig:
             ...
             keras_med.errors.ConfigError: --epochs ([train] epochs): expected an integer of at least 1, got 0
         """
-        problems, bad = [], set()
-        for section_name in self.SECTIONS:
-            section = getattr(self, section_name)
-            for spec in dataclasses.fields(section):
-                value = getattr(section, spec.name)
-                auto = spec.name in AUTO_VALUES and AUTO_VALUES[spec.name] == value
-                if allow_auto and auto:
-                    continue
-                problem = _field_problem(value, spec) or (_auto_problem(value) if auto else None)
-                if problem:
-                    problems.append(f"{where(section_name, spec.name)}: {problem}")
-                    bad.add(spec.name)
-        problems += _cross_field_problems(self, bad, allow_auto)
-        if problems:
-            raise ConfigError("; ".join(problems))
+        validate_config(self, allow_auto)
         return self
-
-
-# Values that mean "chosen from the data and the machine" for recipes that detect them (classify).
-AUTO_VALUES = {"image_size": 0, "model": "auto", "augment": "auto"}
-
-
-def _auto_problem(value) -> str:
-    return (f"expected a value of its own, got {value!r} (chosen from the data only by a recipe that detects it: "
-            "classify)")
-
-
-def where(section: str, name: str) -> str:
-    """How a message names a setting: its flag and its TOML key, e.g. `--epochs ([train] epochs)`."""
-    return f"{_flag(name)} ([{section}] {name})"
-
-
-def _type_problem(value, kind: type) -> str | None:
-    if kind is bool:
-        return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        return f"expected {kind.__name__}, got {value!r}"
-    return None
-
-
-def _field_problem(value, spec: dataclasses.Field) -> str | None:
-    """What is wrong with one field's value (type, choice, range), or None."""
-    problem = _type_problem(value, type(spec.default))
-    if problem:
-        return problem
-    choices = spec.metadata.get("choices")
-    if choices and value not in choices:
-        return f"expected one of {choices}, got {value!r}"
-    rule = spec.metadata.get("rule")
-    if rule is not None and not rule.accepts(value):
-        return f"expected {rule.expected}, got {value!r}"
-    return None
-
-
-def _path_problem(value: str, section: str, name: str, kind: str, inside: str = "") -> str | None:
-    """A missing file or directory named by a setting (`kind` is "file" or "directory")."""
-    path = Path(value).expanduser()
-    candidates = [path] + ([Path(inside).expanduser() / value] if inside and not path.is_absolute() else [])
-    exists = {"file": Path.is_file, "directory": Path.is_dir, "directory or file": Path.exists}[kind]
-    found = any(exists(p) for p in candidates)
-    if found:
-        return None
-    also = f" (also looked in {inside})" if len(candidates) > 1 else ""
-    return f"{where(section, name)}: expected an existing {kind}, got {value!r}{also}"
-
-
-def _cross_field_problems(config: RecipeConfig, bad: set[str], allow_auto: bool = False) -> list[str]:
-    """Checks that need several values, the model registry or the file system.
-
-    Args:
-        config: the configuration.
-        bad: names of the fields already reported (their checks here are skipped).
-        allow_auto: a detection step will still adapt the model settings (see `validate`).
-    """
-    data, model = config.data, config.model
-    problems = []
-    if not bad & {"val_fraction", "test_fraction"} and data.val_fraction + data.test_fraction >= 1.0:
-        problems.append(f"{where('data', 'val_fraction')} + {where('data', 'test_fraction')}: expected a sum "
-                        f"below 1 (some groups must be left to train on), got {data.val_fraction} + {data.test_fraction}")
-    if not bad & {"model", "weights", "width"} and not (allow_auto and model.model == AUTO_VALUES["model"]):
-        # With a detection step to come (allow_auto), the weights may still be adapted to the
-        # model (classify: 'imagenet' becomes 'none' for a model without a pretrained backbone).
-        problems += _model_problems(model, name_only=allow_auto)
-    # Imported here: the export package imports TensorFlow.
-    from keras_med.export.metadata import is_valid_served_name
-
-    name = config.export.name
-    if "name" not in bad and name and not is_valid_served_name(name):
-        problems.append(f"{where('export', 'name')}: expected letters, digits, '-', '_' or '.' "
-                        f"(a folder name for TF Serving), got {name!r}")
-    if bad & {"data_dir", "metadata", "split_file", "prepared", "demo"}:
-        return problems
-    if data.data_dir and not data.demo and not data.prepared:
-        # A directory for most layouts; classify also takes a table or a MedMNIST .npz file.
-        problems.append(_path_problem(data.data_dir, "data", "data_dir", "directory or file"))
-        if data.metadata:
-            problems.append(_path_problem(data.metadata, "data", "metadata", "file", inside=data.data_dir))
-    if data.split_file:
-        problems.append(_path_problem(data.split_file, "data", "split_file", "file"))
-    if data.prepared and not (Path(data.prepared).expanduser() / "manifest.json").is_file():
-        problems.append(f"{where('data', 'prepared')}: expected a folder written by `keras-med prepare` "
-                        f"(with manifest.json), got {data.prepared!r}")
-    return [problem for problem in problems if problem]
-
-
-def _model_problems(model: ModelConfig, name_only: bool = False) -> list[str]:
-    """The model name is registered; weights are 'imagenet', 'none' or a file, and only for pretrained
-    models (with `name_only`: the name alone)."""
-    # Imported here: the registry imports Keras, which `--help` should not wait for.
-    from keras_med.models.backbones import BACKBONES
-    from keras_med.models.registry import available_models, known_model, model_spec
-
-    if not known_model(model.model):
-        return [f"{where('model', 'model')}: expected one of {available_models()} (keras-med models lists them) "
-                f"or kerashub:PRESET, "
-                f"got {model.model!r}"]
-    if name_only:
-        return []
-    if model.width != 1.0 and model.model in BACKBONES and not BACKBONES[model.model].has_width:
-        return [f"{where('model', 'width')}: model {model.model!r} has no width multiplier; expected 1.0, "
-                f"got {model.width}"]
-    weights = model.weights.strip()
-    if weights.lower() in ("", "none"):
-        return []
-    if weights.endswith(".keras") and Path(weights).expanduser().is_file():
-        return []  # a checkpoint of any model: its backbone with a new head (keras_med.models.transfer)
-    if not model_spec(model.model).pretrained:
-        return [f"{where('model', 'weights')}: model {model.model!r} has no pretrained backbone; expected 'none', "
-                f"got {model.weights!r}"]
-    if weights != "imagenet" and not Path(weights).expanduser().is_file():
-        return [f"{where('model', 'weights')}: expected 'imagenet', 'none' or an existing weights file, "
-                f"got {model.weights!r}"]
-    return []
-
-
-def _coerce(value, spec: dataclasses.Field, source: str):
-    problem = _type_problem(value, type(spec.default))
-    if problem:
-        raise ConfigError(f"{source}: {problem}")
-    if type(spec.default) is float:
-        value = float(value)
-    choices = spec.metadata.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(f"{source}: expected one of {choices}, got {value!r}")
-    return value
 
 
 # --- recipe options -----------------------------------------------------------------------------
@@ -509,84 +321,3 @@ def drop_unused_options(config: RecipeConfig, options, source: str = "configurat
         ", ".join(f"[data] {name}" for name in unused) + (" is" if len(unused) == 1 else " are"), config.recipe)
     return dataclasses.replace(config, data=dataclasses.replace(
         config.data, **{name: getattr(defaults, name) for name in unused}))
-
-
-# --- command line -------------------------------------------------------------------------------
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, defaults: RecipeConfig, options=RECIPE_OPTIONS,
-                         sections: dict | None = None) -> None:
-    """Add one flag per configuration field the recipe uses; each help states the recipe's own default once.
-
-    Args:
-        parser: the parser to add `--config`, `--output-dir` and the sections' flags to.
-        defaults: the recipe's default configuration.
-        options: the recipe options (`RECIPE_OPTIONS`) that get a flag; the others are left out.
-        sections: the fields a command reads, when not all: `{section: None (all) or (names)}`,
-            e.g. `{"data": None, "train": ("seed",)}` for `keras-med prepare`.
-    """
-    parser.add_argument("--config", metavar="TOML", help="TOML file whose values replace the recipe's defaults "
-                        "(flags still win). E.g. recipes/ham10000.toml.")
-    parser.add_argument("--output-dir", metavar="DIR", help=f"Where run directories go (default: {defaults.output_dir}).")
-    for section_name in RecipeConfig.SECTIONS:
-        if sections is not None and section_name not in sections:
-            continue
-        section = getattr(defaults, section_name)
-        names = None if sections is None else sections[section_name]
-        group = parser.add_argument_group(f"[{section_name}]")
-        for spec in dataclasses.fields(section):
-            if spec.metadata.get("recipe_option") and spec.name not in options:
-                continue
-            if names is not None and spec.name not in names:
-                continue
-            default = getattr(section, spec.name)
-            help_text = spec.metadata.get("help", "")
-            if "(default:" not in help_text:  # some say what an empty default means instead
-                help_text += f" (default: {default!r})"
-            # argparse's own default stays None ("not given"), so a --config file's value is not
-            # overridden by it; the help states the recipe's default instead (HelpFormatter).
-            dest = f"{section_name}.{spec.name}"
-            if isinstance(default, bool):
-                group.add_argument(_flag(spec.name), dest=dest, action=argparse.BooleanOptionalAction,
-                                   default=None, help=help_text)
-            else:
-                group.add_argument(_flag(spec.name), dest=dest, type=type(default), default=None,
-                                   choices=spec.metadata.get("choices"), metavar=_metavar(spec), help=help_text)
-
-
-def _metavar(spec: dataclasses.Field) -> str | None:
-    """`{a,b}` for choices (argparse's own), else the field's name: `--image-size IMAGE_SIZE`."""
-    return None if spec.metadata.get("choices") else spec.name.upper()
-
-
-def config_from_arguments(args: argparse.Namespace, defaults: RecipeConfig, demo_overrides: dict | None = None,
-                          options=RECIPE_OPTIONS) -> RecipeConfig:
-    """Recipe defaults (with the demo's overrides under `--demo`), then the --config file, then flags.
-
-    Args:
-        args: parsed flags of `add_config_arguments` (`--config`, `--output-dir`, `section.field`).
-        defaults: the recipe's default configuration.
-        demo_overrides: sections `--demo` changes (`RecipeSpec.demo_overrides`); flags still win.
-        options: the recipe options the recipe takes; others set by the --config file are reset to
-            their defaults with one warning (`drop_unused_options`).
-
-    Returns:
-        The resolved configuration, not yet validated (see `RecipeConfig.validate`).
-    """
-    config = defaults
-    if demo_overrides and getattr(args, "data.demo", None):
-        config = RecipeConfig.from_dict(demo_overrides, base=config, source="demo defaults")
-    if getattr(args, "config", None):
-        config = RecipeConfig.load(args.config, base=config)
-        config = drop_unused_options(dataclasses.replace(config, recipe=defaults.recipe), options, args.config)
-    overrides: dict = {}
-    for dest, value in vars(args).items():
-        if value is None or "." not in dest:
-            continue
-        section, name = dest.split(".", 1)
-        overrides.setdefault(section, {})[name] = value
-    if getattr(args, "output_dir", None):
-        overrides["output_dir"] = args.output_dir
-    return RecipeConfig.from_dict(overrides, base=config, source="command line")
