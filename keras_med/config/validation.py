@@ -71,30 +71,9 @@ def cross_field_problems(config, bad: set[str], allow_auto: bool = False) -> lis
 
 
 def model_problems(model, name_only: bool = False) -> list[str]:
-    """The model name is registered; weights are 'imagenet', 'none' or a file, and only for pretrained
-    models (with `name_only`: the name alone)."""
+    """The model's own rules (`keras_med.models.registry.model_argument_problems`), named by flag and key."""
     # Imported here: the registry imports Keras, which `--help` should not wait for.
-    from keras_med.models.backbones import BACKBONES
-    from keras_med.models.registry import available_models, known_model, model_spec
+    from keras_med.models.registry import model_argument_problems
 
-    if not known_model(model.model):
-        return [f"{where('model', 'model')}: expected one of {available_models()} (keras-med models lists them) "
-                f"or kerashub:PRESET, "
-                f"got {model.model!r}"]
-    if name_only:
-        return []
-    if model.width != 1.0 and model.model in BACKBONES and not BACKBONES[model.model].has_width:
-        return [f"{where('model', 'width')}: model {model.model!r} has no width multiplier; expected 1.0, "
-                f"got {model.width}"]
-    weights = model.weights.strip()
-    if weights.lower() in ("", "none"):
-        return []
-    if weights.endswith(".keras") and Path(weights).expanduser().is_file():
-        return []  # a checkpoint of any model: its backbone with a new head (keras_med.models.transfer)
-    if not model_spec(model.model).pretrained:
-        return [f"{where('model', 'weights')}: model {model.model!r} has no pretrained backbone; expected 'none', "
-                f"got {model.weights!r}"]
-    if weights != "imagenet" and not Path(weights).expanduser().is_file():
-        return [f"{where('model', 'weights')}: expected 'imagenet', 'none' or an existing weights file, "
-                f"got {model.weights!r}"]
-    return []
+    return [f"{where('model', argument)}: {problem}" for argument, problem in
+            model_argument_problems(model.model, model.weights, model.width, name_only=name_only)]

@@ -12,7 +12,6 @@ from typing import Callable
 
 import keras
 
-from keras_med.errors import ConfigError
 from keras_med.models.batch_norm import with_fused_batch_norm
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.preprocessing import preprocessing_layer
@@ -69,8 +68,6 @@ def build_backbone_model(name: str, *, output_units: int, image_size: int, task:
                          dropout: float, head_units: int, width: float) -> ImageClassifier:
     """Build backbone `name` with its preprocessing and the head; see `create_model` for Args."""
     backbone = BACKBONES[name]
-    if width != 1.0 and not backbone.has_width:
-        raise ConfigError(f"width: model '{name}' has no width multiplier; use 1.0, got {width}")
     extra = {"alpha": width} if backbone.has_width else {}
     try:
         # input_shape: without it MobileNetV2 picks the 224px ImageNet file whatever the image size.
@@ -99,7 +96,7 @@ def _register(name: str) -> None:
 
     builder.__name__ = name
     builder.__doc__ = f"{BACKBONES[name].application.__name__} backbone with the shared head."
-    register_model(name, pretrained=True)(builder)
+    register_model(name, pretrained=True, has_width=BACKBONES[name].has_width)(builder)
 
 
 for _name in BACKBONES:

@@ -50,7 +50,7 @@ def build_custom_cnn(*, output_units: int, image_size: int, task: str, dropout: 
                            dropout=dropout, head_units=head_units, feature_dropout=False, name=name)
 
 
-@register_model("custom_cnn", pretrained=False)
+@register_model("custom_cnn", pretrained=False, has_width=True)
 def custom_cnn(*, output_units, image_size, task, weights, dropout, head_units, width):
     """Four Conv-BN-ReLU-MaxPool blocks (32, 64, 128, 256 filters) and a GAP-Dense-Dropout head."""
     return build_custom_cnn(output_units=output_units, image_size=image_size, task=task, dropout=dropout,

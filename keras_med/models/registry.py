@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import keras
 
+from keras_med.config.rules import MIN_IMAGE_SIZE
 from keras_med.errors import ConfigError
 from keras_med.models.preprocessing import COLOUR_CONSTANCY, colour_constancy_layer
 from keras_med.models.weights import normalize_weights
@@ -31,28 +33,31 @@ class ModelSpec:
         builder: Function building the `keras.Model` from `create_model`'s arguments.
         pretrained: True when the model has an ImageNet-pretrainable backbone, which makes the
             'auto' fit plan fine-tune it when weights are given.
+        has_width: True when the builder takes a width multiplier other than 1.0.
     """
 
     name: str
     builder: Callable[..., keras.Model]
     pretrained: bool
+    has_width: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, *, pretrained: bool) -> Callable:
+def register_model(name: str, *, pretrained: bool, has_width: bool = False) -> Callable:
     """Decorator registering a model builder under `name`.
 
     Args:
         name: Registry name; must be unique.
         pretrained: Whether the model has a backbone with ImageNet weights.
+        has_width: Whether the builder takes a width multiplier (`create_model(width=...)`).
     """
 
     def decorate(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
         if name in _REGISTRY:
             raise ValueError(f"model name '{name}' is already registered")
-        _REGISTRY[name] = ModelSpec(name=name, builder=builder, pretrained=pretrained)
+        _REGISTRY[name] = ModelSpec(name=name, builder=builder, pretrained=pretrained, has_width=has_width)
         return builder
 
     return decorate
@@ -84,6 +89,42 @@ def model_spec(name: str) -> ModelSpec:
         raise ConfigError(f"model: unknown model '{name}'; expected one of {available_models()} or "
                           "kerashub:PRESET")
     return _REGISTRY[name]
+
+
+def model_argument_problems(name: str, weights: str | None = None, width: float = 1.0,
+                            name_only: bool = False) -> list[tuple[str, str]]:
+    """What is wrong with `create_model`'s `name`, `weights` and `width`, without building anything.
+
+    The one home of these rules: `create_model` raises on them and the configuration's validation
+    (`keras_med.config.validation`) reports them under the flags' names.
+
+    Args:
+        name: a registry name or `kerashub:PRESET`.
+        weights: "imagenet", "none"/None/"", a weights file or a `.keras` checkpoint.
+        width: the width multiplier.
+        name_only: check the name alone (a detection step will still adapt weights and width).
+
+    Returns:
+        `[(argument, "expected ..., got ...")]`, empty when all is well (at most one entry).
+    """
+    if not known_model(name):
+        return [("model", f"expected one of {available_models()} (keras-med models lists them) or kerashub:PRESET, "
+                          f"got {name!r}")]
+    if name_only:
+        return []
+    spec = model_spec(name)
+    if width != 1.0 and not spec.has_width:
+        return [("width", f"model {name!r} has no width multiplier; expected 1.0, got {width}")]
+    given = str(weights or "").strip()
+    if given.lower() in ("", "none"):
+        return []
+    if given.endswith(".keras") and Path(given).expanduser().is_file():
+        return []  # a checkpoint of any model: its backbone with a new head (keras_med.models.transfer)
+    if not spec.pretrained:
+        return [("weights", f"model {name!r} has no pretrained backbone; expected 'none', got {weights!r}")]
+    if given != "imagenet" and not Path(given).expanduser().is_file():
+        return [("weights", f"expected 'imagenet', 'none' or an existing weights file, got {weights!r}")]
+    return []
 
 
 def create_model(name: str, *, num_classes: int, image_size: int, task: str = "multiclass",
@@ -125,8 +166,8 @@ def create_model(name: str, *, num_classes: int, image_size: int, task: str = "m
         raise ConfigError(f"num_classes: a binary task has 2 classes (negative, positive), got {num_classes}")
     if task == "multiclass" and num_classes < 2:
         raise ConfigError(f"num_classes: a multiclass task needs at least 2 classes, got {num_classes}")
-    if not isinstance(image_size, int) or image_size < 32:
-        raise ConfigError(f"image_size: expected an integer of at least 32 pixels, got {image_size!r}")
+    if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"image_size: expected an integer of at least {MIN_IMAGE_SIZE} pixels, got {image_size!r}")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout: expected a rate in [0, 1), got {dropout!r}")
     if not isinstance(head_units, int) or head_units < 0:
@@ -144,9 +185,8 @@ def create_model(name: str, *, num_classes: int, image_size: int, task: str = "m
         model = model_from_checkpoint(weights, output_units=output_units, image_size=image_size, task=task,
                                       dropout=dropout, head_units=head_units)
     else:
-        if weights is not None and not spec.pretrained:
-            raise ConfigError(f"weights: model '{name}' has no pretrained backbone; use weights='none', "
-                              f"got {weights!r}")
+        for argument, problem in model_argument_problems(name, weights, width):
+            raise ConfigError(f"{argument}: {problem}")
         logger.info("building %s: %d outputs (%s), %dpx, weights=%s", name, output_units, task, image_size,
                     weights)
         model = spec.builder(output_units=output_units, image_size=image_size, task=task, weights=weights,
