@@ -299,7 +299,7 @@ def check_recipe_options(options) -> tuple[str, ...]:
 def drop_unused_options(config: RecipeConfig, options, source: str = "configuration") -> RecipeConfig:
     """Reset the recipe options a recipe does not take to their defaults, with one warning naming them.
 
-    An older config.toml (every run's holds every key) or a TOML written for another recipe may
+    A run's config.toml (every run's holds every key) or a TOML written for another recipe may
     set them; they would not change this recipe's run, and the run's config.toml should say what
     was used.
 
