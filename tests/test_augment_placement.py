@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from keras_med.config import DataConfig, RecipeConfig
 from keras_med.data.pipeline import batch_augmentation
-from keras_med.models import create_model
 from keras_med.engine.run import fit_arguments
+from keras_med.models import create_model
 from keras_med.training import fit_model
 from keras_med.training.runtime import augment_on_device, prepare_train_step
 

@@ -69,8 +69,8 @@ def test_shipped_recipe_files_load():
 
 # --- recipe options, old config files, the one resolution path ------------------------------------
 def test_an_old_run_config_loads_and_options_the_recipe_does_not_take_are_ignored_with_one_warning(tmp_path, caplog):
-    from keras_med.recipes import ham10000
     from keras_med.engine.command import build_parser, resolve_run_config
+    from keras_med.recipes import ham10000
 
     # A config.toml as runs wrote it before options belonged to recipes: every key, some set for
     # another recipe (covid_cxr's views, a table's label column).
@@ -108,8 +108,8 @@ def test_each_recipe_shows_only_its_own_options_and_each_default_once():
 
 
 def test_a_recipe_option_name_must_exist():
-    from keras_med.recipes import ham10000
     from keras_med.engine.spec import RecipeSpec
+    from keras_med.recipes import ham10000
 
     with pytest.raises(ValueError, match="options: expected names among"):
         RecipeSpec(name="x", description="x", defaults=RecipeConfig(), load_table=ham10000.load_table,

@@ -20,8 +20,8 @@ import pytest
 from keras_med.cli import main as cli_main
 from keras_med.command_line import run_command
 from keras_med.config import RecipeConfig
-from keras_med.errors import RunDivergedError
 from keras_med.engine import command as base
+from keras_med.errors import RunDivergedError
 from keras_med.recipes import chexnet, classify, covid_cxr, ham10000
 
 RECIPE_PROG = "python -m keras_med.recipes.ham10000"

@@ -15,15 +15,15 @@ import pytest
 from PIL import Image
 
 from keras_med.config import RecipeConfig
-from keras_med.data import (BadImageError, EmptyClassError, ImageTable, MissingImageError, UnsafePathError, build_image_pipeline, check_images,
-                            check_split, check_table_images, load_chestxray14, load_ham10000, load_image_folder,
-                            save_split, split_by_group)
+from keras_med.data import (BadImageError, EmptyClassError, ImageTable, MissingImageError, UnsafePathError,
+                            build_image_pipeline, check_images, check_split, check_table_images, load_chestxray14,
+                            load_ham10000, load_image_folder, save_split, split_by_group)
 from keras_med.data.decode import plan_decoding
 from keras_med.data.synthetic import write_chestxray14_demo
+from keras_med.engine.command import main
 from keras_med.evaluation import evaluate_run
 from keras_med.evaluation.metrics import compute_metrics
 from keras_med.recipes import chexnet, ham10000
-from keras_med.engine.command import main
 
 
 def ham_layout(directory, image_writer, lesions, image_ids=None, dx=None):

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keras_med.errors import RunDivergedError
-from keras_med.recipes import ham10000
 from keras_med.engine.command import main
 from keras_med.engine.run import fit_arguments
+from keras_med.errors import RunDivergedError
+from keras_med.recipes import ham10000
 from keras_med.training import fit_model, read_training_outcome
 from keras_med.training.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint
 

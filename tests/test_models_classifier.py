@@ -10,7 +10,7 @@ from keras_med.explain import compute_gradcam, feature_map_layer_name
 from keras_med.models import ImageClassifier, WeightsUnavailableError, create_model
 from keras_med.models.blocks import backbone_blocks
 from keras_med.models.features import features_and_predictions_model
-from keras_med.run_directory import load_keras_model
+from keras_med.models.saving import load_keras_model
 
 SIZE = 32
 

@@ -9,8 +9,8 @@ import pytest
 from keras_med.config import RecipeConfig
 from keras_med.data import split_by_group
 from keras_med.data.synthetic import write_chestxray14_demo
-from keras_med.recipes import chexnet
 from keras_med.engine.command import main
+from keras_med.recipes import chexnet
 
 TINY = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "2", "--batch-size", "16",
         "--bootstrap", "30", "--explain", "1", "--seed", "3"]

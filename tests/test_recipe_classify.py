@@ -14,8 +14,8 @@ from keras_med.config import RecipeConfig
 from keras_med.data import DataError, MissingColumnError
 from keras_med.data.augment import AUGMENT_PRESETS, build_augmenter
 from keras_med.data.synthetic import DEMO_CLASSES, write_classes_demo
-from keras_med.recipes import classify
 from keras_med.engine.command import main
+from keras_med.recipes import classify
 
 TINY = ["--image-size", "32", "--batch-size", "16", "--model", "custom_cnn", "--head-units", "16", "--epochs", "2",
         "--bootstrap", "20", "--explain", "1", "--seed", "1"]

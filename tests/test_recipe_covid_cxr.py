@@ -10,8 +10,8 @@ from keras_med.config import RecipeConfig
 from keras_med.data import DataError, MissingColumnError, MissingImageError, load_covid_chestxray, split_by_group
 from keras_med.data.sources.covid_chestxray import write_covid_chestxray_demo
 from keras_med.data.synthetic import write_image_folder_demo
-from keras_med.recipes import covid_cxr
 from keras_med.engine.command import main
+from keras_med.recipes import covid_cxr
 
 TINY = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "3", "--batch-size", "16",
         "--bootstrap", "30", "--explain", "1", "--seed", "3"]

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from keras_med.engine.command import main
 from keras_med.evaluation.decision_rule import read_decision_rule
 from keras_med.recipes import ham10000
-from keras_med.engine.command import main
 
 TINY = ["--demo", "--demo-size", "160", "--image-size", "32", "--epochs", "3", "--batch-size", "16",
         "--bootstrap", "50", "--explain", "1", "--seed", "3"]

@@ -9,11 +9,11 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from keras_med.cli import main as cli
-from keras_med.evaluation.conformal import calibrate_conformal
-from keras_med.export.predictor import load_predictor
-from keras_med.evaluation.run_predictions import load_run_predictions
-from keras_med.recipes import ham10000
 from keras_med.engine.command import main
+from keras_med.evaluation.conformal import calibrate_conformal
+from keras_med.evaluation.run_predictions import load_run_predictions
+from keras_med.export.predictor import load_predictor
+from keras_med.recipes import ham10000
 
 TINY = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
         "--bootstrap", "0", "--explain", "0", "--seed", "3"]

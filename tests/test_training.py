@@ -1,17 +1,18 @@
 """Tests of keras_med.training: metric, compile pieces, fit plans, resume, runtime, LR finder."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 from sklearn.metrics import balanced_accuracy_score
 
 import keras_med.training.fit as fit_module
 from keras_med.config import TrainConfig
-from keras_med.models import create_model
 from keras_med.engine.run import fit_arguments
+from keras_med.models import create_model
 from keras_med.training import (BalancedAccuracy, build_loss, build_optimizer, compile_model, find_learning_rate,
                                 fit_model, monitor_mode, read_history, resolve_plan, setup_runtime)
+
 
 @pytest.fixture(autouse=True)
 def seeded():

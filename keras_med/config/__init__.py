@@ -10,8 +10,7 @@
 
 from keras_med.config.command_line import add_config_arguments, config_from_arguments
 from keras_med.config.schema import (RECIPE_OPTIONS, TABLE_OPTIONS, DataConfig, EvaluationConfig, ExportConfig,
-                                     ModelConfig, RecipeConfig, TrainConfig, check_recipe_options,
-                                     drop_unused_options)
+                                     ModelConfig, RecipeConfig, TrainConfig, check_recipe_options, drop_unused_options)
 
 __all__ = ["RECIPE_OPTIONS", "TABLE_OPTIONS", "DataConfig", "EvaluationConfig", "ExportConfig", "ModelConfig",
            "RecipeConfig", "TrainConfig", "add_config_arguments", "check_recipe_options", "config_from_arguments",

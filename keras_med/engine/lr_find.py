@@ -6,9 +6,9 @@ import json
 
 from keras_med.atomic import write_text_atomic
 from keras_med.command_line import CommandParser, HelpFormatter
-from keras_med.errors import ConfigError
 from keras_med.engine.command import build_parser, resolve_run_config
 from keras_med.engine.spec import RecipeSpec
+from keras_med.errors import ConfigError
 
 
 def check_sweep(min_lr: float, max_lr: float, steps: int) -> None:

@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from keras_med.atomic import write_text_atomic
-from keras_med.errors import ConfigError
-from keras_med.run_directory import RunDirectory
-from keras_med.evaluation.decision_rule import fit_decision_rule
-from keras_med.evaluation.trust import TrustResult, save_trust
 from keras_med.data.preparation import stage
 from keras_med.engine.ensemble import (HEADLINES, ensemble_predictions, evaluate_ensemble, export_folds, group_run_dir,
                                        headline_values, mean_and_sd, run_finished, run_lines)
 from keras_med.engine.run import run_recipe
+from keras_med.errors import ConfigError
+from keras_med.evaluation.decision_rule import fit_decision_rule
+from keras_med.evaluation.trust import TrustResult, save_trust
+from keras_med.run_directory import RunDirectory
 
 log = logging.getLogger("keras_med")
 

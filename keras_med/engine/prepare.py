@@ -17,9 +17,9 @@ from pathlib import Path
 
 from keras_med.command_line import CommandParser, HelpFormatter
 from keras_med.config import RECIPE_OPTIONS, RecipeConfig
-from keras_med.errors import ConfigError
 from keras_med.engine.command import build_parser, resolve_run_config
 from keras_med.engine.spec import RecipeSpec
+from keras_med.errors import ConfigError
 
 log = logging.getLogger("keras_med")
 

@@ -133,10 +133,10 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
                                  train=dataclasses.replace(config.train, backend=backend))
     # Imported here, after the backend is chosen, so that `--help` and the missing-data message
     # do not wait for TensorFlow.
+    from keras_med.engine.trust import assess_run_trust
     from keras_med.evaluation import evaluate_run, predict_with_tta
     from keras_med.evaluation.run_predictions import save_run_predictions
     from keras_med.export import export_for_serving
-    from keras_med.engine.trust import assess_run_trust
     from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
     from keras_med.training.fit import StepAugmentation
     from keras_med.training.outcome import training_settings

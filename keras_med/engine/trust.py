@@ -22,8 +22,8 @@ def assess_run_trust(run_dir, model, prepared, config, recipe: str | None = None
     """
     # Imported here: the recipe registry imports this module, and `keras-med recipes` should not wait
     # for TensorFlow.
-    from keras_med.evaluation.trust import assess_trust, save_trust
     from keras_med.data.preparation import test_image_source
+    from keras_med.evaluation.trust import assess_trust, save_trust
 
     parts = prepared.parts
     datasets = {name: evaluation_pipeline(parts[name], config) for name in ("train", "val", "test")}

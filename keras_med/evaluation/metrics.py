@@ -16,8 +16,8 @@ import warnings
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score,
-                             confusion_matrix, precision_recall_fscore_support, roc_auc_score)
+from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, confusion_matrix,
+                             precision_recall_fscore_support, roc_auc_score)
 
 import keras_med.evaluation.bootstrap as bs
 from keras_med.evaluation.arrays import canonical_arrays, one_vs_rest

@@ -16,9 +16,9 @@ import re
 from pathlib import Path
 
 from keras_med.errors import ConfigError
-from keras_med.models.weights import WeightsUnavailableError
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.preprocessing import preprocessing_layer
+from keras_med.models.weights import WeightsUnavailableError
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ import keras_med.training.losses  # noqa: F401
 import keras_med.training.metrics  # noqa: F401
 from keras_med.errors import RunContentError, RunFileError
 
+
 def require_keras_file(model_path: str | Path) -> Path:
     """`model_path` as a Path when it is an existing `.keras` file; a RunFileError otherwise."""
     model_path = Path(model_path)

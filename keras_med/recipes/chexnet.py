@@ -193,9 +193,9 @@ def write_chexnet_evaluation(run_dir, metrics: dict, data, model, y_prob: dict, 
 def write_gradcam_plus_plus(run_dir: Path, model, data, probabilities: np.ndarray, config: RecipeConfig,
                             count: int) -> list[Path]:
     """Grad-CAM++ overlays of each image's most likely pathology, for the `count` most confident test images."""
+    from keras_med.data.preparation import test_image_source
     from keras_med.evaluation.predictions import fetch_images
     from keras_med.explain import save_overlays
-    from keras_med.data.preparation import test_image_source
 
     names = data.table.class_names
     chosen = np.argsort(-probabilities.max(axis=1), kind="stable")[:count]

@@ -30,8 +30,9 @@ import sys
 
 from keras_med.config import TABLE_OPTIONS, DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
 # The recipe's reading of the data is keras_med.data.detection's; its names stay reachable from here.
-from keras_med.data.detection import detect_layout, native_image_side, resolve_data  # noqa: F401
+from keras_med.data.detection import detect_layout  # noqa: F401
 from keras_med.data.detection import load_detected_table as load_table
+from keras_med.data.detection import native_image_side, resolve_data
 from keras_med.engine.command import main
 from keras_med.engine.spec import RecipeSpec
 from keras_med.recipes.registry import register_recipe

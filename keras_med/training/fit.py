@@ -30,17 +30,17 @@ from keras_med.atomic import atomic_path, remove_stale_temporaries
 from keras_med.config import TrainConfig
 from keras_med.errors import ConfigError, RunDivergedError
 from keras_med.models import ImageClassifier, model_spec
-from keras_med.models.weights import normalize_weights
 from keras_med.models.transfer import is_checkpoint
+from keras_med.models.weights import normalize_weights
 from keras_med.run_directory import BEST_CHECKPOINT, HISTORY_FILE, TRAINING_RECORD, RunDirectory
 from keras_med.tasks import infer_task, monitor_mode
 from keras_med.training.callbacks import LinearWarmUp, build_callbacks
 from keras_med.training.checkpoints import first_line
 from keras_med.training.compile import compile_model
 from keras_med.training.divergence import Divergence, DivergenceGuard
+from keras_med.training.outcome import (TrainingOutcome, check_training_settings, read_training_outcome,
+                                        write_training_outcome)
 from keras_med.training.runtime import data_parallel_devices, model_scope, prepare_train_step, trim_to_devices
-from keras_med.training.outcome import (TrainingOutcome, check_training_settings,
-                                        read_training_outcome, write_training_outcome)
 
 logger = logging.getLogger(__name__)
 
