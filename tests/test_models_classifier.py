@@ -1,4 +1,4 @@
-"""Tests of keras_med.models.ImageClassifier: parts, blocks and freezing, Grad-CAM layer, KerasHub."""
+"""Tests of keras_med.models.ImageClassifier: parts, blocks and freezing, Grad-CAM layer, KerasHub, old layout."""
 
 import numpy as np
 import pytest
@@ -97,6 +97,44 @@ def test_guard_features_are_the_mean_of_the_backbone_middle_block(name, middle, 
         np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-6)
     with pytest.raises(ValueError, match="expected one of"):
         model.features_and_predictions_model("last")
+
+
+def old_layout_model():
+    """A flat model as keras_med built them before ImageClassifier: backbone built in, `head_*` layers."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3), name="images")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = keras.layers.Conv2D(8, 3, use_bias=False, name="block1_conv")(x)
+    x = keras.layers.BatchNormalization(name="block1_bn")(x)
+    x = keras.layers.ReLU(name="block1_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dense(8, name="head_dense")(x)
+    x = keras.layers.ReLU(name="head_relu")(x)
+    x = keras.layers.Dropout(0.2, name="head_dropout")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", dtype="float32", name="predictions")(x),
+                       name="custom_cnn")
+
+
+def test_old_layout_checkpoint_still_predicts_explains_and_serves_as_a_backbone(tmp_path):
+    from keras_med.training import freeze_backbone
+
+    path = tmp_path / "old.keras"
+    old = old_layout_model()
+    old.save(path)
+    loaded = load_keras_model(path)
+    images = pictures()
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), old.predict(images, verbose=0), atol=1e-6)
+    assert feature_map_layer_name(loaded) == "block1_relu"
+    assert features_and_predictions_model(loaded).outputs[1].shape[-1] == 8
+    assert compute_gradcam(loaded, images, class_index=1).shape == (4, SIZE, SIZE)
+    with pytest.raises(ConfigError, match="old flat layout.*--weights FILE.keras"):
+        freeze_backbone(loaded)
+    model = create_model("custom_cnn", num_classes=2, image_size=SIZE, task="binary", weights=str(path),
+                         head_units=4)
+    assert isinstance(model, ImageClassifier) and model.name == "custom_cnn"
+    np.testing.assert_array_equal(model.backbone.get_layer("block1_conv").get_weights()[0],
+                                  old.get_layer("block1_conv").get_weights()[0])
+    assert model.unfreeze_top(-1) == 1 and model.output_dense.units == 1
 
 
 # --- KerasHub --------------------------------------------------------------------------------------
