@@ -129,12 +129,12 @@ def test_predict_shows_the_flag_the_set_and_the_tta_spread(guarded, tmp_path, ca
 
     parser = argparse.ArgumentParser()
     command_predict.add_arguments(parser)
-    assert command_predict.run(parser.parse_args(["--model", str(path), "--json", "--tta", "5", str(lesion)])) == 0
+    assert command_predict.run(parser.parse_args(["--model", str(path), "--json", "--tta-spread", "5", str(lesion)])) == 0
     answer = json.loads(capsys.readouterr().out)[0]
     assert set(answer["tta_spread"]) == set(CLASSES) and all(value >= 0 for value in answer["tta_spread"].values())
     assert isinstance(answer["in_distribution"], bool) and set(answer["prediction_set"]) <= set(CLASSES)
-    with pytest.raises(ConfigError, match="--tta"):
-        command_predict.run(parser.parse_args(["--model", str(path), "--tta", "1", str(lesion)]))
+    with pytest.raises(ConfigError, match="--tta-spread"):
+        command_predict.run(parser.parse_args(["--model", str(path), "--tta-spread", "1", str(lesion)]))
 
 
 def test_augmented_copies_are_the_original_its_flips_and_shifts():

@@ -244,3 +244,61 @@ def test_export_command_writes_next_version_and_prints_signatures(setup, tmp_pat
     # A user's mistake is raised; keras_med.command_line.run_command turns it into one line and exit 2.
     with pytest.raises(RunFileError, match="nope.keras"):
         command_export.run(_parse(command_export, ["--model", str(tmp_path / "nope.keras"), "--name", "x"]))
+
+
+def _keras_run(setup, tta="none"):
+    """The setup's model as `runs/cxr/stamp/checkpoints/best.keras` with its class names, thresholds and tta."""
+    run_dir = setup["root"] / "runs" / "cxr" / f"stamp_{tta}"
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    setup["model"].save(run_dir / "checkpoints" / "best.keras")
+    (run_dir / "class_names.json").write_text(json.dumps({"class_names": CLASSES, "task": "multiclass"}))
+    (run_dir / "metrics.json").write_text(json.dumps({"thresholds": [0.3, 0.3, 0.3]}))
+    (run_dir / "config.toml").write_text(f'[evaluation]\ntta = "{tta}"\n')
+    return run_dir / "checkpoints" / "best.keras"
+
+
+def test_one_predictor_for_a_keras_file_a_saved_model_and_a_server(setup, server):
+    """The same abstraction answers for the three sources, with the same description and probabilities."""
+    from keras_med.export.connect import open_predictor
+
+    pixels = np.stack([np.asarray(Image.open(path), np.float32) for path in setup["files"]])
+    sources = {"keras": open_predictor(model=_keras_run(setup)), "saved": open_predictor(model=setup["saved"]),
+               "server": open_predictor(server=server, name="cxr")}
+    for kind, predictor in sources.items():
+        np.testing.assert_allclose(predictor.predict(pixels), setup["expected"], atol=1e-5, err_msg=kind)
+        _check_answers(predictor.predict_files(setup["files"]), setup)
+    for kind in ("keras", "saved"):
+        described = sources[kind].describe()
+        assert (described.run.class_names, described.run.task, described.image_size) == (CLASSES, "multiclass", SIZE)
+        assert sources[kind].input_shape == (None, SIZE, SIZE, 3)
+    with pytest.raises(ServingError, match="refused some images"):
+        sources["saved"].predict(np.zeros((1, 4, 4, 3), np.float32))  # smaller than the smallest image side
+    with pytest.raises(ConfigError, match="--model PATH or --server URL"):
+        open_predictor()
+
+
+def test_tta_is_a_mode_in_predict_and_the_copy_count_has_its_own_flag(setup, server, capsys):
+    from keras_med.export.connect import open_predictor
+
+    pixels = np.stack([np.asarray(Image.open(path), np.float32) for path in setup["files"]])
+    # flips on a .keras file: the mean over the original and the two flipped images, as the export serves it
+    flipped = open_predictor(model=_keras_run(setup), tta="flips").predict(pixels)
+    views = [pixels, pixels[:, :, ::-1], pixels[:, ::-1]]
+    expected = np.mean([keras_probabilities(setup["model"], view, "multiclass") for view in views], axis=0)
+    np.testing.assert_allclose(flipped, expected, atol=1e-5)
+    assert not np.allclose(flipped, setup["expected"], atol=1e-4)  # the flips change the answer here
+    # the run's own setting is the default
+    np.testing.assert_allclose(open_predictor(model=_keras_run(setup, "flips")).predict(pixels), expected, atol=1e-5)
+    # an exported model applies its own: another mode is refused, not ignored
+    with pytest.raises(ConfigError, match="--tta flips: the SavedModel"):
+        open_predictor(model=setup["saved"], tta="flips")
+    open_predictor(model=setup["saved"], tta="none")
+    with pytest.raises(ConfigError, match="drop --tta"):
+        open_predictor(server=server, name="cxr", tta="flips")
+    # the former copy count names its new flag
+    with pytest.raises(SystemExit):
+        _parse(command_predict, ["--model", str(setup["saved"]), "--tta", "8", setup["files"][0]])
+    assert "--tta-spread 8" in capsys.readouterr().err
+    args = _parse(command_predict, ["--model", str(setup["saved"]), "--tta-spread", "3", "--json", setup["files"][0]])
+    assert command_predict.run(args) == 0
+    assert set(json.loads(capsys.readouterr().out)[0]["tta_spread"]) == set(CLASSES)
