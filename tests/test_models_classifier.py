@@ -153,6 +153,7 @@ def tiny_preset(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_kerashub_preset_folder_trains_exports_and_explains(tiny_preset, tmp_path):
     from keras_med.config import RecipeConfig
     from keras_med.recipes.base import fit_arguments

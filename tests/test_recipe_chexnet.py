@@ -12,8 +12,9 @@ from keras_med.data.synthetic import write_chestxray14_demo
 from keras_med.recipes import chexnet
 from keras_med.recipes.base import main
 
-TINY = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "2", "--batch-size", "16",
-        "--bootstrap", "30", "--explain", "1", "--seed", "3"]
+from helpers import tiny_flags
+
+TINY = tiny_flags(epochs=2, bootstrap=30, explain=1)
 
 
 def config(**data) -> RecipeConfig:

@@ -12,8 +12,9 @@ from keras_med.evaluation.decision_rule import read_decision_rule
 from keras_med.recipes import ham10000
 from keras_med.recipes.base import main
 
-TINY = ["--demo", "--demo-size", "160", "--image-size", "32", "--epochs", "3", "--batch-size", "16",
-        "--bootstrap", "50", "--explain", "1", "--seed", "3"]
+from helpers import tiny_flags
+
+TINY = tiny_flags(demo_size=160, epochs=3, bootstrap=50, explain=1)
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +147,7 @@ def test_lr_find_command_writes_plot_and_suggestion(tmp_path):
     assert 1e-7 <= suggested <= 1.0
 
 
+@pytest.mark.slow
 def test_a_run_on_shuffled_labels_is_named_no_better_than_chance(ham_demo_dir, tmp_path):
     import shutil
 
