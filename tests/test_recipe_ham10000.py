@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -178,3 +179,21 @@ def test_cross_validation_flags_only_where_models_are_trained_and_evaluated(comm
         cli_main([command, "--recipe", "ham10000", "--help"])
     assert exit_info.value.code == 0
     assert ("--cv" in capsys.readouterr().out) == has_cv
+
+
+def test_result_card_is_generated_from_the_finished_run(finished_run, tmp_path):
+    """benchmarks/result_cards.py on a real run directory: its own figures and split, read back."""
+    import importlib.util
+
+    root, run_dir = finished_run
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "result_cards.py"
+    spec = importlib.util.spec_from_file_location("result_cards", script)
+    cards = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cards)
+    assert cards.main(["--runs", str(run_dir), "--out", str(tmp_path)]) == 0
+    card = (tmp_path / "ham10000.md").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    value, (low, high) = metrics["balanced_accuracy"]["value"], metrics["balanced_accuracy"]["ci95"]
+    assert f"{value:.3f} ({low:.3f}-{high:.3f})" in card
+    assert "python -m keras_med.recipes.ham10000 --demo" in card
+    assert ", 0 of them in more than one split" in card  # split by lesion
