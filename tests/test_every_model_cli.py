@@ -21,6 +21,8 @@ import pytest
 from keras_med.cli import main as cli_main
 from keras_med.models import available_models
 
+from helpers import assert_overlay_shows_a_heat_map
+
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
@@ -129,7 +131,7 @@ def test_every_model_through_the_cli(tiny_data, tmp_path, capsys, name):
     assert (tmp_path / "saved" / name / "1" / "saved_model.pb").is_file()
 
     assert cli_main(["explain", "--model", model, str(images[0]), "--out", str(tmp_path / "cam")]) == 0
-    assert (tmp_path / "cam" / f"{images[0].stem}_gradcam.png").stat().st_size > 0
+    assert_overlay_shows_a_heat_map(tmp_path / "cam" / f"{images[0].stem}_gradcam.png")
     capsys.readouterr()
     assert cli_main(["predict", "--model", model, "--json", *map(str, images)]) == 0
     answers = json.loads(capsys.readouterr().out)

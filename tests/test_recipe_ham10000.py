@@ -131,10 +131,19 @@ def test_help_documents_every_flag():
         assert flag in result.stdout
 
 
-def test_console_script_train_is_the_same_entry(tmp_path):
+def test_console_script_train_is_the_same_entry(capsys):
+    """`keras-med train --recipe R` runs recipe R's own entry: the same checks and the same words, under
+    the console script's name (the whole train round through it: tests/test_every_model_cli.py)."""
     from keras_med.cli import main as cli_main
 
+    assert main(ham10000.SPEC, []) == 2
+    direct = capsys.readouterr().err
     assert cli_main(["train", "--recipe", "ham10000"]) == 2
+    through_cli = capsys.readouterr().err
+    assert "Dataverse" in through_cli
+    assert through_cli == direct.replace("python -m keras_med.recipes.ham10000: error", "keras-med train: error")
+    assert cli_main(["train", "--recipe", "chexnet"]) == 2
+    assert "ChestX-ray14 is not here" in capsys.readouterr().err
 
 
 def test_lr_find_command_writes_plot_and_suggestion(tmp_path):
