@@ -43,6 +43,7 @@ def test_layout_version_and_models_config(exported, tmp_path):
     assert json.loads((path / "assets.extra" / "keras_med.json").read_text())["class_names"] == CLASSES
 
 
+@pytest.mark.slow
 def test_versions_increment_and_config_lists_every_model(tmp_path):
     model = tiny_model("binary")
     first = export_for_serving(model, name="covid", base_dir=tmp_path, class_names=["normal", "covid"])

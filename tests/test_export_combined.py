@@ -16,10 +16,9 @@ from keras_med.evaluation.trust import predict_features
 from keras_med.export import export_for_serving
 from keras_med.export.combined import serving_model
 
-from helpers import tiny_cnn
+from helpers import CLASSES, tiny_cnn
 
 SIZE = 24
-CLASSES = ["bcc", "mel", "nv"]
 
 
 def small_model(seed):
@@ -110,6 +109,7 @@ def labelled_folder(tmp_path):
     return (x, y), labels, folder
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_same_figures_on_the_checkpoint_and_its_export(tmp_path, labelled_folder):
     labelled, labels, folder = labelled_folder
     checkpoint = _trained_run(tmp_path, labelled)

@@ -77,6 +77,7 @@ def test_explain_flags_bad_rows_and_bad_class_index(tmp_path):
     assert empty["heatmap"].shape == (0, SIZE, SIZE)
 
 
+@pytest.mark.slow
 def test_explain_takes_gradients_through_the_guarded_model(tmp_path):
     """With the OOD guard the prediction signatures call a wrapped model; the map is the plain model's."""
     from keras_med.evaluation.ood import fit_ood_guard
@@ -93,6 +94,7 @@ def test_explain_takes_gradients_through_the_guarded_model(tmp_path):
     np.testing.assert_allclose(answer["heatmap"].numpy(), reference, atol=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_every_export_has_warmup_requests_tf_serving_can_replay(tmp_path):
     from keras_med.export.warmup import read_warmup_requests, run_example_images
 
@@ -131,6 +133,7 @@ def test_every_export_has_warmup_requests_tf_serving_can_replay(tmp_path):
     assert len(read_warmup_requests(bare / "assets.extra" / "tf_serving_warmup_requests")) == 5
 
 
+@pytest.mark.slow
 def test_explain_under_mixed_precision(tmp_path):
     """float16 feature maps (the GPU default): the map still agrees with tf-keras-vis."""
     keras.mixed_precision.set_global_policy("mixed_float16")

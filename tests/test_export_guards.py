@@ -13,9 +13,8 @@ from keras_med.evaluation.ood import fit_ood_guard
 from keras_med.evaluation.trust import predict_features
 from keras_med.export import export_for_serving
 
-from helpers import SIZE, png_bytes as png, tiny_cnn
+from helpers import CLASSES, SIZE, png_bytes as png, tiny_cnn
 
-CLASSES = ["bcc", "mel", "nv"]
 
 
 def small_model():
