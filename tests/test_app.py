@@ -19,7 +19,7 @@ from keras_med.app.analysis import analyse_files, render_results
 from keras_med.app.page import build_page
 from keras_med.app.source import RESEARCH_USE, open_saved_model, open_server
 from keras_med.export import export_for_serving
-from test_export_explain import CLASSES, conv_model, images, png
+from helpers import CLASSES, png_bytes as png, gradcam_cnn, random_images
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -36,15 +36,15 @@ def exported(tmp_path_factory):
     rows = ["path,label,group,split"]
     for index, name in enumerate(CLASSES):
         path = run_dir / f"example{index}.png"
-        path.write_bytes(png(images(1, seed=index)[0]))
+        path.write_bytes(png(random_images(1, seed=index, patch=True)[0]))
         rows.append(f"{path},{name},g{index},test")
     (run_dir / "split.csv").write_text("\n".join(rows) + "\n")
     (run_dir / "report.md").write_text("# Model card\n\nBalanced accuracy 0.81 [0.77, 0.85]\n![roc](plots/roc.png)\n")
     (run_dir / "class_names.json").write_text(json.dumps({"class_names": CLASSES, "long_names": LONG_NAMES}))
-    export_for_serving(conv_model(), name="tiny", base_dir=root / "saved_models", class_names=CLASSES,
+    export_for_serving(gradcam_cnn(), name="tiny", base_dir=root / "saved_models", class_names=CLASSES,
                        run_dir=run_dir)
     upload = root / "lesion.png"
-    upload.write_bytes(png(images(1, seed=7)[0]))
+    upload.write_bytes(png(random_images(1, seed=7, patch=True)[0]))
     text = root / "notes.txt"
     text.write_text("not an image")
     return {"model_dir": root / "saved_models" / "tiny", "upload": upload, "text": text}
@@ -79,6 +79,7 @@ def test_source_reads_the_export(exported):
     assert "Balanced accuracy 0.81" in source.model_card and "plots/roc.png" not in source.model_card
 
 
+@pytest.mark.system
 def test_api_answers_like_the_saved_model_and_flags_a_bad_file(exported, page_url):
     from gradio_client import Client, handle_file
 
@@ -122,6 +123,7 @@ def add_files(page, url, paths, already=()):
                 raise
 
 
+@pytest.mark.system
 def test_page_in_a_real_browser(exported, page_url, tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -54,6 +54,7 @@ def jax_run(tmp_path_factory):
     return root, run_dir
 
 
+@pytest.mark.system
 def test_jax_run_writes_every_output_and_records_its_backend(jax_run):
     from keras_med.config import RecipeConfig
 
@@ -67,6 +68,7 @@ def test_jax_run_writes_every_output_and_records_its_backend(jax_run):
     assert 0.0 <= metrics["balanced_accuracy"]["value"] <= 1.0
 
 
+@pytest.mark.system
 def test_savedmodel_of_a_jax_model_answers_like_it(jax_run):
     import keras
     import tensorflow as tf

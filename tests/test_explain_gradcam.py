@@ -11,6 +11,9 @@ from keras_med.evaluation import evaluate_run
 from keras_med.explain import compute_gradcam, explain_files, feature_map_layer_name, save_overlays
 from keras_med.explain.cam import GradcamModel, corner_aligned_resize_matrix
 from keras_med.explain.gradcam import reference_gradcam
+from keras_med.explain.overlay import save_overlay
+
+from helpers import assert_overlay_shows_a_heat_map, read_png
 
 SIZE = 48
 
@@ -108,9 +111,18 @@ def test_binary_model_explains_both_classes():
 
 
 def test_overlays_are_written(blob_model, tmp_path):
+    """Each overlay is a PNG of the image beside its heat map in colour; the heat map is not flat, and a
+    different map gives a different picture."""
     model, images, _, _ = blob_model
     paths = save_overlays(model, images[:2], tmp_path, names=["a", "b"])
-    assert [p.name for p in paths] == ["a.png", "b.png"] and all(p.stat().st_size > 0 for p in paths)
+    assert [p.name for p in paths] == ["a.png", "b.png"]
+    for path in paths:
+        assert_overlay_shows_a_heat_map(path)
+    heatmaps = compute_gradcam(model, images[:2])
+    assert all(np.ptp(heatmap) > 0.5 for heatmap in heatmaps)
+    flat = save_overlay(tmp_path / "flat.png", images[0], np.zeros_like(heatmaps[0]))
+    assert read_png(flat).shape == read_png(paths[0]).shape
+    assert np.abs(read_png(flat).astype(int) - read_png(paths[0]).astype(int)).max() > 50
 
 
 def test_explain_files_reads_class_names_from_the_run_dir(blob_model, tmp_path):

@@ -172,6 +172,7 @@ def test_metadata_path_leaving_the_data_directory_is_refused(tmp_path, image_wri
 
 # --- item 13: a multilabel label missing from val/test: warning, undefined, training goes on -----
 
+@pytest.mark.slow
 def test_multilabel_label_missing_from_val_and_test_trains_and_reports_undefined(tmp_path, caplog):
     data_dir = write_chestxray14_demo(tmp_path / "cxr", n_images=90, seed=1, image_size=32)
     metadata = pd.read_csv(data_dir / "Data_Entry_2017.csv")
