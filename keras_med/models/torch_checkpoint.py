@@ -97,8 +97,13 @@ class _TensorRef:
     def to_array(self) -> np.ndarray:
         data = self.storage.data
         itemsize = data.dtype.itemsize
-        if self.size and max(self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) + 1, 0) > data.size:
+        if len(self.size) != len(self.stride) or min(self.stride, default=0) < 0 or self.offset < 0:
+            raise CheckpointError(f"tensor of shape {self.size} has strides {self.stride}")
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+        if 0 not in self.size and last >= data.size:
             raise CheckpointError(f"tensor of shape {self.size} runs past its storage of {data.size} elements")
+        if not self.size:  # a scalar
+            return np.array(data[self.offset])
         view = np.lib.stride_tricks.as_strided(data[self.offset:], shape=self.size,
                                                strides=[s * itemsize for s in self.stride])
         return np.array(view)  # a copy: the caller owns it, not a view into the storage
