@@ -101,10 +101,18 @@ def cmd_models(argv: list[str]) -> int:
     parser = CommandParser(prog="keras-med models", description=(
         "List the registered model names, one per line on stdout. Any KerasHub image classifier "
         "preset also works as --model kerashub:PRESET or kerashub:/path/to/preset (said on stderr)."))
+    parser.add_argument("--details", action="store_true", help=(
+        "A table instead: each model's backbone parameters and whether its ImageNet weights are available "
+        "offline here (builds every model: about a minute of CPU)."))
     add_verbose_flag(parser)
-    parser.parse_args(argv)
+    args = parser.parse_args(argv)
     from keras_med.models import available_models
 
+    if args.details:
+        from keras_med.models.catalog import format_catalog, model_catalog
+
+        sys.stdout.write(format_catalog(model_catalog()))
+        return 0
     for name in available_models():
         sys.stdout.write(name + "\n")
     # stderr, so that stdout stays one registered name per line for scripts.

@@ -10,7 +10,8 @@ from keras_med.models import ImageClassifier
 from keras_med.models.preprocessing import preprocessing_layer
 
 ALL_MODELS = ["custom_cnn", "densenet121", "efficientnetb0", "efficientnetb1", "efficientnetb2",
-              "efficientnetb3", "efficientnetb4", "mobilenetv2", "resnet50", "vgg16"]
+              "efficientnetb3", "efficientnetb4", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+              "mobilenetv2", "resnet50", "vgg16"]
 
 
 def test_registry_lists_every_model():
