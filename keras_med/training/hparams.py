@@ -18,7 +18,6 @@ TensorFlow-specific (`tf.summary`), like the rest of the logging: imported only 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -81,7 +80,8 @@ def log_run_hparams(run_dir: str | Path, config, metrics: dict, *, trial_id: str
         run_dir: the run directory.
         config: the resolved `RecipeConfig` (or the dict of its sections, e.g. `config.toml` read back).
         metrics: the dict `evaluate_run` returned (the content of `metrics.json`).
-        trial_id: the session's name in TensorBoard; default: a hash of the settings.
+        trial_id: the session's name in TensorBoard (its "Trial ID"); default: the run directory's
+            last two parts (`ham10000/20250101-120000`).
 
     Returns:
         The folder written to.
@@ -94,7 +94,7 @@ def log_run_hparams(run_dir: str | Path, config, metrics: dict, *, trial_id: str
     log_dir = Path(run_dir) / LOGS_FOLDER
     log_dir.mkdir(parents=True, exist_ok=True)
     if trial_id is None:
-        trial_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+        trial_id = "/".join(Path(run_dir).resolve().parts[-2:])
     writer = tf.summary.create_file_writer(str(log_dir))
     try:
         with writer.as_default():
