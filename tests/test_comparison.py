@@ -293,3 +293,17 @@ def test_mcnemar_exact_and_chi_square():
 def test_compare_needs_two_runs(capsys):
     assert main(["compare", "only_one"]) == 2
     assert "expected at least two runs" in capsys.readouterr().err
+
+
+def test_multilabel_metrics_with_unit_weights_match_scikit_learn():
+    rng = np.random.default_rng(5)
+    y_true = (rng.uniform(size=(60, 3)) < 0.4).astype(int)
+    y_prob = np.clip(y_true * 0.35 + rng.uniform(0, 0.65, size=(60, 3)), 0, 1)
+    decided = (y_prob >= 0.5).astype(int)
+    scored = Scored("multilabel", ["x", "y", "z"], y_true, y_prob, decided)
+    values = {name: value[0] for name, value in weighted_metrics(np.ones((1, 60)), scored).items()}
+    assert values["macro_auc"] == pytest.approx(np.mean([roc_auc_score(y_true[:, k], y_prob[:, k]) for k in range(3)]))
+    assert values["balanced_accuracy"] == pytest.approx(
+        np.mean([balanced_accuracy_score(y_true[:, k], decided[:, k]) for k in range(3)]))
+    assert values["recall/y"] == pytest.approx(decided[y_true[:, 1] == 1, 1].mean())
+    assert values["ece"] == pytest.approx(expected_calibration_error("multilabel", y_true, y_prob), abs=1e-12)

@@ -58,3 +58,11 @@ def test_run_settings_and_test_figures_reach_the_hparams_plugin(tmp_path):
     assert len(settings) == len(flatten_settings(config.to_dict()))
     assert scalars == pytest.approx({"test/balanced_accuracy": 0.71, "test/macro_auc": 0.93, "test/ece": 0.042,
                                      "test/recall/mel": 0.55, "test/auc/mel": 0.88, "test/recall/nv": 0.9})
+
+
+def test_the_trial_is_named_after_the_run_directory(tmp_path):
+    run_dir = tmp_path / "ham10000" / "20250101-120000"
+    log_run_hparams(run_dir, {"model": {"model": "custom_cnn"}}, {"macro_auc": {"value": 0.8, "ci95": None}})
+    session, settings, scalars = read_back(run_dir / "logs")
+    assert session.group_name == "ham10000/20250101-120000"
+    assert settings == {"model.model": "custom_cnn"} and scalars == {"test/macro_auc": pytest.approx(0.8)}

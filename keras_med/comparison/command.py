@@ -10,13 +10,10 @@ not shown") and a table, and writes `comparison.md`, `comparison.html` and `comp
 from __future__ import annotations
 
 import argparse
-import logging
 import string
 import sys
 
 from keras_med.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

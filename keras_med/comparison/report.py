@@ -79,7 +79,8 @@ def tests_lines(comparison: PairedComparison) -> list[str]:
     lines = []
     if comparison.mcnemar is not None:
         test = comparison.mcnemar
-        lines.append(f"McNemar ({'exact binomial' if test.method == 'exact' else 'chi-square, continuity-corrected'}): "
+        method = "exact binomial" if test.method == "exact" else "chi-square, continuity-corrected"
+        lines.append(f"McNemar ({method}): "
                      f"{test.a_only} images only A got right, {test.b_only} only B; p = {test.p_value:.3g}")
     for item in comparison.delong:
         lines.append(f"DeLong, AUC of {item.column}: A {item.auc_a:.3f}, B {item.auc_b:.3f}, B - A {item.difference:.3f} "

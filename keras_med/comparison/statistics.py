@@ -34,6 +34,14 @@ ECE_BINS = 15
 MCNEMAR_EXACT_BELOW = 25
 # Metrics where a smaller value is better.
 LOWER_IS_BETTER = frozenset({"ece"})
+# Resamples are scored in chunks so each (B, N) weight matrix stays near 40 MB in float64.
+_MAX_WEIGHT_CELLS = 5_000_000
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, NaN where the denominator is 0 (a class absent from a resample)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
 
 
 @dataclass
@@ -95,13 +103,13 @@ def weighted_metrics(weights: np.ndarray, scored: Scored) -> dict[str, np.ndarra
         right = (scored.decided == scored.y_true).astype(np.float64)
         for k, name in enumerate(scored.class_names):
             member = (scored.y_true == k).astype(np.float64)
-            result[f"recall/{name}"] = bs._safe_ratio(weights @ (member * right), weights @ member)
+            result[f"recall/{name}"] = _ratio(weights @ (member * right), weights @ member)
     else:
         per_label = []
         for k, name in enumerate(scored.class_names):
             per_label.append(bs.weighted_balanced_accuracy(weights, scored.y_true[:, k], scored.decided[:, k], 2))
             positive = scored.y_true[:, k].astype(np.float64)
-            result[f"recall/{name}"] = bs._safe_ratio(weights @ (positive * scored.decided[:, k]), weights @ positive)
+            result[f"recall/{name}"] = _ratio(weights @ (positive * scored.decided[:, k]), weights @ positive)
         stacked = np.stack(per_label, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             valid = np.isfinite(stacked)
@@ -133,7 +141,7 @@ def weighted_ece(weights: np.ndarray, scored: Scored, n_bins: int = ECE_BINS) ->
         if in_bin.any():
             total += np.abs(weights @ np.where(in_bin, gap, 0.0).sum(axis=1))
     counts = weights.sum(axis=1) * confidence.shape[1]
-    return bs._safe_ratio(total, counts)
+    return _ratio(total, counts)
 
 
 @dataclass
@@ -214,7 +222,7 @@ def compare_groups(runs_a: list[Scored], runs_b: list[Scored], groups=None, n_bo
     point_b = [weighted_metrics(ones, run) for run in runs_b]
     group_index, n_groups = _group_index(groups, n_samples)
     rng = np.random.default_rng(seed)
-    chunk = max(1, bs._MAX_WEIGHT_CELLS // max(n_samples, 1))
+    chunk = max(1, _MAX_WEIGHT_CELLS // max(n_samples, 1))
     draws: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for start in range(0, n_bootstrap, chunk):
         size = min(chunk, n_bootstrap - start)
