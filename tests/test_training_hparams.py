@@ -66,3 +66,14 @@ def test_the_trial_is_named_after_the_run_directory(tmp_path):
     session, settings, scalars = read_back(run_dir / "logs")
     assert session.group_name == "ham10000/20250101-120000"
     assert settings == {"model.model": "custom_cnn"} and scalars == {"test/macro_auc": pytest.approx(0.8)}
+
+
+def test_without_tensorboard_nothing_is_written(tmp_path, monkeypatch, caplog):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "tensorboard" else real_find_spec(name, *args))
+    assert log_run_hparams(tmp_path / "run", {"model": {"model": "x"}}, METRICS) is None
+    assert not (tmp_path / "run" / "logs").exists()
+    assert "tensorboard package is not installed" in caplog.text

@@ -73,7 +73,7 @@ def _settings_of(config) -> dict:
     raise TypeError(f"config: expected a RecipeConfig or a dict of its sections, got {type(config).__name__}")
 
 
-def log_run_hparams(run_dir: str | Path, config, metrics: dict, *, trial_id: str | None = None) -> Path:
+def log_run_hparams(run_dir: str | Path, config, metrics: dict, *, trial_id: str | None = None) -> Path | None:
     """Write the run's settings and test figures as an HParams session into `RUN_DIR/logs`.
 
     Args:
@@ -84,8 +84,14 @@ def log_run_hparams(run_dir: str | Path, config, metrics: dict, *, trial_id: str
             last two parts (`ham10000/20250101-120000`).
 
     Returns:
-        The folder written to.
+        The folder written to, or None without the `tensorboard` package (as the TensorBoard
+        callback, the run then has no logs; a warning says so).
     """
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        logger.warning("the tensorboard package is not installed: settings not logged for the HParams dashboard")
+        return None
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
 
