@@ -307,3 +307,26 @@ def test_multilabel_metrics_with_unit_weights_match_scikit_learn():
         np.mean([balanced_accuracy_score(y_true[:, k], decided[:, k]) for k in range(3)]))
     assert values["recall/y"] == pytest.approx(decided[y_true[:, 1] == 1, 1].mean())
     assert values["ece"] == pytest.approx(expected_calibration_error("multilabel", y_true, y_prob), abs=1e-12)
+
+
+def test_an_external_evaluation_folder_becomes_comparable(tmp_path, model_a):
+    import pandas as pd
+
+    from keras_med.comparison.runs import save_test_predictions
+    from keras_med.data.table import ImageTable
+
+    labels, predicted, groups = model_a
+    frame = pd.DataFrame({"path": [str(tmp_path / "ext" / f"e{i}.png") for i in range(len(labels))],
+                          "label": [CLASSES[k] for k in labels], "group": groups})
+    table = ImageTable(frame, CLASSES, "multiclass")
+    for name, decided in (("first", predicted), ("second", labels)):
+        out = tmp_path / name
+        out.mkdir()
+        (out / "metrics.json").write_text(json.dumps({"class_names": CLASSES, "task": "multiclass",
+                                                      "thresholds": [0.5] * 4, "decision_rule": None}))
+        save_test_predictions(out, table, np.eye(4)[labels], model_outputs(decided))
+    first, second = (load_run_predictions_for_comparison(tmp_path / name) for name in ("first", "second"))
+    aligned, note = align_runs([first, second])
+    assert note.startswith("same test set") and len(aligned[0].image_ids) == len(labels)
+    comparison = compare([aligned[0].scored], [aligned[1].scored], aligned[0].groups, n_bootstrap=100)
+    assert comparison.difference("balanced_accuracy").difference == pytest.approx(0.2, abs=1e-12)

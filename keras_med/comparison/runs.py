@@ -14,6 +14,7 @@ directory), so two runs of the same data read from different places still pair u
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from keras_med.atomic import write_bytes_atomic
 from keras_med.errors import RunFileError, UserError
 from keras_med.evaluation.arrays import canonical_arrays
 from keras_med.evaluation.decision_rule import LogitAdjustment
@@ -229,3 +231,28 @@ def align_runs(runs: list[RunPredictions]) -> tuple[list[RunPredictions], str]:
                 f"all runs share ({sizes})")
         logger.warning("%s", note)
     return aligned, note
+
+
+def save_test_predictions(out_dir: str | Path, table, targets, probabilities, tta: str = "none") -> Path:
+    """Make an evaluation folder comparable: its test rows as `split.csv`, its probabilities as `predictions.npz`.
+
+    For `keras-med evaluate`'s output (an external test set, a SavedModel scored as served), which
+    otherwise keeps no per-image predictions. Written atomically, in the layout a recipe run uses.
+
+    Args:
+        out_dir: the evaluation's output folder (it holds `metrics.json` with class names and thresholds).
+        table: the `ImageTable` of the scored images (`path`, `label`, `group`), in prediction order.
+        targets: their targets in the pipeline's encoding.
+        probabilities: the probabilities scored (a SavedModel's: after its decision rule).
+        tta: the test-time augmentation they were predicted with.
+    """
+    # Imported here: the data layer starts TensorFlow, which reading predictions does not need.
+    from keras_med.data.splits import save_split
+
+    out_dir = Path(out_dir)
+    frame = table.frame.assign(split="test")
+    save_split(type(table)(frame, table.class_names, table.task, table.long_names, table.group_column),
+               out_dir / SPLIT_FILE)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, y_test=np.asarray(targets), **{f"p_test_{tta}": np.asarray(probabilities, np.float32)})
+    return write_bytes_atomic(out_dir / PREDICTIONS_FILE, buffer.getvalue())
