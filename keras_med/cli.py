@@ -156,6 +156,8 @@ COMMANDS = {
                "Export a .keras model as a SavedModel for TF Serving (and TFLite / ONNX)."),
     "predict": (_mounted("keras_med.export.command_predict", "predict"),
                 "Predict images with a SavedModel, a .keras file or a TF Serving server."),
+    "compare": (_mounted("keras_med.comparison.command", "compare"),
+                "Compare runs on their shared test images: paired intervals, McNemar, DeLong."),
     "models": (cmd_models, "List the registered model names."),
     "recipes": (cmd_recipes, "List the registered recipes (name and description)."),
     "app": (_mounted("keras_med.app.command", "app"), "Serve a web page to try a model on images (Gradio)."),
