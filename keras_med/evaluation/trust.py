@@ -238,7 +238,8 @@ def load_run_trust(model_path: str | Path) -> dict:
                              thresholds=np.asarray(stored["thresholds"], np.float64),
                              n_calibration=stored["n_calibration"],
                              # Files written before ensembles calibrated their own sets hold the model's.
-                             applies_to=stored.get("applies_to", "model"))
+                             applies_to=stored.get("applies_to", "model"),
+                             mean_set_size=stored.get("mean_set_size"))
     return {"ood_guard": guard, "conformal_sets": sets}
 
 
