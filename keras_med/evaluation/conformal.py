@@ -49,6 +49,8 @@ class ConformalSets:
             "answer" (`SET_INPUTS`); they must be the ones the thresholds were calibrated on.
         mean_set_size: The average set size on the calibration images (the reference `keras-med
             monitor` compares served sets with), or None when unknown.
+        measured: What the sets achieved on the test split, `{"coverage", "per_class": {name:
+            coverage}}`, so that the served model and its page state per-class coverage; or None.
 
     Example:
     >>> sets = calibrate_conformal(val_probabilities, val_labels, coverage=0.9)
@@ -61,6 +63,7 @@ class ConformalSets:
     n_calibration: int
     applies_to: str = "model"
     mean_set_size: float | None = None
+    measured: dict | None = None
 
     def predict(self, probabilities) -> np.ndarray:
         """The prediction set per row: bool `(N, K)`."""
@@ -70,7 +73,8 @@ class ConformalSets:
         return {"coverage": float(self.coverage), "mode": self.mode,
                 "thresholds": [float(value) for value in self.thresholds], "n_calibration": int(self.n_calibration),
                 "applies_to": self.applies_to,
-                "mean_set_size": None if self.mean_set_size is None else float(self.mean_set_size)}
+                "mean_set_size": None if self.mean_set_size is None else float(self.mean_set_size),
+                "measured": self.measured}
 
 
 def conformal_quantile(scores, coverage: float) -> float:
