@@ -161,6 +161,10 @@ COMMANDS = {
     "models": (cmd_models, "List the registered model names."),
     "recipes": (cmd_recipes, "List the registered recipes (name and description)."),
     "app": (_mounted("keras_med.app.command", "app"), "Serve a web page to try a model on images (Gradio)."),
+    "calibrate": (_mounted("keras_med.export.command_calibrate", "calibrate"),
+                  "Re-fit a served model's guard (and sets) on a site's own images: a new version."),
+    "monitor": (_mounted("keras_med.monitoring.command", "monitor"),
+                "Watch prediction logs for drift against the validation split; exit 1 on an alert."),
 }
 
 

@@ -198,6 +198,8 @@ def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict
         report["conformal"] = {"applicable": True, **evaluate_sets(
             sets, probabilities["test"], labels["test"], class_names, groups_test, n_bootstrap, seed)}
         measured = report["conformal"]
+        sets.measured = {"split": "test", "coverage": measured["coverage"]["value"],
+                         "per_class": {name: entry["coverage"] for name, entry in measured["per_class"].items()}}
         logger.info("conformal sets (%s, target %.0f%%): test coverage %.3f, average size %.2f",
                     sets.mode, 100 * coverage, measured["coverage"]["value"], measured["average_set_size"])
     return TrustResult(guard, sets, report)
@@ -238,7 +240,8 @@ def load_run_trust(model_path: str | Path) -> dict:
                              thresholds=np.asarray(stored["thresholds"], np.float64),
                              n_calibration=stored["n_calibration"],
                              # Files written before ensembles calibrated their own sets hold the model's.
-                             applies_to=stored.get("applies_to", "model"))
+                             applies_to=stored.get("applies_to", "model"),
+                             mean_set_size=stored.get("mean_set_size"), measured=stored.get("measured"))
     return {"ood_guard": guard, "conformal_sets": sets}
 
 
