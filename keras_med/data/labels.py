@@ -6,7 +6,7 @@
   sorts first, so the choice is deterministic), and the merge is logged in one line per class.
 - An empty label, or one of the placeholders in `MISSING_LABELS` (`NaN`, `None`, `null`, `N/A`,
   any case), is not a class: its row is skipped, counted in one warning line, and listed with its
-  metadata line and reason in `left_out_labels.csv` (the same columns as `bad_images.csv`), so the
+  metadata line and reason in `left_out.csv` (the same columns as `bad_images.csv`), so the
   run still trains on the labelled rows and says exactly which it left out.
 - Source-specific placeholders (the covid-chestxray `todo` finding: not yet labelled by the
   dataset's curators) are skipped the same way by their source, never turned into negatives.
@@ -16,8 +16,6 @@ TensorFlow-free: pandas only.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from pathlib import Path
@@ -26,14 +24,12 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from keras_med.atomic import write_text_atomic
-from keras_med.data.files import BAD_IMAGES_COLUMNS
+from keras_med.data.files import left_out_row, write_left_out
 
 logger = logging.getLogger(__name__)
 
 # Spellings that mean "no value": what pandas, R, Excel and SQL exports write for a missing cell.
 MISSING_LABELS = frozenset({"", "nan", "none", "null", "na", "n/a", "<na>", "#n/a", "missing"})
-LEFT_OUT_LABELS_FILE = "left_out_labels.csv"
 
 
 def is_missing_label(value) -> bool:
@@ -93,36 +89,9 @@ def merge_class_names(names: Iterable[str], mapping: dict[str, str]) -> list[str
     return merged
 
 
-def left_out_label_row(path, reason: str, metadata: str = "", line: int | None = None) -> dict:
-    """One row of `left_out_labels.csv` (the columns of `bad_images.csv`)."""
-    return {"path": str(path), "metadata": str(metadata), "line": "" if line is None else int(line), "reason": reason}
-
-
-def write_left_out_labels(report_dir: str | os.PathLike | None, rows: list[dict], what: str = "rows") -> Path | None:
-    """Log how many rows were left out for their label, and list them in `report_dir/left_out_labels.csv`.
-
-    Written atomically; nothing is written when no row was left out.
-    """
-    if not rows:
-        return None
-    reasons = pd.Series([row["reason"] for row in rows]).value_counts().to_dict()
-    logger.warning("left out %d %s without a usable label (%s), e.g. %s line %s", len(rows), what,
-                   ", ".join(f"{count} {reason}" for reason, count in reasons.items()), rows[0]["metadata"],
-                   rows[0]["line"])
-    if report_dir is None:
-        return None
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=BAD_IMAGES_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    report = write_text_atomic(Path(report_dir) / LEFT_OUT_LABELS_FILE, buffer.getvalue())
-    logger.warning("list of rows left out for their label: %s", report)
-    return report
-
-
 def drop_unlabelled_rows(frame: pd.DataFrame, label_column: str, source: Path | str, image_column: str | None = None,
                          placeholders: Iterable[str] = (), reason: str = "") -> tuple[pd.DataFrame, list[dict]]:
-    """The rows whose `label_column` holds a label, and the `left_out_labels.csv` rows of the others.
+    """The rows whose `label_column` holds a label, and the `left_out.csv` rows of the others.
 
     Args:
         frame: metadata rows (with `metadata_line` when read by `read_numbered_metadata`).
@@ -150,6 +119,11 @@ def drop_unlabelled_rows(frame: pd.DataFrame, label_column: str, source: Path | 
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
         why = (reason or f"placeholder label {text!r}") if placeholder[index] else \
             (f"missing label {text!r}" if text else "empty label")
-        rows.append(left_out_label_row(images[index], f"{why} in column {label_column!r}", str(source),
+        rows.append(left_out_row(images[index], f"{why} in column {label_column!r}", str(source),
                                        int(lines[index])))
     return frame.loc[~dropped].reset_index(drop=True), rows
+
+
+def write_left_out_labels(report_dir: str | os.PathLike | None, rows: list[dict], what: str = "rows") -> Path | None:
+    """`write_left_out` for rows left out for their label (logged as such)."""
+    return write_left_out(report_dir, rows, f"{what} without a usable label")

@@ -48,7 +48,7 @@ def load_covid_chestxray(data_dir: str | os.PathLike, *, views=COVID_DEFAULT_VIE
         negatives: `"all"`: every other finding is negative (class `"other"`); `"no_finding"`:
             only `No Finding` images are negative (class `"No Finding"`), other findings are left out.
             Either way a finding of `todo` (not labelled yet) or an empty one is no label: such
-            rows are left out and listed in `left_out_labels.csv`.
+            rows are left out and listed in `left_out.csv`.
         metadata: the metadata file name inside `data_dir` (or a path).
         on_bad_image: `"error"` or `"skip"` for rows whose image is missing.
         report_dir: where `bad_images.csv` goes in skip mode.
