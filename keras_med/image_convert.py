@@ -151,8 +151,8 @@ def image_bytes_for_model(data: bytes, name: str = "image") -> bytes:
         try:
             pixels = pillow_rgb(bytes(data), name)
         except ImageConversionError as error:
-            raise ImageConversionError(f"{name}: not an image keras_med reads (JPEG, PNG, GIF, BMP, TIFF, WebP "
-                                       f"or DICOM; starts with {bytes(data[:8])!r})") from error
+            raise ImageConversionError(f"{name}: not a JPEG, PNG, GIF or BMP image, nor a TIFF, WebP or DICOM "
+                                       f"file (starts with {bytes(data[:8])!r})") from error
     else:
         pixels = pillow_rgb(bytes(data), name)
     from PIL import Image

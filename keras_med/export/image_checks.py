@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_med.image_convert import JPEG_MAX_PIXELS_PER_BYTE, MAX_IMAGE_PIXELS
 from keras_med.image_format import FORMATS, SIGNATURES
 
-# Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS = 1024**3 // 4 // 3): a header
-# can claim 100000 x 100000 pixels in a few bytes, and decoding it would take 30 GB.
-MAX_IMAGE_PIXELS = 89_478_485
+# MAX_IMAGE_PIXELS is Pillow's decompression-bomb limit, the one training applies too
+# (keras_med.image_convert): a header can claim 100000 x 100000 pixels in a few bytes, and
+# decoding it would take 30 GB.
 REASON_CODES = ("empty", "unknown_format", "truncated", "corrupt", "too_small", "too_large", "bad_pixels")
 
 # Format codes in the graph: 0 for none, then 1.. in the order of keras_med.image_format.FORMATS.
@@ -105,7 +106,7 @@ def decode_rows(image_bytes: tf.Tensor, formats: tf.Tensor, decode, image_size: 
         dims = header_dims(data, code)
         with tf.control_dependencies([tf.debugging.assert_positive(dims, message="image header claims no pixels")]):
             dims = tf.identity(dims)
-        fits = (tf.reduce_min(dims) >= min_size) & (dims[0] * dims[1] <= MAX_IMAGE_PIXELS)
+        fits = (tf.reduce_min(dims) >= min_size) & (dims[0] * dims[1] <= MAX_IMAGE_PIXELS) & ~_jpeg_too_short(data, code, dims)
         image = tf.cond(fits, lambda: tf.ensure_shape(decode(data), blank.shape), lambda: blank)
         return index, image, dims, fits
 
@@ -125,6 +126,16 @@ def decode_rows(image_bytes: tf.Tensor, formats: tf.Tensor, decode, image_size: 
     dims = tf.scatter_nd(where, dims + 1, tf.stack([count + 1, 2]))[:-1] - 1
     decoded = tf.scatter_nd(where, tf.cast(fits, tf.int32), tf.reshape(count + 1, [1]))[:-1] > 0
     return images, dims, decoded
+
+
+def _jpeg_too_short(data: tf.Tensor, code: tf.Tensor, dims: tf.Tensor) -> tf.Tensor:
+    """True for a JPEG with fewer bytes than its header's size needs (keras_med.image_convert.jpeg_too_short).
+
+    libjpeg only warns "premature end of data segment" and fills the missing rows with grey, which
+    would be answered as a valid image.
+    """
+    length = tf.cast(tf.strings.length(data), tf.int64)
+    return tf.equal(code, _CODE["jpeg"]) & (length * JPEG_MAX_PIXELS_PER_BYTE < dims[..., 0] * dims[..., 1])
 
 
 def byte_reasons(image_bytes: tf.Tensor, formats: tf.Tensor, dims: tf.Tensor, decoded: tf.Tensor,
@@ -147,6 +158,9 @@ def byte_reasons(image_bytes: tf.Tensor, formats: tf.Tensor, dims: tf.Tensor, de
     reasons = tf.where(decoded, "", failed)
     reasons = tf.where(header_read & (tf.minimum(height, width) < min_size), too_small, reasons)
     reasons = tf.where(header_read & ~decoded & (height * width > MAX_IMAGE_PIXELS), too_large, reasons)
+    short = tf.strings.join(["truncated: the JPEG holds ", tf.strings.as_string(tf.strings.length(image_bytes)),
+                             " bytes, too few for its ", size, " (premature end of data)"])
+    reasons = tf.where(header_read & ~decoded & _jpeg_too_short(image_bytes, formats, dims), short, reasons)
     reasons = tf.where(tf.equal(formats, _UNKNOWN), _UNKNOWN_FORMAT, reasons)
     return tf.where(tf.equal(tf.strings.length(image_bytes), 0), _EMPTY, reasons)
 
