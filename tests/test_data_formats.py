@@ -86,8 +86,10 @@ def test_folder_reads_every_format_and_sub_folders_and_lists_what_it_leaves_out(
     assert reasons["nv/.thumbs/j.png"] == "in a hidden folder"
     assert len(table.left_out) == 5
     assert "left out 5 files of" in caplog.text and "1 image(s) are in sub-folders" in caplog.text
-    # every one of them decodes
-    assert check_images(table.paths, "error").ok.all()
+    # every one of them decodes, and the recipe engine's decode check lists what was left out
+    checked = check_table_images(table, "error", report_dir=tmp_path / "engine")
+    assert len(checked) == 9
+    assert pd.read_csv(tmp_path / "engine" / "left_out.csv").equals(listed)
 
 
 # --- decoding: TIFF, WebP under a .jpg name, EXIF orientation -----------------------------------------

@@ -26,7 +26,7 @@ from keras_med.data.dicom import DICOM_MAGIC, DICOM_MAGIC_OFFSET, is_dicom_bytes
 from keras_med.image_convert import (JPEG_MAX_PIXELS_PER_BYTE, MAX_IMAGE_PIXELS, TIFF_MAGICS, ImageConversionError,
                                      exif_orientation, jpeg_too_short, pillow_rgb, sniff_any_format)
 from keras_med.data.errors import BadImageError, DataError, MissingImageError
-from keras_med.data.files import bad_image_row, check_on_bad_image, write_bad_images
+from keras_med.data.files import bad_image_row, check_on_bad_image, write_bad_images, write_left_out
 from keras_med.data.memory import aligned_empty
 from keras_med.data.table import LINE_COLUMN
 
@@ -421,7 +421,8 @@ def check_table_images(table, on_bad_image: str = "error", report_dir: str | os.
     With `image_size` the returned table holds the decoded images (`table.pixels`), so later
     pipelines read them from memory and no file is decoded twice. In skip mode `bad_images.csv`
     lists every image skipped so far: the loader's missing files (`table.skipped`) and the
-    undecodable ones found here, each with its metadata line.
+    undecodable ones found here, each with its metadata line; `left_out.csv` lists `table.left_out`
+    (rows without a label, files of a folder that are not images).
 
     Args:
         table: an `ImageTable` whose images are files.
@@ -430,6 +431,9 @@ def check_table_images(table, on_bad_image: str = "error", report_dir: str | os.
         image_size: keep the images decoded at this square side; `None` only checks.
         resize: `"resize"` or `"pad"`.
     """
+    # What the loader left out before decoding (rows without a label, files of a folder that are
+    # not images) is listed beside bad_images.csv; the loader already logged the count.
+    write_left_out(report_dir, table.left_out, summary=False)
     if table.pixels is not None:
         write_bad_images(report_dir, table.skipped)
         return table

@@ -140,24 +140,19 @@ def left_out_row(path, reason: str, metadata: str = "", line: int | None = None)
     return bad_image_row(path, reason, metadata, line)
 
 
-def write_left_out(report_dir: str | os.PathLike | None, rows: Iterable[dict], what: str = "files") -> Path | None:
+def write_left_out(report_dir: str | os.PathLike | None, rows: Iterable[dict], what: str = "files", *,
+                   summary: bool = True) -> Path | None:
     """Log one line (how many, by reason, one example) and list every row in `report_dir/left_out.csv`.
 
     The file holds every row passed (the caller passes all that were left out so far, e.g.
     `table.left_out`), replaced atomically; nothing is written when nothing was left out.
+    `summary=False` skips the count line (already logged by the loader that left them out).
     """
     rows = list(rows)
     if not rows:
         return None
-    reasons: dict[str, int] = {}
-    for row in rows:
-        kind = row["reason"].split(":")[0]
-        reasons[kind] = reasons.get(kind, 0) + 1
-    example = rows[0]
-    where = f" ({example['metadata']} line {example['line']})" if example.get("line", "") != "" else ""
-    logger.warning("left out %d %s (%s), e.g. %s%s: %s", len(rows), what,
-                   ", ".join(f"{count} {kind}" for kind, count in reasons.items()), example["path"], where,
-                   example["reason"])
+    if summary:
+        _log_left_out(rows, what)
     if report_dir is None:
         return None
     buffer = io.StringIO()
@@ -167,3 +162,15 @@ def write_left_out(report_dir: str | os.PathLike | None, rows: Iterable[dict], w
     report = write_text_atomic(Path(report_dir) / LEFT_OUT_FILE, buffer.getvalue())
     logger.warning("list of what was left out, with reasons: %s", report)
     return report
+
+
+def _log_left_out(rows: list[dict], what: str) -> None:
+    reasons: dict[str, int] = {}
+    for row in rows:
+        kind = row["reason"].split(":")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+    example = rows[0]
+    where = f" ({example['metadata']} line {example['line']})" if example.get("line", "") != "" else ""
+    logger.warning("left out %d %s (%s), e.g. %s%s: %s", len(rows), what,
+                   ", ".join(f"{count} {kind}" for kind, count in reasons.items()), example["path"], where,
+                   example["reason"])
