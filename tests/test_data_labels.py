@@ -114,3 +114,14 @@ def test_image_folder_class_folders_differing_in_case_are_one_class(tmp_path, im
     assert table.class_names == ["mel", "nv"] and table.task == "binary"
     assert sorted(table.frame["label"]) == ["mel", "mel", "mel", "nv"]
     assert "'MEL' (1 rows) and 'mel' (2 rows) merged as 'mel'" in caplog.text
+
+
+def test_external_test_set_leaves_out_rows_without_a_label(tmp_path, image_writer):
+    from keras_med.data import load_external_test
+
+    names = ["a.png", "b.png", "c.png"]
+    _images(tmp_path / "images", names, image_writer)
+    pd.DataFrame({"image": names, "label": ["MEL", "NaN", "nv"]}).to_csv(tmp_path / "ext.csv", index=False)
+    table = load_external_test(tmp_path / "ext.csv", tmp_path / "images", ["mel", "nv"], task="binary")
+    assert table.frame["label"].tolist() == ["mel", "nv"]
+    assert [row["line"] for row in table.left_out] == [3]
