@@ -166,7 +166,8 @@ def _encoded_images(frame: pd.DataFrame, pixels, image_size: int, resize: str, e
         paths = frame["path"].astype(str).tolist()
         plan = plan_decoding(paths, image_size, resize)  # EXIF orientation and Pillow-only files, as in training
         source = tf.data.Dataset.from_tensor_slices((ids, paths)).map(
-            lambda record_id, path: (record_id, load_image(path, image_size, resize, plan)), num_parallel_calls=AUTOTUNE)
+            lambda record_id, path: (record_id, load_image(path, image_size, resize, plan)),
+            num_parallel_calls=AUTOTUNE)
 
     def encode(record_id, image):
         gray = tf.reduce_all(tf.equal(image[..., :1], image))

@@ -106,7 +106,8 @@ def decode_rows(image_bytes: tf.Tensor, formats: tf.Tensor, decode, image_size: 
         dims = header_dims(data, code)
         with tf.control_dependencies([tf.debugging.assert_positive(dims, message="image header claims no pixels")]):
             dims = tf.identity(dims)
-        fits = (tf.reduce_min(dims) >= min_size) & (dims[0] * dims[1] <= MAX_IMAGE_PIXELS) & ~_jpeg_too_short(data, code, dims)
+        fits = ((tf.reduce_min(dims) >= min_size) & (dims[0] * dims[1] <= MAX_IMAGE_PIXELS)
+                & ~_jpeg_too_short(data, code, dims))
         image = tf.cond(fits, lambda: tf.ensure_shape(decode(data), blank.shape), lambda: blank)
         return index, image, dims, fits
 

@@ -63,7 +63,8 @@ def load_chestxray14(metadata: str | os.PathLike, image_dir: str | os.PathLike, 
     for index, names in enumerate(label_sets):
         unknown = [name for name in names if name not in known]
         if unknown:
-            raise UnknownLabelError(f"{describe_line(frame[LINE_COLUMN].iloc[index], source)}, column {label_column!r}: unknown label(s) "
+            where = describe_line(frame[LINE_COLUMN].iloc[index], source)
+            raise UnknownLabelError(f"{where}, column {label_column!r}: unknown label(s) "
                                     f"{unknown}; expected some of {list(binarizer.classes_)} or {no_finding_label!r}")
     frame = frame.assign(label=[LABEL_SEPARATOR.join(names) for names in label_sets],
                          group=group_ids(frame, group_column, source, "patient"))
