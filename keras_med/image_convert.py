@@ -6,9 +6,9 @@ One function per job, shared by training and the clients so that both see the sa
   reads, as uint8 RGB with the EXIF orientation applied (`ImageOps.exif_transpose`, what every
   viewer does). The training decode (`keras_med.data.decode`) calls it for such files.
 - `image_bytes_for_model`: what `keras-med predict`, the REST client and the page send to the
-  served model. The served graph decodes JPEG/PNG/GIF/BMP with TensorFlow ops, which ignore EXIF
-  and know no TIFF, so the client converts DICOM, TIFF, WebP and EXIF-rotated images to a
-  lossless PNG of exactly the pixels training decodes, and sends every other image unchanged.
+  served model. The served graph decodes JPEG/PNG/GIF/BMP/WebP with TensorFlow ops, which ignore
+  EXIF and know no TIFF, so the client converts DICOM, TIFF and EXIF-rotated JPEGs to a lossless
+  PNG of exactly the pixels training decodes, and sends every other image unchanged.
 
 The pixel limit is Pillow's decompression-bomb limit, the one the served graph applies too: a
 header can claim 100000 x 100000 pixels in a few bytes. TensorFlow-free: Pillow and NumPy only.
@@ -33,7 +33,7 @@ EXIF_ORIENTATION = 0x0112
 # rest with grey, which must be called truncated rather than answered.
 JPEG_MAX_PIXELS_PER_BYTE = 2048
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
-SERVED_FORMATS = ("jpeg", "png", "gif", "bmp")
+SERVED_FORMATS = ("jpeg", "png", "gif", "bmp", "webp")
 
 
 class ImageConversionError(UserError, ValueError):
@@ -41,15 +41,13 @@ class ImageConversionError(UserError, ValueError):
 
 
 def sniff_any_format(data: bytes) -> str | None:
-    """`sniff_image_format`, plus `"tiff"` and `"webp"` (read here, not by the served graph)."""
+    """`sniff_image_format`, plus `"tiff"` (read by Pillow here, not by the served graph)."""
     head = bytes(data[:16])
     served = sniff_image_format(head)
     if served:
         return served
     if head.startswith(TIFF_MAGICS):
         return "tiff"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "webp"
     return None
 
 
@@ -120,7 +118,7 @@ def pillow_rgb(source: bytes | str | os.PathLike, name: str = "image") -> np.nda
 
 
 def needs_pillow(data: bytes, name: str = "image") -> bool:
-    """Whether TensorFlow's decoders would not give the viewer's pixels: TIFF, WebP, other, or EXIF-rotated."""
+    """Whether TensorFlow's decoders would not give the viewer's pixels: TIFF, another format, or EXIF-rotated."""
     image_format = sniff_any_format(data)
     if image_format not in SERVED_FORMATS:
         return True
@@ -130,9 +128,9 @@ def needs_pillow(data: bytes, name: str = "image") -> bool:
 def image_bytes_for_model(data: bytes, name: str = "image") -> bytes:
     """The bytes to send to the served model for an image file's bytes (see the module docstring).
 
-    DICOM goes through `keras_med.data.dicom` (the training decode's function); TIFF, WebP, any
-    other Pillow format and EXIF-rotated JPEGs become a lossless PNG of `pillow_rgb`; a plain JPEG,
-    PNG, GIF or BMP is returned unchanged (the served graph judges truncation and size).
+    DICOM goes through `keras_med.data.dicom` (the training decode's function); TIFF, any other
+    Pillow format and EXIF-rotated JPEGs become a lossless PNG of `pillow_rgb`; a plain JPEG, PNG,
+    GIF, BMP or WebP is returned unchanged (the served graph judges truncation and size).
 
     Raises:
         ImageConversionError: neither an image the served model takes nor one Pillow can read.

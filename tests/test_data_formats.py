@@ -156,13 +156,12 @@ def test_a_tiff_row_in_a_table_decodes_and_a_bad_one_is_named_without_tensorflow
 
 # --- the client conversion sends the pixels training decodes -----------------------------------------
 
-def test_clients_convert_exif_tiff_and_webp_to_the_pixels_training_decodes(tmp_path):
+def test_clients_convert_exif_and_tiff_to_the_pixels_training_decodes(tmp_path):
     import tensorflow as tf
 
     rotated = _rotated_jpeg(tmp_path / "phone.jpg")
     tiff = _save(tmp_path / "x.tif")
-    webp = _save(tmp_path / "x.jpg", format="WEBP", lossless=True)
-    for path in (rotated, tiff, webp):
+    for path in (rotated, tiff):
         sent = image_bytes_for_model(path.read_bytes(), str(path))
         assert sent.startswith(b"\x89PNG")  # a format the served graph decodes
         np.testing.assert_array_equal(tf.io.decode_png(sent, channels=3).numpy(), load_image(str(path)).numpy())
@@ -206,3 +205,33 @@ def test_a_semicolon_or_tab_table_is_read_and_its_delimiter_logged(tmp_path, del
     table = load_image_table(tmp_path / "t.csv", tmp_path / "images", image_column="file", label_column="dx")
     assert table.frame["note"].tolist() == ["3,5 mm", "Effusion|Mass"]
     assert f"read as CSV with delimiter {delimiter!r}" in caplog.text
+
+
+def _description_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x010E] = "a dermatoscope photo"  # ImageDescription: any EXIF makes Pillow write the VP8X header
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("options", [{"lossless": True}, {"quality": 90}, {"quality": 90, "exif": _description_exif()}],
+                         ids=["VP8L", "VP8", "VP8X"])
+def test_the_served_graph_reads_webp_headers_and_decodes_it_as_training_does(tmp_path, options):
+    import tensorflow as tf
+
+    from keras_med.data.decode import decode_image
+    from keras_med.export import image_checks
+    from keras_med.image_format import sniff_image_format
+
+    pixels = np.random.default_rng(0).integers(0, 255, (37, 50, 3), dtype=np.uint8)
+    webp = _save(tmp_path / "x.jpg", pixels, format="WEBP", **options).read_bytes()
+    kind = webp[12:16]
+    assert kind == {"VP8L": b"VP8L", "VP8": b"VP8 ", "VP8X": b"VP8X"}[
+        "VP8L" if options.get("lossless") else "VP8X" if "exif" in options else "VP8"]
+    assert sniff_image_format(webp) == "webp" and sniff_image_format(b"RIFF\0\0\0\0WAVEfmt ") is None
+    assert image_bytes_for_model(webp) == webp  # sent as it is: the served graph decodes WebP
+    image_bytes = tf.constant([webp])
+    formats = image_checks.sniff_formats(image_bytes)
+    decode = lambda data: tf.cast(decode_image(data, 16), tf.float32)  # noqa: E731
+    images, dims, decoded = image_checks.decode_rows(image_bytes, formats, decode, 16, 4)
+    assert dims.numpy().tolist() == [[37, 50]] and decoded.numpy().tolist() == [True]
+    np.testing.assert_array_equal(images.numpy()[0], check_images([str(tmp_path / "x.jpg")], image_size=16).pixels[0])
