@@ -194,7 +194,7 @@ def test_the_served_graph_calls_a_lying_jpeg_truncated(tmp_path):
 
 @pytest.mark.parametrize("delimiter", [";", "\t", ","])
 def test_a_semicolon_or_tab_table_is_read_and_its_delimiter_logged(tmp_path, delimiter, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     for name in ("a.png", "b.png"):
         _save(tmp_path / "images" / name)
     (tmp_path / "t.csv").write_text(delimiter.join(["file", "dx", "note"]) + "\n"
@@ -235,3 +235,13 @@ def test_the_served_graph_reads_webp_headers_and_decodes_it_as_training_does(tmp
     images, dims, decoded = image_checks.decode_rows(image_bytes, formats, decode, 16, 4)
     assert dims.numpy().tolist() == [[37, 50]] and decoded.numpy().tolist() == [True]
     np.testing.assert_array_equal(images.numpy()[0], check_images([str(tmp_path / "x.jpg")], image_size=16).pixels[0])
+
+
+def test_folder_has_images_looks_into_sub_folders_but_not_hidden_ones(tmp_path):
+    from keras_med.data.files import folder_has_images
+
+    _save(tmp_path / "nested" / "patient1" / "a.tif")
+    _save(tmp_path / "hidden" / ".cache" / "a.png")
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "notes.txt").write_text("x")
+    assert [folder_has_images(tmp_path / name) for name in ("nested", "hidden", "text")] == [True, False, False]

@@ -174,3 +174,16 @@ def _log_left_out(rows: list[dict], what: str) -> None:
     logger.warning("left out %d %s (%s), e.g. %s%s: %s", len(rows), what,
                    ", ".join(f"{count} {kind}" for kind, count in reasons.items()), example["path"], where,
                    example["reason"])
+
+
+def folder_has_images(folder: Path) -> bool:
+    """Whether `folder` holds an image file at any depth, hidden files and folders aside.
+
+    What a layout detector asks of a class folder, now that images in its sub-folders count
+    (`load_image_folder`).
+    """
+    for path in walk_files(Path(folder)):
+        parts = path.relative_to(folder).parts
+        if path.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in parts):
+            return True
+    return False

@@ -47,7 +47,7 @@ def sniff_delimiter(path: str | os.PathLike) -> str:
 
 
 def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV (delimiter sniffed: `,`, `;` or tab, logged) or Parquet (pyarrow) file; strings stay strings."""
+    """Read a CSV (delimiter sniffed: `,`, `;` or tab; any but `,` logged) or Parquet (pyarrow) file, as strings."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"metadata file {path} does not exist")
@@ -55,7 +55,9 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
         if _is_parquet(path):
             return pd.read_parquet(path, engine="pyarrow")
         delimiter = sniff_delimiter(path)
-        logger.info("%s: read as CSV with delimiter %r", path, delimiter)
+        # A comma is what everyone expects (and keras_med's own split.csv): said only when debugging.
+        logger.log(logging.DEBUG if delimiter == "," else logging.INFO, "%s: read as CSV with delimiter %r",
+                   path, delimiter)
         return pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (ValueError, OSError) as error:
         raise DataError(f"{path}: cannot read it as {'Parquet' if _is_parquet(path) else 'CSV'}: {error}") from error
