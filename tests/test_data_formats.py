@@ -229,11 +229,13 @@ def test_the_served_graph_reads_webp_headers_and_decodes_it_as_training_does(tmp
         "VP8L" if options.get("lossless") else "VP8X" if "exif" in options else "VP8"]
     assert sniff_image_format(webp) == "webp" and sniff_image_format(b"RIFF\0\0\0\0WAVEfmt ") is None
     assert image_bytes_for_model(webp) == webp  # sent as it is: the served graph decodes WebP
-    image_bytes = tf.constant([webp])
+    image_bytes = tf.constant([webp, b"", b"RIFF", webp[:20]])  # with rows too short for the WEBP test
     formats = image_checks.sniff_formats(image_bytes)
     decode = lambda data: tf.cast(decode_image(data, 16), tf.float32)  # noqa: E731
     images, dims, decoded = image_checks.decode_rows(image_bytes, formats, decode, 16, 4)
-    assert dims.numpy().tolist() == [[37, 50]] and decoded.numpy().tolist() == [True]
+    assert dims.numpy()[0].tolist() == [37, 50] and decoded.numpy().tolist() == [True, False, False, False]
+    reasons = image_checks.byte_reasons(image_bytes, formats, dims, decoded, 4).numpy()
+    assert [reason.split(b":")[0] for reason in reasons] == [b"", b"empty", b"unknown_format", b"corrupt"]
     np.testing.assert_array_equal(images.numpy()[0], check_images([str(tmp_path / "x.jpg")], image_size=16).pixels[0])
 
 

@@ -53,7 +53,9 @@ def sniff_formats(image_bytes: tf.Tensor) -> tf.Tensor:
         for magic in magics:
             match = tf.equal(tf.strings.substr(image_bytes, 0, len(magic)), magic)
             if second:
-                match &= tf.equal(tf.strings.substr(image_bytes, offset, len(second)), second)
+                # padded: substr fails on a row shorter than the offset (an empty or 3-byte upload)
+                padded = tf.strings.join([image_bytes, b"\x00" * (offset + len(second))])
+                match &= tf.equal(tf.strings.substr(padded, offset, len(second)), second)
             codes = tf.where(match & tf.equal(codes, _UNKNOWN), _CODE[name], codes)
     return codes
 
