@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from keras_med.data.decode import RESIZE_MODES, check_images, load_image, resize_image
+from keras_med.data.decode import RESIZE_MODES, check_images, load_image, plan_decoding, resize_image
 from keras_med.data.errors import DataError, MissingColumnError
 from keras_med.data.files import check_on_bad_image, write_bad_images
 # The batch-level tail (cast to float32, augment, MixUp/CutMix, prefetch) is shared with the
@@ -163,8 +163,11 @@ def _encoded_images(frame: pd.DataFrame, pixels, image_size: int, resize: str, e
     if pixels is not None:
         source = tf.data.Dataset.from_tensor_slices((ids, fit_pixels(pixels, image_size, resize)))
     else:
-        source = tf.data.Dataset.from_tensor_slices((ids, frame["path"].astype(str).tolist())).map(
-            lambda record_id, path: (record_id, load_image(path, image_size, resize)), num_parallel_calls=AUTOTUNE)
+        paths = frame["path"].astype(str).tolist()
+        plan = plan_decoding(paths, image_size, resize)  # EXIF orientation and Pillow-only files, as in training
+        source = tf.data.Dataset.from_tensor_slices((ids, paths)).map(
+            lambda record_id, path: (record_id, load_image(path, image_size, resize, plan)),
+            num_parallel_calls=AUTOTUNE)
 
     def encode(record_id, image):
         gray = tf.reduce_all(tf.equal(image[..., :1], image))
