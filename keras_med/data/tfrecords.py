@@ -381,7 +381,12 @@ def build_prepared_pipeline(prepared_dir: str | os.PathLike, table: ImageTable, 
     # The filter hides the count from tf.data; stating it lets Keras know an epoch's steps.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(table)))
     if cache not in ("none", "memory"):
-        dataset = dataset.cache(cache)
+        # One file per split and set of records (keras_med.data.cache_files), never shared.
+        from keras_med.data.cache_files import split_cache_file
+
+        records = [f"{Path(prepared_dir).resolve()}#{record}" for record in table.frame["record_id"]]
+        dataset = dataset.cache(split_cache_file(cache, records, table.targets(), image_size=image_size,
+                                                 resize=resize, decode=json.dumps(manifest, sort_keys=True, default=str)))
     if training:
         dataset = dataset.shuffle(min(len(table), STREAM_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
