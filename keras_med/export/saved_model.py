@@ -23,7 +23,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_med.atomic import replace_directory_atomic
+from keras_med.disk_space import MIB, check_writable, disk_errors, ensure_free_space, model_file_bytes
 from keras_med.export.combined import check_members, serving_model
 from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
@@ -187,21 +187,26 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
             raise FileExistsError(f"{model_dir / str(version)} already exists; pick another --version or leave it "
                                   "out for the next one")
 
-    model_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(model_dir, "the export folder (--saved-models)")
     remove_stale_partials(model_dir)
     # Named apart from any version: the number is claimed only when the export is complete.
     partial = model_dir / f"{PARTIAL_PREFIX}{secrets.token_hex(4)}-{os.getpid()}"
     try:
-        write_saved_model(members, metadata, partial, guards, **combination)
-        examples = run_example_images(run_dir) if run_dir is not None else []
-        write_examples(partial, examples)
-        if run_dir is not None:
-            copy_run_card(run_dir, partial)
-        write_warmup_requests(partial, name, [data for _, data in examples] or _random_pngs(metadata.image_size),
-                              metadata.image_size)
-        report = verify_saved_model(partial, serving_model(members, **combination), metadata, images=verify_images,
-                                    tolerance=tolerance)
-        target, version = publish_version(partial, model_dir, version)
+        # A full disk or a read-only --saved-models: one line (keras_med.disk_space), and the
+        # partial folder is removed below; versions already exported stay as they are.
+        with disk_errors(f"the SavedModel {name}", model_dir):
+            ensure_free_space(model_dir, sum(model_file_bytes(member) for member in members) + 16 * MIB,
+                              f"the SavedModel {name}")
+            write_saved_model(members, metadata, partial, guards, **combination)
+            examples = run_example_images(run_dir) if run_dir is not None else []
+            write_examples(partial, examples)
+            if run_dir is not None:
+                copy_run_card(run_dir, partial)
+            write_warmup_requests(partial, name, [data for _, data in examples] or _random_pngs(metadata.image_size),
+                                  metadata.image_size)
+            report = verify_saved_model(partial, serving_model(members, **combination), metadata,
+                                        images=verify_images, tolerance=tolerance)
+            target, version = publish_version(partial, model_dir, version)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     logger.info("exported %s version %d to %s (max |difference| after reload: %s)", name, version, target,
