@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 
 from keras_med.atomic import atomic_path, remove_stale_temporaries, write_text_atomic
+from keras_med.interruption import record_epoch
 from keras_med.disk_space import disk_errors, ensure_free_space, model_file_bytes
 from keras_med.training.divergence import weights_are_finite
 
@@ -91,6 +92,14 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         # from a name ending in `.weights.h5`, and copies the old state in place, non-atomically.
         self._previous_weights_path = os.path.join(backup_dir, "previous.weights.h5")
         self._previous_metadata_path = os.path.join(backup_dir, "previous_training_metadata.json")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        record_epoch(epoch + 1)  # for the line Ctrl-C prints (keras_med.interruption)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        record_epoch(None)
 
     def on_train_begin(self, logs=None):
         remove_stale_temporaries(self.backup_dir)
