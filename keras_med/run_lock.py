@@ -101,3 +101,32 @@ def run_directory_lock(run_dir: str | Path) -> Iterator[Path]:
             os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def guarded_run_directory(run_dir: str | Path, *, saved_models: str | Path | None = None,
+                          cache: str | None = None) -> Iterator[Path]:
+    """Everything a training checks about where it writes, before any work; held for the whole run.
+
+    Checks that the run directory is writable, takes its lock (`run_directory_lock`), then checks
+    the export target and creates the `--cache` folder, so that an unwritable `--saved-models` is
+    refused now and not after an hour of training.
+
+    Args:
+        run_dir: the run directory.
+        saved_models: the export's folder (`saved_models/<name>`), or None when the run exports nothing.
+        cache: `--cache` (`"memory"`, `"none"` or a path).
+
+    Raises:
+        UserError: one line (`DiskWriteError`, `RunDirectoryLockedError`, `ConfigError`).
+    """
+    from keras_med.data.cache_files import prepare_cache_location
+    from keras_med.disk_space import check_writable
+
+    check_writable(run_dir, "--run-dir")
+    with run_directory_lock(run_dir) as lock:
+        if saved_models is not None:
+            check_writable(saved_models, "--saved-models")
+        if cache is not None:
+            prepare_cache_location(cache)
+        yield lock

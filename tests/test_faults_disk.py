@@ -180,3 +180,19 @@ def test_tensorflow_and_os_errors_that_mean_a_full_disk_become_one_line(tmp_path
     assert as_disk_error(ValueError("bad"), "x", tmp_path) is None
     with pytest.raises(DiskWriteError, match=r"cannot write a huge file to .*needs about 1048576.0 MB, [\d.]+ MB free"):
         ensure_free_space(tmp_path, 1 << 40, "a huge file")
+
+
+def test_run_guard_refuses_an_unwritable_export_target_before_training(read_only_dir, tmp_path):
+    from keras_med.run_lock import LOCK_FILE, guarded_run_directory
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(DiskWriteError, match=r"--saved-models: cannot write to .*read_only/ham"):
+        with guarded_run_directory(run_dir, saved_models=read_only_dir / "ham", cache=str(tmp_path / "c" / "x")):
+            raise AssertionError("the run body must not start")
+    assert (run_dir / LOCK_FILE).read_text() == ""  # released on the way out
+    with guarded_run_directory(run_dir, saved_models=tmp_path / "sm" / "ham", cache=str(tmp_path / "c" / "x")):
+        assert (run_dir / LOCK_FILE).read_text().strip() == str(os.getpid())
+        assert (tmp_path / "c").is_dir() and (tmp_path / "sm" / "ham").is_dir()
+    with pytest.raises(DiskWriteError, match=r"--run-dir: cannot write to .*read_only/run"):
+        with guarded_run_directory(read_only_dir / "run"):
+            pass
