@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from keras_med.data.augment import build_augmenter, build_mixers
 from keras_med.data.balance import sampling_strata
+from keras_med.data.cache_files import prepare_cache_location, split_cache_file
 from keras_med.data.decode import RESIZE_MODES, check_images, load_image, plan_decoding, resize_image
 from keras_med.data.errors import DataError
 from keras_med.data.memory import pixels_tensor
@@ -36,7 +37,8 @@ STREAM_SHUFFLE_BUFFER = 2048
 def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray, *, image_size: int,
                          batch_size: int, training: bool, augment: str = "none", resize: str = "resize",
                          cache: str = "memory", mixup: float = 0.0, cutmix: float = 0.0,
-                         oversample: bool = False, seed: int = 42, check: bool = True) -> tf.data.Dataset:
+                         oversample: bool = False, seed: int = 42, check: bool = True,
+                         split: str | None = None) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(images float32 (B, S, S, 3) in 0..255, targets float32)` batches.
 
     Args:
@@ -48,7 +50,9 @@ def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray
         training: shuffle, augment, mix and oversample (True) or keep order and pixels (False).
         augment: augmentation preset: dermoscopy, xray, light or none (training only).
         resize: `"resize"` (stretch) or `"pad"` (keep the aspect ratio, pad with black).
-        cache: `"memory"` (decode once into RAM), `"none"`, or a file path for `Dataset.cache`.
+        cache: `"memory"` (decode once into RAM), `"none"`, or a file path (or folder) for
+            `Dataset.cache`: each split gets its own file there, named by a key of its inputs
+            (`keras_med.data.cache_files`), so no other split, dataset or size reads it.
         mixup: MixUp alpha (0: off); needs one-hot or binary targets.
         cutmix: CutMix alpha (0: off); with both on, each batch gets one of them.
         oversample: draw every class (multilabel: rarest-label stratum) equally often, for as many
@@ -57,6 +61,7 @@ def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray
         check: for files, decode each once up front and raise `BadImageError`/`MissingImageError`
             naming the file (free with `cache="memory"`, an extra pass otherwise). To skip bad
             files instead, run `check_table_images` on the table first.
+        split: the split's name (`"train"`, `"val"`, ...), part of a cache file's name.
 
     Example:
         >>> train = table.subset("train")                         # doctest: +SKIP
@@ -73,10 +78,12 @@ def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray
         pixels = check_images(images, "error", image_size=image_size, resize=resize).pixels
         dataset = _in_memory(pixels, targets, batch_size, training, oversample, seed)
     else:
+        # Before the check pass: an unwritable cache folder is refused before any decoding.
+        prepare_cache_location(cache)
         if check:
             check_images(images, "error")
         dataset = _streaming(list(map(str, images)), targets, image_size, resize, cache, batch_size, training,
-                             oversample, seed)
+                             oversample, seed, split)
     return finish_pipeline(dataset, training, augment, mixup, cutmix, seed)
 
 
@@ -137,12 +144,13 @@ def _oversampled_indices(targets: np.ndarray, seed: int) -> tf.data.Dataset:
 
 
 def _streaming(paths: list[str], targets: np.ndarray, image_size: int, resize: str, cache: str, batch_size: int,
-               training: bool, oversample: bool, seed: int) -> tf.data.Dataset:
+               training: bool, oversample: bool, seed: int, split: str | None = None) -> tf.data.Dataset:
     plan = plan_decoding(paths, image_size, resize)
     dataset = tf.data.Dataset.from_tensor_slices((paths, targets)).map(
         lambda path, target: (load_image(path, image_size, resize, plan), target), num_parallel_calls=AUTOTUNE)
     if cache != "none":
-        dataset = dataset.cache(cache)
+        dataset = dataset.cache(split_cache_file(cache, paths, targets, image_size=image_size, resize=resize,
+                                                 decode=plan, split=split))
     if training and oversample:
         strata = sampling_strata(targets)
         labelled = tf.data.Dataset.zip(dataset, tf.data.Dataset.from_tensor_slices(strata))
