@@ -2,6 +2,7 @@
 seeded demo run that repeats bit for bit."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_med.data.pipeline import finish_pipeline
@@ -57,6 +58,7 @@ def _demo_run(root, seed):
     return metrics, history, weights
 
 
+@pytest.mark.slow
 def test_the_demo_run_repeats_bit_for_bit_with_one_seed_and_differs_with_another(tmp_path):
     import pandas as pd
 

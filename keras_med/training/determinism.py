@@ -16,16 +16,15 @@ logger = logging.getLogger(__name__)
 
 
 def enable_determinism(enabled: bool = True) -> bool:
-    """Turn TensorFlow's op determinism on (or off); returns whether it is on.
+    """Turn TensorFlow's op determinism on when `enabled`; returns whether it was asked for.
 
-    Call before the model and the datasets are built. A no-op on other backends than TensorFlow
-    (JAX's CPU kernels are deterministic; on its GPUs set XLA_FLAGS=--xla_gpu_deterministic_ops=true).
+    Call before the model and the datasets are built; TensorFlow cannot turn it off again in the
+    same process. On the JAX backend it still covers the tf.data pipeline; JAX's own GPU kernels
+    need XLA_FLAGS=--xla_gpu_deterministic_ops=true.
     """
     import tensorflow as tf
 
     if enabled:
         tf.config.experimental.enable_op_determinism()
-    else:
-        tf.config.experimental.disable_op_determinism()
     logger.info("op determinism %s (backend %s)", "on" if enabled else "off", keras.backend.backend())
     return enabled
