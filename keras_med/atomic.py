@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from keras_med.disk_space import DiskWriteError, as_disk_error, disk_errors
+
 TEMP_PREFIX = ".tmp-"
 
 
@@ -39,7 +41,8 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     """Yield a temporary path beside `target`; on success it is fsynced and renamed onto `target`.
 
     For writers that want a file name rather than a handle (`model.save`, `save_weights`,
-    `DataFrame.to_csv`). On an exception the temporary file is removed and `target` is untouched.
+    `DataFrame.to_csv`). On an exception the temporary file is removed and `target` is untouched;
+    a full disk or a permission error becomes a `keras_med.disk_space.DiskWriteError` (one line).
 
     Args:
         target: Final path.
@@ -51,10 +54,13 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         ...     model.save(tmp)
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes) if suffix is None else suffix
-    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX + target.name.split(".")[0] + "-", suffix=suffix,
-                                dir=target.parent)
+    # A full disk, a read-only folder or one without permission: one line naming the file
+    # (keras_med.disk_space.DiskWriteError), never a traceback; the old file stays as it was.
+    with disk_errors(target.name, target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX + target.name.split(".")[0] + "-", suffix=suffix,
+                                    dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -62,9 +68,12 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         _fsync_file(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        translated = as_disk_error(error, target.name, target.parent) if isinstance(error, Exception) else None
+        if translated is not None and not isinstance(error, DiskWriteError):
+            raise translated from error
         raise
 
 

@@ -101,10 +101,18 @@ def cmd_models(argv: list[str]) -> int:
     parser = CommandParser(prog="keras-med models", description=(
         "List the registered model names, one per line on stdout. Any KerasHub image classifier "
         "preset also works as --model kerashub:PRESET or kerashub:/path/to/preset (said on stderr)."))
+    parser.add_argument("--details", action="store_true", help=(
+        "A table instead: each model's backbone parameters and whether its ImageNet weights are available "
+        "offline here (builds every model: about a minute of CPU)."))
     add_verbose_flag(parser)
-    parser.parse_args(argv)
+    args = parser.parse_args(argv)
     from keras_med.models import available_models
 
+    if args.details:
+        from keras_med.models.catalog import format_catalog, model_catalog
+
+        sys.stdout.write(format_catalog(model_catalog()))
+        return 0
     for name in available_models():
         sys.stdout.write(name + "\n")
     # stderr, so that stdout stays one registered name per line for scripts.
@@ -148,9 +156,15 @@ COMMANDS = {
                "Export a .keras model as a SavedModel for TF Serving (and TFLite / ONNX)."),
     "predict": (_mounted("keras_med.export.command_predict", "predict"),
                 "Predict images with a SavedModel, a .keras file or a TF Serving server."),
+    "compare": (_mounted("keras_med.comparison.command", "compare"),
+                "Compare runs on their shared test images: paired intervals, McNemar, DeLong."),
     "models": (cmd_models, "List the registered model names."),
     "recipes": (cmd_recipes, "List the registered recipes (name and description)."),
     "app": (_mounted("keras_med.app.command", "app"), "Serve a web page to try a model on images (Gradio)."),
+    "calibrate": (_mounted("keras_med.export.command_calibrate", "calibrate"),
+                  "Re-fit a served model's guard (and sets) on a site's own images: a new version."),
+    "monitor": (_mounted("keras_med.monitoring.command", "monitor"),
+                "Watch prediction logs for drift against the validation split; exit 1 on an alert."),
 }
 
 

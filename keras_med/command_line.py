@@ -4,7 +4,7 @@ Every entry point (`keras-med COMMAND`, `python -m keras_med.recipes.NAME`) runs
 `run_command`: a `keras_med.errors.KerasMedError` (a `UserError`, exit status 2; a
 `RunDivergedError`, exit status 3) prints `PROG: error: MESSAGE` on one line and returns the
 error's exit status; its traceback appears only with `--verbose`. Any other exception is a bug
-and keeps its traceback. A bad flag is a `UsageError` too, so it reads the same way. TensorFlow's
+and keeps its traceback. Ctrl-C prints one line (the epoch it stopped at; exit status 130). A bad flag is a `UsageError` too, so it reads the same way. TensorFlow's
 C++ start-up lines are kept off stderr unless `--verbose` or `TF_CPP_MIN_LOG_LEVEL` asks for them
 (`keras_med.backend.quiet_tensorflow_logs`).
 """
@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 from keras_med.backend import quiet_tensorflow_logs
 from keras_med.errors import ConfigError, KerasMedError
+from keras_med.interruption import INTERRUPTED_EXIT_CODE, interrupted_message
 
 log = logging.getLogger("keras_med")
 
@@ -100,3 +101,10 @@ def run_command(prog: str, body: Callable[[list[str]], int | None], argv: Sequen
             traceback.print_exc(file=sys.stderr)
         sys.stderr.write(f"{prog}: error: {one_line(error)}\n")
         return int(getattr(error, "exit_code", 1))
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a failure: the resume state of the last finished epoch
+        # is on disk (written atomically), so the same command carries on from there.
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        sys.stderr.write(interrupted_message(prog) + "\n")
+        return INTERRUPTED_EXIT_CODE

@@ -14,12 +14,16 @@ SIGNATURES = {
     "png": (b"\x89PNG\r\n\x1a\n",),
     "gif": (b"GIF87a", b"GIF89a"),
     "bmp": (b"BM",),
+    "webp": (b"RIFF",),
 }
+# A second test for formats whose first bytes are a container's: RIFF also holds WAV and AVI, and
+# only the form type at byte 8 says WebP.
+SECOND_SIGNATURES = {"webp": (8, b"WEBP")}
 FORMATS = tuple(SIGNATURES)
 
 
 def sniff_image_format(data: bytes) -> str | None:
-    """The format of encoded image bytes: ``"jpeg"``, ``"png"``, ``"gif"``, ``"bmp"``, or None.
+    """The format of encoded image bytes: ``"jpeg"``, ``"png"``, ``"gif"``, ``"bmp"``, ``"webp"``, or None.
 
     Args:
         data: The first bytes of a file (16 are enough) or the whole file.
@@ -36,6 +40,7 @@ def sniff_image_format(data: bytes) -> str | None:
     """
     head = bytes(data[:16])
     for name, magics in SIGNATURES.items():
-        if head.startswith(magics):
+        offset, second = SECOND_SIGNATURES.get(name, (0, b""))
+        if head.startswith(magics) and head[offset:offset + len(second)] == second:
             return name
     return None

@@ -1,4 +1,11 @@
-"""Shared test fixtures: tiny images, a tiny HAM10000-layout demo and a toy training problem, under tmp paths."""
+"""Shared test fixtures: tiny images, a tiny HAM10000-layout demo and a toy training problem, under tmp paths.
+
+Plain helpers (tiny models, image bytes, the tiny recipe flags) are in tests/helpers.py. The tiers:
+a test is `slow` when it trains or exports a model for more than a few seconds, `system` when it
+starts processes, servers or a browser (pyproject.toml); every test that uses one of
+`SLOW_FIXTURES` (a finished tiny recipe run) is marked slow here, so a new test of such a run
+cannot land in the fast tier by mistake.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,18 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from PIL import Image
 
 
-def write_image(path: Path, pixels: np.ndarray) -> Path:
-    """Write uint8 pixels (H, W) or (H, W, 3) to `path` (format from the suffix)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(path)
-    return path
+from helpers import write_image
+
+# Module fixtures that run a whole tiny recipe (train, evaluate, explain, export) once per file.
+SLOW_FIXTURES = {"finished_run", "four_class_run", "ensemble", "cross_validated", "jax_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

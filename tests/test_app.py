@@ -19,7 +19,7 @@ from keras_med.app.analysis import analyse_files, render_results
 from keras_med.app.page import build_page
 from keras_med.app.source import RESEARCH_USE, open_saved_model, open_server
 from keras_med.export import export_for_serving
-from test_export_explain import CLASSES, conv_model, images, png
+from helpers import CLASSES, png_bytes as png, gradcam_cnn, random_images
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -36,15 +36,15 @@ def exported(tmp_path_factory):
     rows = ["path,label,group,split"]
     for index, name in enumerate(CLASSES):
         path = run_dir / f"example{index}.png"
-        path.write_bytes(png(images(1, seed=index)[0]))
+        path.write_bytes(png(random_images(1, seed=index, patch=True)[0]))
         rows.append(f"{path},{name},g{index},test")
     (run_dir / "split.csv").write_text("\n".join(rows) + "\n")
     (run_dir / "report.md").write_text("# Model card\n\nBalanced accuracy 0.81 [0.77, 0.85]\n![roc](plots/roc.png)\n")
     (run_dir / "class_names.json").write_text(json.dumps({"class_names": CLASSES, "long_names": LONG_NAMES}))
-    export_for_serving(conv_model(), name="tiny", base_dir=root / "saved_models", class_names=CLASSES,
+    export_for_serving(gradcam_cnn(), name="tiny", base_dir=root / "saved_models", class_names=CLASSES,
                        run_dir=run_dir)
     upload = root / "lesion.png"
-    upload.write_bytes(png(images(1, seed=7)[0]))
+    upload.write_bytes(png(random_images(1, seed=7, patch=True)[0]))
     text = root / "notes.txt"
     text.write_text("not an image")
     return {"model_dir": root / "saved_models" / "tiny", "upload": upload, "text": text}
@@ -79,6 +79,7 @@ def test_source_reads_the_export(exported):
     assert "Balanced accuracy 0.81" in source.model_card and "plots/roc.png" not in source.model_card
 
 
+@pytest.mark.system
 def test_api_answers_like_the_saved_model_and_flags_a_bad_file(exported, page_url):
     from gradio_client import Client, handle_file
 
@@ -122,6 +123,7 @@ def add_files(page, url, paths, already=()):
                 raise
 
 
+@pytest.mark.system
 def test_page_in_a_real_browser(exported, page_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -226,18 +228,142 @@ def test_a_remote_server_answers_the_page_and_explain_command(exported, server, 
 def test_answers_render_warnings_and_errors():
     from keras_med.app.analysis import ImageResult
     from keras_med.app.source import ModelSource
+    from keras_med.app.trust_words import TrustFacts
     from keras_med.explain.served import ServedExplanation
     from keras_med.export.predictions import Prediction
 
     source = ModelSource(None, "m", CLASSES, LONG_NAMES, has_guard=True)
+    facts = TrustFacts(score_quantiles=list(np.linspace(0.0, 10.0, 1001)), pass_rate=0.95, coverage=0.9,
+                       measured_coverage={"coverage": 0.91, "per_class": {"akiec": 0.8, "bcc": 0.68, "mel": 0.95}})
     unusual = Prediction("x.png", "", True, "mel", 2, {"akiec": 0.1, "bcc": 0.2, "mel": 0.7}, [],
-                         in_distribution=False, ood_score=3.5, prediction_set=["bcc", "mel"])
+                         in_distribution=False, ood_score=9.97, prediction_set=["bcc", "mel"])
     page = render_results(source, [ImageResult("x<1>.png", ServedExplanation(unusual, "mel", np.zeros((2, 2)), b"")),
-                                   ImageResult("y.dcm", None, "too_large: 30000000 bytes")])
-    assert "Warning: unlike the training images" in page and "score 3.5" in page
-    assert 'class="km-decisions">none<' in page and 'class="km-set">bcc, mel<' in page
+                                   ImageResult("y.dcm", None, "too_large: 30000000 bytes")], facts)
+    verdict = "Not answered: this image is unlike the images the model was trained on"
+    assert verdict in page and "farther from the training images than 99.7% of the validation images" in page
+    # the verdict leads; the answer is folded under a closed <details> marked as untrusted
+    assert page.index(verdict) < page.index("km-untrusted") < page.index("km-top")
+    assert "<details class=\"km-untrusted\"><summary>" in page and "not to be trusted" in page
+    assert 'class="km-decisions">none<' in page
+    assert "With 90% coverage, the diagnosis is one of:" in page and "bcc (Basal cell carcinoma)" in page
+    assert "bcc 68%" in page and "held the true class 91%" in page
     assert "x&lt;1&gt;.png" in page and "x<1>" not in page  # file names are escaped
-    assert 'class="km-error">Not answered: too_large' in page
+    assert 'class="km-verdict km-error">Not answered: too_large' in page
+
+    ordinary = Prediction("z.png", "", True, "mel", 2, {"akiec": 0.1, "bcc": 0.2, "mel": 0.7}, ["mel"],
+                          in_distribution=True, ood_score=0.5, prediction_set=[])
+    page = render_results(source, [ImageResult("z.png", ServedExplanation(ordinary, "mel", np.zeros((2, 2)), b""))],
+                          facts)
+    assert "Not answered" not in page and "km-untrusted" not in page and 'class="km-top"' in page
+    assert "the set is empty" in page and "than 5% of the validation images" in page
+    # an export without stored quantiles (a remote server) states the raw score
+    assert "out-of-distribution score 9.97" in render_results(
+        source, [ImageResult("x.png", ServedExplanation(unusual, "mel", np.zeros((2, 2)), b""))])
     assert "no out-of-distribution guard" in render_results(
         ModelSource(None, "m", CLASSES, has_guard=False), [ImageResult("x.png", ServedExplanation(unusual, "mel",
                                                                                                    np.zeros((2, 2)), b""))])
+
+
+def test_score_percentile_reads_the_stored_quantiles():
+    from keras_med.evaluation.ood import score_percentile, validation_quantiles
+
+    scores = np.random.default_rng(0).gamma(2.0, 1.0, 3000)
+    quantiles = validation_quantiles(scores)
+    for score in np.quantile(scores, [0.1, 0.5, 0.9, 0.997]):
+        assert score_percentile(quantiles, score) == pytest.approx(np.mean(scores < score), abs=0.002)
+    assert score_percentile(quantiles, scores.max() + 1) == 1.0 and score_percentile(quantiles, -1.0) == 0.0
+    assert score_percentile([], 1.0) is None
+
+
+def test_a_16_bit_png_is_shown_as_the_model_sees_it():
+    import io
+
+    from PIL import Image
+
+    from keras_med.app.analysis import side_by_side
+    from keras_med.explain.served import ServedExplanation
+    from keras_med.export.predictions import Prediction
+
+    grey16 = np.full((40, 40), 30000, np.uint16)  # mid grey on a 16-bit scale; Pillow's RGB clips it to white
+    buffer = io.BytesIO()
+    Image.fromarray(grey16).save(buffer, format="PNG")
+    overlay = png(np.zeros((32, 32, 3), np.uint8))
+    picture = side_by_side(buffer.getvalue(), ServedExplanation(Prediction("g.png", "", True), "mel", np.zeros((32, 32)),
+                                                                overlay))
+    assert picture.shape == (32, 68, 3)
+    assert abs(float(picture[:, :32].mean()) - 30000 / 257) < 2
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A tiny model with an out-of-distribution guard and sets, and a chest X-ray it flags."""
+    from keras_med.data.synthetic import draw_chest
+    from keras_med.evaluation.conformal import calibrate_conformal
+    from keras_med.evaluation.ood import fit_ood_guard
+    from keras_med.evaluation.trust import predict_features
+    from test_export_guards import CLASSES as SKIN_CLASSES, lesions, small_model
+
+    model = small_model()
+    train_raw, train_features, train_std = predict_features(model, lesions(240, seed=0))
+    val_raw, val_features, val_std = predict_features(model, lesions(120, seed=1))
+    guard = fit_ood_guard(train_features, train_raw.argmax(axis=1), val_features, val_raw,
+                          train_spread=train_std, val_spread=val_std)
+    sets = calibrate_conformal(val_raw, val_raw.argmax(axis=1), coverage=0.9)
+    root = tmp_path_factory.mktemp("guarded")
+    export_for_serving(model, name="skin", base_dir=root / "saved_models", class_names=SKIN_CLASSES,
+                       task="multiclass", ood_guard=guard, conformal_sets=sets)
+    chest = root / "chest_xray.png"
+    chest.write_bytes(png(np.repeat(draw_chest([], np.random.default_rng(4), 64)[..., None], 3, axis=-1)))
+    return {"model_dir": root / "saved_models" / "skin", "chest": chest, "classes": SKIN_CLASSES}
+
+
+def test_the_page_logs_each_answer_like_predict(guarded, exported, tmp_path):
+    from keras_med.app.source import newest_version_folder
+    from keras_med.app.trust_words import read_trust_facts
+    from keras_med.export.prediction_log import PredictionLog
+
+    source = open_saved_model(guarded["model_dir"])
+    log = PredictionLog(tmp_path / "answers.jsonl")
+    results = analyse_files(source, [guarded["chest"], exported["text"]], log=log)
+    assert results[0].explanation.prediction.in_distribution is False
+    records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [record["input"] for record in records] == ["chest_xray.png", "notes.txt"]
+    assert records[0]["model"] == "skin" and records[0]["version"] == 1 and len(records[0]["input_sha256"]) == 64
+    assert records[0]["output"]["in_distribution"] is False and records[0]["output"]["ood_score"] > 0
+    assert records[1]["output"]["valid"] is False and records[1]["output"]["error"].startswith("unknown_format")
+    facts = read_trust_facts(newest_version_folder(guarded["model_dir"]))
+    assert len(facts.score_quantiles) == 1001 and facts.coverage == pytest.approx(0.9)
+
+
+def test_the_verdict_comes_before_any_class_name_in_a_real_browser(guarded, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from keras_med.app.source import newest_version_folder
+    from keras_med.app.trust_words import NOT_ANSWERED_OOD, read_trust_facts
+
+    page_app = build_page(open_saved_model(guarded["model_dir"]),
+                          read_trust_facts(newest_version_folder(guarded["model_dir"])))
+    _, url, _ = page_app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(url, wait_until="networkidle")
+                add_files(page, url, [guarded["chest"]])
+                page.locator("#km-analyse").click()
+                page.locator(".km-verdict").wait_for(timeout=30_000)
+                text = page.locator("#km-answer").inner_text()
+                assert NOT_ANSWERED_OOD in text and "validation images the guard was calibrated on" in text
+                first_class = min((text.find(name) for name in guarded["classes"] if name in text), default=len(text))
+                assert text.index(NOT_ANSWERED_OOD) < first_class
+                # the model's answer is there but folded, and not visible until opened
+                assert not page.locator(".km-top").is_visible()
+                page.screenshot(path=str(tmp_path / "page_ood.png"), full_page=True)
+                page.locator("details.km-untrusted summary").click()
+                assert page.locator(".km-top").is_visible()
+            finally:
+                browser.close()
+    finally:
+        page_app.close()
+    assert (tmp_path / "page_ood.png").stat().st_size > 10_000

@@ -54,6 +54,7 @@ def jax_run(tmp_path_factory):
     return root, run_dir
 
 
+@pytest.mark.system
 def test_jax_run_writes_every_output_and_records_its_backend(jax_run):
     from keras_med.config import RecipeConfig
 
@@ -67,6 +68,7 @@ def test_jax_run_writes_every_output_and_records_its_backend(jax_run):
     assert 0.0 <= metrics["balanced_accuracy"]["value"] <= 1.0
 
 
+@pytest.mark.system
 def test_savedmodel_of_a_jax_model_answers_like_it(jax_run):
     import keras
     import tensorflow as tf
@@ -95,3 +97,44 @@ def test_backend_flag_refuses_a_backend_keras_was_not_started_with():
         select_backend(other)
     with pytest.raises(ConfigError, match="--backend: expected one of"):
         select_backend("theano")
+
+
+JAX_GRADCAM = textwrap.dedent("""
+    import sys
+    import keras
+    import numpy as np
+    from keras_med.explain import compute_gradcam
+
+    assert keras.backend.backend() == "jax"
+    model = keras.saving.load_model(sys.argv[1])
+    images = np.load(sys.argv[2])
+    for method in ("gradcam", "gradcam++"):
+        np.save(sys.argv[3] + method + ".npy", compute_gradcam(model, images, class_index=[0, 1, 2], method=method))
+""")
+
+
+def test_jax_gradcam_agrees_with_tf_keras_vis(tmp_path):
+    """The keras.ops Grad-CAM with jax.grad answers what tf-keras-vis answers under TensorFlow."""
+    import keras
+
+    from keras_med.explain.gradcam import reference_gradcam
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="last_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+    model.save(tmp_path / "tiny.keras")
+    images = np.random.default_rng(PIXELS_SEED).integers(0, 256, size=(3, 24, 24, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-c", JAX_GRADCAM, str(tmp_path / "tiny.keras"),
+                             str(tmp_path / "images.npy"), str(tmp_path / "jax_")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for method in ("gradcam", "gradcam++"):
+        reference = reference_gradcam(model, images, np.array([0, 1, 2]), method, "last_conv")
+        assert reference.max() > 0.5
+        np.testing.assert_allclose(np.load(tmp_path / f"jax_{method}.npy"), reference, atol=1e-4)

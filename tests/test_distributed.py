@@ -66,6 +66,8 @@ def test_scale_to_replicas_keeps_the_batch_per_replica_and_scales_learning_rates
     assert scaled.train.finetune_learning_rate == pytest.approx(4e-4)
 
 
+@pytest.mark.system
+@pytest.mark.slow
 def test_two_mirrored_replicas_train_like_one_and_resume(tmp_path):
     result = _run_two_replicas(tmp_path, "tensorflow", "--recipe")
     _check_one_equals_two(result, "tensorflow")
@@ -78,6 +80,8 @@ def test_two_mirrored_replicas_train_like_one_and_resume(tmp_path):
     assert result["best_checkpoint"] and not result["backup_left_at_end"]
 
 
+@pytest.mark.system
+@pytest.mark.slow
 def test_two_jax_devices_train_like_one(tmp_path):
     _check_one_equals_two(_run_two_replicas(tmp_path, "jax"), "jax")
 
@@ -131,6 +135,8 @@ def _finish(process: subprocess.Popen, path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.system
+@pytest.mark.slow
 def test_two_workers_run_the_recipe_resume_and_only_the_chief_writes(tmp_path):
     """The demo recipe under MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 with
     TF_CONFIG, one killed in the second epoch and both restarted, against one process on the same

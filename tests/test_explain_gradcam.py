@@ -9,6 +9,11 @@ from PIL import Image
 
 from keras_med.evaluation import evaluate_run
 from keras_med.explain import compute_gradcam, explain_files, feature_map_layer_name, save_overlays
+from keras_med.explain.cam import GradcamModel, corner_aligned_resize_matrix
+from keras_med.explain.gradcam import reference_gradcam
+from keras_med.explain.overlay import save_overlay
+
+from helpers import assert_overlay_shows_a_heat_map, read_png
 
 SIZE = 48
 
@@ -70,6 +75,30 @@ def test_heatmap_has_image_size_and_peaks_on_the_blob(blob_model, method):
     assert np.median(distances) <= 6, f"{method} peaks {peaks.tolist()} far from blobs {centres[positives].tolist()}"
 
 
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_keras_ops_gradcam_agrees_with_tf_keras_vis(blob_model, method):
+    """The project's one Grad-CAM (keras.ops) against the reference library, on a trained model
+    (both classes) and an untrained binary one (the negated logit for its negative class)."""
+    model, images, _, _ = blob_model
+    classes = np.arange(6) % 2
+    binary = _tiny_cnn(1, "sigmoid")
+    for net in (model, binary):
+        ours = np.asarray(GradcamModel(net).logits_and_maps(images[:6], classes.astype(np.int32), method)[1])
+        reference = reference_gradcam(net, images[:6], classes, method, "conv2")
+        assert reference.max() > 0.5  # the maps are not flat, so the comparison can fail
+        np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("source, target", [(1, 32), (3, 7), (6, 48), (5, 5)])
+def test_corner_aligned_resize_is_scipy_zoom_order_1(source, target):
+    from scipy.ndimage import zoom
+
+    values = np.random.default_rng(source).uniform(size=(source, source)).astype(np.float32)
+    weights = corner_aligned_resize_matrix(source, target)
+    np.testing.assert_allclose(weights @ values @ weights.T, zoom(values, target / source, order=1,
+                                                                   grid_mode=False), atol=1e-5)
+
+
 def test_binary_model_explains_both_classes():
     model = _tiny_cnn(1, "sigmoid")
     images, _, _ = _blob_images(2, 3)
@@ -82,9 +111,18 @@ def test_binary_model_explains_both_classes():
 
 
 def test_overlays_are_written(blob_model, tmp_path):
+    """Each overlay is a PNG of the image beside its heat map in colour; the heat map is not flat, and a
+    different map gives a different picture."""
     model, images, _, _ = blob_model
     paths = save_overlays(model, images[:2], tmp_path, names=["a", "b"])
-    assert [p.name for p in paths] == ["a.png", "b.png"] and all(p.stat().st_size > 0 for p in paths)
+    assert [p.name for p in paths] == ["a.png", "b.png"]
+    for path in paths:
+        assert_overlay_shows_a_heat_map(path)
+    heatmaps = compute_gradcam(model, images[:2])
+    assert all(np.ptp(heatmap) > 0.5 for heatmap in heatmaps)
+    flat = save_overlay(tmp_path / "flat.png", images[0], np.zeros_like(heatmaps[0]))
+    assert read_png(flat).shape == read_png(paths[0]).shape
+    assert np.abs(read_png(flat).astype(int) - read_png(paths[0]).astype(int)).max() > 50
 
 
 def test_explain_files_reads_class_names_from_the_run_dir(blob_model, tmp_path):

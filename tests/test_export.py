@@ -13,31 +13,12 @@ from keras_med.data.decode import decode_image, resize_image
 from keras_med.export import ServingMetadata, describe_signatures, export_for_serving, next_version
 from keras_med.export.saved_model import ExportVerificationError, keras_probabilities
 
-SIZE = 32
-CLASSES = ["akiec", "bcc", "mel"]
+from helpers import CLASSES, SIZE, png_bytes, random_images, tiny_cnn
+
 
 
 def tiny_model(task="multiclass", num_classes=3, seed=0):
-    """A small functional model to the contract: 0..255 in, Rescaling inside, `predictions` out."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    units, activation = (1, "sigmoid") if task == "binary" else (num_classes, "softmax" if task == "multiclass"
-                                                                  else "sigmoid")
-    outputs = keras.layers.Dense(units, activation=activation, name="predictions")(x)
-    return keras.Model(inputs, outputs)
-
-
-def random_images(count, size=SIZE, seed=1):
-    return np.random.default_rng(seed).integers(0, 256, size=(count, size, size, 3)).astype(np.float32)
-
-
-def png_bytes(image):
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return tiny_cnn(task=task, classes=num_classes, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +43,7 @@ def test_layout_version_and_models_config(exported, tmp_path):
     assert json.loads((path / "assets.extra" / "keras_med.json").read_text())["class_names"] == CLASSES
 
 
+@pytest.mark.slow
 def test_versions_increment_and_config_lists_every_model(tmp_path):
     model = tiny_model("binary")
     first = export_for_serving(model, name="covid", base_dir=tmp_path, class_names=["normal", "covid"])

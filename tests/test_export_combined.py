@@ -16,18 +16,14 @@ from keras_med.evaluation.trust import predict_features
 from keras_med.export import export_for_serving
 from keras_med.export.combined import serving_model
 
+from helpers import CLASSES, tiny_cnn
+
 SIZE = 24
-CLASSES = ["bcc", "mel", "nv"]
 
 
 def small_model(seed):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     # one name for every member, as checkpoints of one recipe have
-    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x), name="cnn")
+    return tiny_cnn(size=SIZE, seed=seed, convs=((8, 1),), pool_name="head_pool", name="cnn")
 
 
 def images(count, seed):
@@ -113,6 +109,7 @@ def labelled_folder(tmp_path):
     return (x, y), labels, folder
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_same_figures_on_the_checkpoint_and_its_export(tmp_path, labelled_folder):
     labelled, labels, folder = labelled_folder
     checkpoint = _trained_run(tmp_path, labelled)

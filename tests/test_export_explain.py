@@ -15,35 +15,14 @@ from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
 from keras_med.export.saved_model import write_saved_model
 
-SIZE = 32
-CLASSES = ["akiec", "bcc", "mel"]
-# tf-keras-vis computes the map in NumPy/SciPy, the signature in the graph: float32 rounding only.
+from helpers import CLASSES, SIZE, png_bytes as png, gradcam_cnn, random_images
+
+# The report and the signature run the same keras.ops Grad-CAM, eagerly and traced: float32 rounding only.
 TOLERANCE = 1e-4
 
 
-def conv_model(task="multiclass", seed=0):
-    """Two conv blocks (the second is the Grad-CAM layer), pooled, a Dense `predictions` head."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.Conv2D(8, 3, activation="relu", name="last_conv")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    units, activation = (1, "sigmoid") if task == "binary" else (len(CLASSES), "softmax")
-    return keras.Model(inputs, keras.layers.Dense(units, activation=activation, name="predictions")(x))
-
-
 def images(count, seed=1):
-    rng = np.random.default_rng(seed)
-    pictures = rng.integers(0, 256, size=(count, SIZE, SIZE, 3)).astype(np.float32)
-    pictures[:, 4:14, 6:20] = 255.0  # a bright patch, so the maps are not flat
-    return pictures
-
-
-def png(image):
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return random_images(count, seed=seed, patch=True)
 
 
 def explain(loaded, pictures, class_index):
@@ -52,8 +31,8 @@ def explain(loaded, pictures, class_index):
 
 
 @pytest.mark.parametrize("task", ["multiclass", "binary"])
-def test_explain_signature_agrees_with_tf_keras_vis(task, tmp_path):
-    model = conv_model(task)
+def test_served_heat_map_is_the_reports(task, tmp_path):
+    model = gradcam_cnn(task)
     names = CLASSES if task == "multiclass" else ["normal", "covid"]
     path = export_for_serving(model, name="m", base_dir=tmp_path, class_names=names, task=task)
     loaded = tf.saved_model.load(str(path))
@@ -80,7 +59,7 @@ def test_explain_signature_agrees_with_tf_keras_vis(task, tmp_path):
 
 
 def test_explain_flags_bad_rows_and_bad_class_index(tmp_path):
-    model = conv_model()
+    model = gradcam_cnn()
     path = export_for_serving(model, name="m", base_dir=tmp_path, class_names=CLASSES)
     loaded = tf.saved_model.load(str(path))
     good = png(images(1)[0])
@@ -98,12 +77,13 @@ def test_explain_flags_bad_rows_and_bad_class_index(tmp_path):
     assert empty["heatmap"].shape == (0, SIZE, SIZE)
 
 
+@pytest.mark.slow
 def test_explain_takes_gradients_through_the_guarded_model(tmp_path):
     """With the OOD guard the prediction signatures call a wrapped model; the map is the plain model's."""
     from keras_med.evaluation.ood import fit_ood_guard
     from keras_med.models.features import features_and_predictions_model
 
-    model = conv_model()
+    model = gradcam_cnn()
     pictures = images(8, seed=3)
     probabilities, features = (np.asarray(a) for a in features_and_predictions_model(model).predict(pictures, verbose=0))
     guard = fit_ood_guard(features, probabilities.argmax(axis=1), features, probabilities)
@@ -114,6 +94,7 @@ def test_explain_takes_gradients_through_the_guarded_model(tmp_path):
     np.testing.assert_allclose(answer["heatmap"].numpy(), reference, atol=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_every_export_has_warmup_requests_tf_serving_can_replay(tmp_path):
     from keras_med.export.warmup import read_warmup_requests, run_example_images
 
@@ -131,7 +112,7 @@ def test_every_export_has_warmup_requests_tf_serving_can_replay(tmp_path):
     assert [name for name, _ in examples] == ["img1.png", "img2.png", "img3.png"]
 
     (run_dir / "report.md").write_text("# Model card\n")
-    path = export_for_serving(conv_model(), name="ham", base_dir=tmp_path / "saved", class_names=CLASSES,
+    path = export_for_serving(gradcam_cnn(), name="ham", base_dir=tmp_path / "saved", class_names=CLASSES,
                               run_dir=run_dir / "checkpoints" / "best.keras")
     assert (path / "assets.extra" / "report.md").read_text() == "# Model card\n"
     assert sorted(p.name for p in (path / "assets.extra" / "examples").iterdir()) == \
@@ -147,11 +128,12 @@ def test_every_export_has_warmup_requests_tf_serving_can_replay(tmp_path):
         answer = loaded.signatures[request.model_spec.signature_name](**inputs)
         assert answer["valid"].numpy().all()
 
-    bare = export_for_serving(conv_model(), name="bare", base_dir=tmp_path / "saved", class_names=CLASSES)
+    bare = export_for_serving(gradcam_cnn(), name="bare", base_dir=tmp_path / "saved", class_names=CLASSES)
     assert not (bare / "assets.extra" / "examples").exists()
     assert len(read_warmup_requests(bare / "assets.extra" / "tf_serving_warmup_requests")) == 5
 
 
+@pytest.mark.slow
 def test_explain_under_mixed_precision(tmp_path):
     """float16 feature maps (the GPU default): the map still agrees with tf-keras-vis."""
     keras.mixed_precision.set_global_policy("mixed_float16")

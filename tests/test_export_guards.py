@@ -1,12 +1,10 @@
 """The served model's trust outputs: in_distribution, ood_score and prediction_set, from the SavedModel."""
 
-import io
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from keras_med.data.synthetic import HAM10000_SHARES, draw_chest, draw_lesion
 from keras_med.errors import ConfigError
@@ -15,31 +13,18 @@ from keras_med.evaluation.ood import fit_ood_guard
 from keras_med.evaluation.trust import predict_features
 from keras_med.export import export_for_serving
 
-SIZE = 32
-CLASSES = ["bcc", "mel", "nv"]
+from helpers import CLASSES, SIZE, png_bytes as png, tiny_cnn
+
 
 
 def small_model():
     """A random (untrained) CNN to the contract, with the head's pooling named `head_pool`."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
-    x = keras.layers.Conv2D(16, 3, activation="relu")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs)
+    return tiny_cnn(convs=((16, 1), (16, 2)), pool_name="head_pool")
 
 
 def lesions(count, seed):
     rng = np.random.default_rng(seed)
     return np.stack([draw_lesion(label, rng, SIZE) for label in rng.choice(list(HAM10000_SHARES), count)]).astype(np.float32)
-
-
-def png(pixels):
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +114,12 @@ def test_predict_shows_the_flag_the_set_and_the_tta_spread(guarded, tmp_path, ca
 
     parser = argparse.ArgumentParser()
     command_predict.add_arguments(parser)
-    assert command_predict.run(parser.parse_args(["--model", str(path), "--json", "--tta", "5", str(lesion)])) == 0
+    assert command_predict.run(parser.parse_args(["--model", str(path), "--json", "--tta-spread", "5", str(lesion)])) == 0
     answer = json.loads(capsys.readouterr().out)[0]
     assert set(answer["tta_spread"]) == set(CLASSES) and all(value >= 0 for value in answer["tta_spread"].values())
     assert isinstance(answer["in_distribution"], bool) and set(answer["prediction_set"]) <= set(CLASSES)
-    with pytest.raises(ConfigError, match="--tta"):
-        command_predict.run(parser.parse_args(["--model", str(path), "--tta", "1", str(lesion)]))
+    with pytest.raises(ConfigError, match="--tta-spread"):
+        command_predict.run(parser.parse_args(["--model", str(path), "--tta-spread", "1", str(lesion)]))
 
 
 def test_augmented_copies_are_the_original_its_flips_and_shifts():

@@ -1,14 +1,11 @@
 """Prediction: local SavedModel and .keras, the REST client against a TF-Serving-like test server,
 prediction logging, bad input, and the `keras-med export` / `predict` command functions."""
 
-import argparse
-import base64
 import json
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -21,18 +18,12 @@ from keras_med.export.predictor import load_predictor
 from keras_med.export.rest_client import RestPredictor
 from keras_med.export.saved_model import keras_probabilities
 
-SIZE = 32
-CLASSES = ["normal", "pneumonia", "covid"]
+from helpers import CXR_CLASSES as CLASSES, SIZE, FakeTFServing, parse_command_args, tiny_cnn
+
 
 
 def tiny_model(seed=0):
-    """A small multiclass model to the contract: 0..255 in, Rescaling inside, `predictions` out."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1.0 / 255)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+    return tiny_cnn(rescale="unit", seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -51,56 +42,6 @@ def setup(tmp_path_factory):
     expected = keras_probabilities(model, images.astype(np.float32), "multiclass")
     return {"root": root, "model": model, "files": files, "saved": saved, "expected": expected,
             "text_file": str(root / "notes.txt")}
-
-
-class FakeTFServing(BaseHTTPRequestHandler):
-    """Speaks TF Serving's REST protocol (model status and row-format predict) over a reloaded SavedModel."""
-
-    loaded = None
-    name = ""
-    version = 1
-
-    def log_message(self, *args):
-        pass
-
-    def _reply(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        if self.path.rstrip("/") not in (f"/v1/models/{self.name}", f"/v1/models/{self.name}/versions/{self.version}"):
-            return self._reply(404, {"error": f"Servable not found for request: Latest({self.path})"})
-        self._reply(200, {"model_version_status": [{"version": str(self.version), "state": "AVAILABLE",
-                                                    "status": {"error_code": "OK", "error_message": ""}}]})
-
-    def do_POST(self):
-        if self.path not in (f"/v1/models/{self.name}:predict", f"/v1/models/{self.name}/versions/{self.version}:predict"):
-            return self._reply(404, {"error": f"Servable not found for request: Latest({self.path})"})
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        signature = self.loaded.signatures[body.get("signature_name", "serving_default")]
-        instances = body["instances"]
-        try:
-            if instances and isinstance(instances[0], dict):
-                outputs = signature(image_bytes=tf.constant([base64.b64decode(item["b64"]) for item in instances]))
-            else:
-                outputs = signature(pixels=tf.constant(instances, tf.float32))
-        except tf.errors.InvalidArgumentError as error:
-            return self._reply(400, {"error": error.message})
-        columns = {key: value.numpy().tolist() for key, value in outputs.items()}
-        rows = [{key: _jsonable(column[i]) for key, column in columns.items()} for i in range(len(instances))]
-        self._reply(200, {"predictions": rows})
-
-
-def _jsonable(value):
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -206,15 +147,9 @@ def test_grpc_client_without_the_package_says_what_to_install(monkeypatch):
         GrpcPredictor("localhost:8500", "cxr")
 
 
-def _parse(module, argv):
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def test_predict_command_prints_json_and_logs(setup, server, tmp_path, capsys):
     log = tmp_path / "logs" / "predictions.jsonl"
-    code = command_predict.run(_parse(command_predict, ["--server", server, "--name", "cxr", "--json",
+    code = command_predict.run(parse_command_args(command_predict, ["--server", server, "--name", "cxr", "--json",
                                                         "--log", str(log), *setup["files"], setup["text_file"]]))
     assert code == 2
     printed = json.loads(capsys.readouterr().out)
@@ -224,10 +159,10 @@ def test_predict_command_prints_json_and_logs(setup, server, tmp_path, capsys):
     assert records[0]["input"] == setup["files"][0] and len(records[0]["input_sha256"]) == 64
     assert records[0]["output"]["top_class"] == printed[0]["top_class"] and "time" in records[0]
 
-    assert command_predict.run(_parse(command_predict, ["--model", str(setup["saved"]), setup["files"][0]])) == 0
+    assert command_predict.run(parse_command_args(command_predict, ["--model", str(setup["saved"]), setup["files"][0]])) == 0
     assert capsys.readouterr().out.startswith(setup["files"][0] + ": ")
     with pytest.raises(ConfigError, match="--server needs --name"):
-        command_predict.run(_parse(command_predict, ["--server", server, setup["files"][0]]))
+        command_predict.run(parse_command_args(command_predict, ["--server", server, setup["files"][0]]))
 
 
 def test_export_command_writes_next_version_and_prints_signatures(setup, tmp_path, capsys):
@@ -236,11 +171,69 @@ def test_export_command_writes_next_version_and_prints_signatures(setup, tmp_pat
     setup["model"].save(run_dir / "checkpoints" / "best.keras")
     (run_dir / "class_names.json").write_text(json.dumps(CLASSES))
     argv = ["--model", str(run_dir / "checkpoints" / "best.keras"), "--name", "cxr", "--base-dir", str(tmp_path / "sm")]
-    assert command_export.run(_parse(command_export, argv)) == 0
-    assert command_export.run(_parse(command_export, argv)) == 0
+    assert command_export.run(parse_command_args(command_export, argv)) == 0
+    assert command_export.run(parse_command_args(command_export, argv)) == 0
     out = capsys.readouterr().out
     assert "signature_def['serving_default']" in out and "inputs['image_bytes']" in out
     assert sorted(p.name for p in (tmp_path / "sm" / "cxr").iterdir()) == ["1", "2"]
     # A user's mistake is raised; keras_med.command_line.run_command turns it into one line and exit 2.
     with pytest.raises(RunFileError, match="nope.keras"):
-        command_export.run(_parse(command_export, ["--model", str(tmp_path / "nope.keras"), "--name", "x"]))
+        command_export.run(parse_command_args(command_export, ["--model", str(tmp_path / "nope.keras"), "--name", "x"]))
+
+
+def _keras_run(setup, tta="none"):
+    """The setup's model as `runs/cxr/stamp/checkpoints/best.keras` with its class names, thresholds and tta."""
+    run_dir = setup["root"] / "runs" / "cxr" / f"stamp_{tta}"
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    setup["model"].save(run_dir / "checkpoints" / "best.keras")
+    (run_dir / "class_names.json").write_text(json.dumps({"class_names": CLASSES, "task": "multiclass"}))
+    (run_dir / "metrics.json").write_text(json.dumps({"thresholds": [0.3, 0.3, 0.3]}))
+    (run_dir / "config.toml").write_text(f'[evaluation]\ntta = "{tta}"\n')
+    return run_dir / "checkpoints" / "best.keras"
+
+
+def test_one_predictor_for_a_keras_file_a_saved_model_and_a_server(setup, server):
+    """The same abstraction answers for the three sources, with the same description and probabilities."""
+    from keras_med.export.connect import open_predictor
+
+    pixels = np.stack([np.asarray(Image.open(path), np.float32) for path in setup["files"]])
+    sources = {"keras": open_predictor(model=_keras_run(setup)), "saved": open_predictor(model=setup["saved"]),
+               "server": open_predictor(server=server, name="cxr")}
+    for kind, predictor in sources.items():
+        np.testing.assert_allclose(predictor.predict(pixels), setup["expected"], atol=1e-5, err_msg=kind)
+        _check_answers(predictor.predict_files(setup["files"]), setup)
+    for kind in ("keras", "saved"):
+        described = sources[kind].describe()
+        assert (described.run.class_names, described.run.task, described.image_size) == (CLASSES, "multiclass", SIZE)
+        assert sources[kind].input_shape == (None, SIZE, SIZE, 3)
+    with pytest.raises(ServingError, match="refused some images"):
+        sources["saved"].predict(np.zeros((1, 4, 4, 3), np.float32))  # smaller than the smallest image side
+    with pytest.raises(ConfigError, match="--model PATH or --server URL"):
+        open_predictor()
+
+
+def test_tta_is_a_mode_in_predict_and_the_copy_count_has_its_own_flag(setup, server, capsys):
+    from keras_med.export.connect import open_predictor
+
+    pixels = np.stack([np.asarray(Image.open(path), np.float32) for path in setup["files"]])
+    # flips on a .keras file: the mean over the original and the two flipped images, as the export serves it
+    flipped = open_predictor(model=_keras_run(setup), tta="flips").predict(pixels)
+    views = [pixels, pixels[:, :, ::-1], pixels[:, ::-1]]
+    expected = np.mean([keras_probabilities(setup["model"], view, "multiclass") for view in views], axis=0)
+    np.testing.assert_allclose(flipped, expected, atol=1e-5)
+    assert not np.allclose(flipped, setup["expected"], atol=1e-4)  # the flips change the answer here
+    # the run's own setting is the default
+    np.testing.assert_allclose(open_predictor(model=_keras_run(setup, "flips")).predict(pixels), expected, atol=1e-5)
+    # an exported model applies its own: another mode is refused, not ignored
+    with pytest.raises(ConfigError, match="--tta flips: the SavedModel"):
+        open_predictor(model=setup["saved"], tta="flips")
+    open_predictor(model=setup["saved"], tta="none")
+    with pytest.raises(ConfigError, match="drop --tta"):
+        open_predictor(server=server, name="cxr", tta="flips")
+    # the former copy count names its new flag
+    with pytest.raises(SystemExit):
+        parse_command_args(command_predict, ["--model", str(setup["saved"]), "--tta", "8", setup["files"][0]])
+    assert "--tta-spread 8" in capsys.readouterr().err
+    args = parse_command_args(command_predict, ["--model", str(setup["saved"]), "--tta-spread", "3", "--json", setup["files"][0]])
+    assert command_predict.run(args) == 0
+    assert set(json.loads(capsys.readouterr().out)[0]["tta_spread"]) == set(CLASSES)

@@ -279,6 +279,7 @@ def run_entry_point(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
 
 
+@pytest.mark.system
 def test_entry_point_recipe_module_one_line_exit_2(tmp_path):
     """Validation imports Keras and TensorFlow: their C++ start-up lines stay off stderr, which is one line."""
     result = run_entry_point("-m", "keras_med.recipes.ham10000", "--data-dir", str(tmp_path / "missing"),
@@ -292,6 +293,7 @@ def test_entry_point_recipe_module_one_line_exit_2(tmp_path):
     assert result.stderr.strip().splitlines() == lines
 
 
+@pytest.mark.system
 def test_entry_point_console_script_one_line_exit_2(tmp_path):
     result = run_entry_point("-m", "keras_med.cli", "export", "--model", str(tmp_path / "best.keras"), "--name", "x")
     assert result.returncode == 2

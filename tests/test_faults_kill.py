@@ -29,11 +29,12 @@ from keras_med.recipes import ham10000
 from keras_med.training import fit_model, read_training_outcome
 from keras_med.training.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint
 
+from helpers import tiny_flags
+
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 5
 # 112 images (the demo's minimum) at 32 px: 5 training steps, about 2 s per epoch on 2 CPU cores.
-TINY_DEMO = ["--demo", "--demo-size", "112", "--image-size", "32", "--batch-size", "16", "--bootstrap", "20",
-             "--explain", "0", "--seed", "3"]
+TINY_DEMO = tiny_flags(demo_size=112, epochs=None, bootstrap=20)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -185,6 +186,7 @@ def test_a_finished_training_is_not_repeated_and_refuses_other_settings(tmp_path
 
 
 # --- divergence ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_divergence_with_no_good_epoch_writes_no_model_and_exports_nothing(tmp_path, caplog, capsys):
     run_dir, saved = tmp_path / "run", tmp_path / "saved_models"
     argv = TINY_DEMO + ["--epochs", "3", "--learning-rate", "1e6", "--output-dir", str(tmp_path),
@@ -202,6 +204,7 @@ def test_divergence_with_no_good_epoch_writes_no_model_and_exports_nothing(tmp_p
     assert RunDivergedError.exit_code == 3
 
 
+@pytest.mark.slow
 def test_divergence_after_good_epochs_keeps_and_evaluates_the_best_and_exits_non_zero(tmp_path, monkeypatch,
                                                                                       toy_training):
     run_dir, saved = tmp_path / "run", tmp_path / "saved_models"
@@ -267,6 +270,8 @@ def history_epochs(run_dir: Path) -> list[int]:
     return list(pd.read_csv(path)["epoch"]) if path.is_file() else []
 
 
+@pytest.mark.system
+@pytest.mark.slow
 def test_sigkill_at_any_instant_loses_at_most_the_epoch_in_progress(tmp_path):
     run_dir, saved = tmp_path / "run", tmp_path / "saved_models"
     command = [sys.executable, "-m", "keras_med.recipes.ham10000", *TINY_DEMO, "--epochs", str(EPOCHS),

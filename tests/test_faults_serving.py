@@ -20,7 +20,7 @@ from keras_med.export.metadata import ServingMetadata
 from keras_med.export.predictor import load_predictor, one_line_error
 from keras_med.export.rest_client import RestPredictor
 from keras_med.image_format import sniff_image_format
-from test_export_predict import CLASSES, FakeTFServing, _parse, tiny_model
+from helpers import CXR_CLASSES as CLASSES, FakeTFServing, parse_command_args, tiny_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def random_pixels(seed, width=48, height=40):
 def served(tmp_path_factory):
     """A tiny exported model, its .keras run directory, and good and bad image files."""
     root = tmp_path_factory.mktemp("faults_serving")
-    model = tiny_model()
+    model = tiny_cnn(rescale="unit")
     saved = export_for_serving(model, name="cxr", base_dir=root / "saved_models", class_names=CLASSES)
     run_dir = root / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -186,7 +186,7 @@ def test_predict_command_prints_good_rows_and_one_line_per_bad_file(served, serv
     url, _ = server
     files = [str(served["images"] / name) for name in BATCH]
     for source in (["--model", str(served["saved"])], ["--model", str(served["keras"])], ["--server", url, "--name", "cxr"]):
-        assert command_predict.run(_parse(command_predict, [*source, *files])) == 2
+        assert command_predict.run(parse_command_args(command_predict, [*source, *files])) == 2
         lines = capsys.readouterr().out.splitlines()
         assert len(lines) == len(files)
         for line, path, valid, reason in zip(lines, files, EXPECTED_VALID, EXPECTED_REASONS):
@@ -194,6 +194,7 @@ def test_predict_command_prints_good_rows_and_one_line_per_bad_file(served, serv
             assert (line == f"{path}: ERROR {reason}") != valid
 
 
+@pytest.mark.system
 def test_predict_command_line_exits_2_without_a_traceback(served):
     files = [str(served["images"] / name) for name in ("good.png", "truncated.jpg")]
     result = subprocess.run([sys.executable, "-m", "keras_med.cli", "predict", "--model", str(served["saved"]), *files],

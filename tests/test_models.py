@@ -10,18 +10,27 @@ from keras_med.models import ImageClassifier
 from keras_med.models.preprocessing import preprocessing_layer
 
 ALL_MODELS = ["custom_cnn", "densenet121", "efficientnetb0", "efficientnetb1", "efficientnetb2",
-              "efficientnetb3", "efficientnetb4", "mobilenetv2", "resnet50", "vgg16"]
+              "efficientnetb3", "efficientnetb4", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+              "mobilenetv2", "resnet50", "vgg16"]
 
 
 def test_registry_lists_every_model():
     assert available_models() == sorted(ALL_MODELS)
 
 
+# A deep backbone takes seconds to build and trace even at 32 px: slow, beside custom_cnn and mobilenetv2.
+DEEP = pytest.mark.slow
+
+
 @pytest.mark.parametrize("name, task, num_classes, units", [
-    ("custom_cnn", "multiclass", 7, 7), ("densenet121", "multilabel", 5, 5), ("efficientnetb0", "binary", 2, 1),
-    ("efficientnetb1", "multiclass", 3, 3), ("efficientnetb2", "multiclass", 3, 3),
-    ("efficientnetb3", "multiclass", 3, 3), ("efficientnetb4", "binary", 2, 1),
-    ("mobilenetv2", "multiclass", 4, 4), ("resnet50", "multilabel", 3, 3), ("vgg16", "binary", 2, 1)])
+    ("custom_cnn", "multiclass", 7, 7), pytest.param("densenet121", "multilabel", 5, 5, marks=DEEP),
+    pytest.param("efficientnetb0", "binary", 2, 1, marks=DEEP),
+    pytest.param("efficientnetb1", "multiclass", 3, 3, marks=DEEP),
+    pytest.param("efficientnetb2", "multiclass", 3, 3, marks=DEEP),
+    pytest.param("efficientnetb3", "multiclass", 3, 3, marks=DEEP),
+    pytest.param("efficientnetb4", "binary", 2, 1, marks=DEEP),
+    ("mobilenetv2", "multiclass", 4, 4), pytest.param("resnet50", "multilabel", 3, 3, marks=DEEP),
+    pytest.param("vgg16", "binary", 2, 1, marks=DEEP)])
 def test_every_model_builds_and_predicts_probabilities(name, task, num_classes, units):
     model = create_model(name, num_classes=num_classes, image_size=32, task=task, weights="none",
                          head_units=8, width=0.35 if name == "mobilenetv2" else 1.0)
@@ -56,7 +65,7 @@ def test_in_model_preprocessing_matches_keras_preprocess_input(mode, reference):
 
 
 @pytest.mark.parametrize("name, kwargs", [("custom_cnn", {}), ("mobilenetv2", {"width": 0.35}),
-                                          ("resnet50", {})])
+                                          pytest.param("resnet50", {}, marks=DEEP)])
 def test_saved_model_reloads_with_equal_predictions(tmp_path, name, kwargs):
     model = create_model(name, num_classes=3, image_size=32, weights=None, head_units=8, **kwargs)
     images = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype("float32")

@@ -76,7 +76,7 @@ def test_grad_cam_layer_is_the_backbone_output_and_features_are_the_pooled_map()
 
 
 @pytest.mark.parametrize("name, middle", [("mobilenetv2", "block_8_add"), ("custom_cnn", "block3_pool"),
-                                          ("resnet50", "conv4_block1_out")])
+                                          pytest.param("resnet50", "conv4_block1_out", marks=pytest.mark.slow)])
 def test_guard_features_are_the_mean_of_the_backbone_middle_block(name, middle, tmp_path):
     """The OOD guard reads the middle of the backbone (a fine-tuned model's last layer stops telling
     another modality apart); the predictions of that view are the model's own, also after a reload."""
@@ -153,6 +153,7 @@ def tiny_preset(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_kerashub_preset_folder_trains_exports_and_explains(tiny_preset, tmp_path):
     from keras_med.config import RecipeConfig
     from keras_med.engine.run import fit_arguments

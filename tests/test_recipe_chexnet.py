@@ -12,8 +12,9 @@ from keras_med.data.synthetic import write_chestxray14_demo
 from keras_med.engine.command import main
 from keras_med.recipes import chexnet
 
-TINY = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "2", "--batch-size", "16",
-        "--bootstrap", "30", "--explain", "1", "--seed", "3"]
+from helpers import tiny_flags
+
+TINY = tiny_flags(epochs=2, bootstrap=30, explain=1)
 
 
 def config(**data) -> RecipeConfig:
@@ -124,13 +125,27 @@ def test_run_writes_the_multilabel_report_and_the_chexnet_table(finished_run):
 
 
 def test_run_exports_a_multilabel_served_model(finished_run):
+    """The served model answers the run's test images as its checkpoint does, one sigmoid per label,
+    each label decided at its own threshold from metrics.json (where the guard passes the image)."""
+    import keras
     import tensorflow as tf
+
+    from keras_med.data.decode import load_image
 
     root, run_dir = finished_run
     served = tf.saved_model.load(str(root / "saved_models" / "chexnet" / "1"))
-    outputs = served.signatures["predict_pixels"](tf.zeros((1, 32, 32, 3)))
     class_names = json.loads((run_dir / "class_names.json").read_text())["class_names"]
-    assert outputs["probabilities"].shape == (1, len(class_names))
+    thresholds = np.asarray(json.loads((run_dir / "metrics.json").read_text())["thresholds"], np.float32)
+    test_paths = pd.read_csv(run_dir / "split.csv").query("split == 'test'")["path"].head(6)
+    pixels = np.stack([np.round(load_image(path, 32).numpy()) for path in test_paths]).astype(np.float32)
+    outputs = served.signatures["predict_pixels"](pixels=tf.constant(pixels))
+    expected = keras.saving.load_model(run_dir / "checkpoints" / "best.keras").predict(pixels, verbose=0)
+
+    probabilities = outputs["probabilities"].numpy()
+    assert probabilities.shape == (len(test_paths), len(class_names))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    in_distribution = outputs["in_distribution"].numpy()[:, None]
+    np.testing.assert_array_equal(outputs["decisions"].numpy(), (probabilities >= thresholds) & in_distribution)
 
 
 def test_without_data_it_says_where_chestxray14_is(capsys):

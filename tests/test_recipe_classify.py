@@ -17,8 +17,10 @@ from keras_med.data.synthetic import DEMO_CLASSES, write_classes_demo
 from keras_med.engine.command import main
 from keras_med.recipes import classify
 
-TINY = ["--image-size", "32", "--batch-size", "16", "--model", "custom_cnn", "--head-units", "16", "--epochs", "2",
-        "--bootstrap", "20", "--explain", "1", "--seed", "1"]
+from helpers import tiny_flags
+
+TINY = tiny_flags(demo_size=None, epochs=2, bootstrap=20, explain=1, seed=1,
+                  extra=["--model", "custom_cnn", "--head-units", "16"])
 
 
 def config(**data) -> RecipeConfig:
@@ -162,6 +164,7 @@ def test_four_class_folder_set_trains(four_class_run):
     assert "NO PATIENT GROUPS" in (run_dir / "report.md").read_text(), "the model card warns of ungrouped splits"
 
 
+@pytest.mark.slow
 def test_multilabel_csv_set_trains(tmp_path):
     data = write_multilabel_csv(tmp_path / "data", np.random.default_rng(1), count=60)
     run_dir = tmp_path / "run"

@@ -13,8 +13,9 @@ from keras_med.data.synthetic import write_image_folder_demo
 from keras_med.engine.command import main
 from keras_med.recipes import covid_cxr
 
-TINY = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "3", "--batch-size", "16",
-        "--bootstrap", "30", "--explain", "1", "--seed", "3"]
+from helpers import tiny_flags
+
+TINY = tiny_flags(epochs=3, bootstrap=30, explain=1)
 
 
 def config(**data) -> RecipeConfig:
@@ -130,6 +131,7 @@ def test_run_exports_one_threshold_with_the_served_model(finished_run):
     assert "covid_cxr" in (root / "saved_models" / "models.config").read_text()
 
 
+@pytest.mark.slow
 def test_prepare_then_train_from_prepared_shards(tmp_path):
     from keras_med.cli import main as cli_main
 

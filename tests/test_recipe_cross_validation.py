@@ -8,8 +8,9 @@ import pytest
 from keras_med.engine.command import main
 from keras_med.recipes import ham10000
 
-TINY = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
-        "--bootstrap", "0", "--explain", "0", "--seed", "3", "--ood", "none"]
+from helpers import tiny_flags
+
+TINY = tiny_flags(extra=["--ood", "none"])
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +13,9 @@ from keras_med.engine.command import main
 from keras_med.evaluation.decision_rule import read_decision_rule
 from keras_med.recipes import ham10000
 
-TINY = ["--demo", "--demo-size", "160", "--image-size", "32", "--epochs", "3", "--batch-size", "16",
-        "--bootstrap", "50", "--explain", "1", "--seed", "3"]
+from helpers import tiny_flags
+
+TINY = tiny_flags(demo_size=160, epochs=3, bootstrap=50, explain=1)
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +131,19 @@ def test_help_documents_every_flag():
         assert flag in result.stdout
 
 
-def test_console_script_train_is_the_same_entry(tmp_path):
+def test_console_script_train_is_the_same_entry(capsys):
+    """`keras-med train --recipe R` runs recipe R's own entry: the same checks and the same words, under
+    the console script's name (the whole train round through it: tests/test_every_model_cli.py)."""
     from keras_med.cli import main as cli_main
 
+    assert main(ham10000.SPEC, []) == 2
+    direct = capsys.readouterr().err
     assert cli_main(["train", "--recipe", "ham10000"]) == 2
+    through_cli = capsys.readouterr().err
+    assert "Dataverse" in through_cli
+    assert through_cli == direct.replace("python -m keras_med.recipes.ham10000: error", "keras-med train: error")
+    assert cli_main(["train", "--recipe", "chexnet"]) == 2
+    assert "ChestX-ray14 is not here" in capsys.readouterr().err
 
 
 def test_lr_find_command_writes_plot_and_suggestion(tmp_path):
@@ -146,6 +157,7 @@ def test_lr_find_command_writes_plot_and_suggestion(tmp_path):
     assert 1e-7 <= suggested <= 1.0
 
 
+@pytest.mark.slow
 def test_a_run_on_shuffled_labels_is_named_no_better_than_chance(ham_demo_dir, tmp_path):
     import shutil
 
@@ -176,3 +188,21 @@ def test_cross_validation_flags_only_where_models_are_trained_and_evaluated(comm
         cli_main([command, "--recipe", "ham10000", "--help"])
     assert exit_info.value.code == 0
     assert ("--cv" in capsys.readouterr().out) == has_cv
+
+
+def test_result_card_is_generated_from_the_finished_run(finished_run, tmp_path):
+    """benchmarks/result_cards.py on a real run directory: its own figures and split, read back."""
+    import importlib.util
+
+    root, run_dir = finished_run
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "result_cards.py"
+    spec = importlib.util.spec_from_file_location("result_cards", script)
+    cards = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cards)
+    assert cards.main(["--runs", str(run_dir), "--out", str(tmp_path)]) == 0
+    card = (tmp_path / "ham10000.md").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    value, (low, high) = metrics["balanced_accuracy"]["value"], metrics["balanced_accuracy"]["ci95"]
+    assert f"{value:.3f} ({low:.3f}-{high:.3f})" in card
+    assert "python -m keras_med.recipes.ham10000 --demo" in card
+    assert ", 0 of them in more than one split" in card  # split by lesion

@@ -15,8 +15,9 @@ from keras_med.evaluation.run_predictions import load_run_predictions
 from keras_med.export.predictor import load_predictor
 from keras_med.recipes import ham10000
 
-TINY = ["--demo", "--demo-size", "120", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
-        "--bootstrap", "0", "--explain", "0", "--seed", "3"]
+from helpers import tiny_flags
+
+TINY = tiny_flags()
 
 
 @pytest.fixture(scope="module")

@@ -332,6 +332,7 @@ def test_logit_adjusted_crossentropy_is_cross_entropy_on_shifted_logits_and_plai
     assert isinstance(build_loss("multiclass", class_priors=(0.5, 0.5)), keras.losses.CategoricalCrossentropy)
 
 
+@pytest.mark.slow
 def test_logit_adjustment_makes_an_uninformative_image_equally_likely_to_be_any_class():
     """With nothing in the input to go by, cross-entropy learns the training prior and the
     adjusted loss learns equal odds: the balanced posterior a balanced-accuracy decision wants."""

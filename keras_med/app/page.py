@@ -11,6 +11,7 @@ import os
 
 from keras_med.app.analysis import (TOP_CLASS, analyse_files, class_choices, model_card_markdown, render_results)
 from keras_med.app.source import RESEARCH_USE, ModelSource
+from keras_med.app.trust_words import TrustFacts
 
 # No usage statistics or version checks: the page runs where there may be no network.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -18,11 +19,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 API_NAME = "analyse"
 
 
-def build_page(source: ModelSource):
+def build_page(source: ModelSource, facts: TrustFacts | None = None, log=None):
     """The `gradio.Blocks` page for `source` (not launched).
 
     Args:
         source: The model (`keras_med.app.source.open_saved_model` or `open_server`).
+        facts: What the export says about its guard and sets (`keras_med.app.trust_words.read_trust_facts`),
+            for scores in validation percentiles and coverage per class; None: unknown.
+        log: A `keras_med.export.prediction_log.PredictionLog` every answer is appended to, or None.
 
     Returns:
         The page; `page.launch(server_name=..., server_port=...)` serves it.
@@ -35,7 +39,8 @@ def build_page(source: ModelSource):
 
     def analyse(files, choice):
         paths = [getattr(item, "name", item) for item in files or []]
-        return render_results(source, analyse_files(source, paths, choice))
+        results = analyse_files(source, paths, choice, resize=(facts or TrustFacts()).resize, log=log)
+        return render_results(source, results, facts)
 
     with gr.Blocks(title=f"keras_med: {source.title}") as page:
         gr.Markdown(f"# {source.title}\n**{RESEARCH_USE}**")

@@ -66,10 +66,10 @@ def newest_version_folder(path: str | Path) -> Path:
 
 def open_saved_model(path: str | Path) -> ModelSource:
     """A `ModelSource` for `saved_models/<name>` (newest version) or `saved_models/<name>/<version>`."""
-    from keras_med.export.predictor import load_predictor
+    from keras_med.export.connect import open_predictor
 
     folder = newest_version_folder(path)
-    predictor = load_predictor(folder)
+    predictor = open_predictor(model=folder)
     extra = folder / "assets.extra"
     long_names = {}
     if (extra / "class_names.json").is_file():
@@ -85,15 +85,11 @@ def open_saved_model(path: str | Path) -> ModelSource:
 
 
 def open_server(server: str, name: str, version: int | None = None) -> ModelSource:
-    """A `ModelSource` for a model served by TF Serving's REST API (no examples or card: the server has none)."""
-    from keras_med.export.rest_client import RestPredictor
+    """A `ModelSource` for a model served by TF Serving (REST, or gRPC with a grpc:// address; no examples
+    or card: the server has none)."""
+    from keras_med.export.connect import open_predictor
 
-    if not name:
-        raise UserError("--server needs --name (the served model name)")
-    try:
-        predictor = RestPredictor(server, name, version)
-    except ValueError as error:
-        raise UserError(f"--server: {error}") from error
+    predictor = open_predictor(server=server, name=name, version=version)
     return ModelSource(predictor, f"{name} at {server}", probe_class_names(predictor))
 
 

@@ -23,8 +23,13 @@ from keras_med.data.errors import DataError, UnsafePathError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")
+# Every suffix a folder source or an image index picks up; the content decides the decoder
+# (keras_med.data.decode), so a suffix only says "this file is meant as an image".
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".dcm", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 BAD_IMAGES_FILE = "bad_images.csv"
+# Rows and files left out before any decoding (a file of a format not read, a hidden file, a row
+# without a label), each with its reason; the same columns as bad_images.csv.
+LEFT_OUT_FILE = "left_out.csv"
 # `line`: the metadata line the error messages name (CSV: header = line 1, so the first image is
 # line 2; Parquet: the row counted from 1); empty for images listed from folders.
 BAD_IMAGES_COLUMNS = ["path", "metadata", "line", "reason"]
@@ -62,8 +67,8 @@ def resolve_inside(base: Path, relative: str, where: str) -> Path:
     return candidate
 
 
-def walk_images(root: Path) -> Iterator[Path]:
-    """Every image file below `root`, following symlinked folders and files, each real folder once.
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every file below `root`, sorted, following symlinked folders and files, each real folder once.
 
     `os.walk(followlinks=True)` alone loops forever on a link to an ancestor folder, so folders
     are pruned by their real path once seen.
@@ -78,8 +83,12 @@ def walk_images(root: Path) -> Iterator[Path]:
         seen.add(real)
         folders.sort()
         for name in sorted(names):
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                yield Path(folder) / name
+            yield Path(folder) / name
+
+
+def walk_images(root: Path) -> Iterator[Path]:
+    """The files below `root` (see `walk_files`) whose suffix is one of `IMAGE_SUFFIXES`."""
+    return (path for path in walk_files(root) if path.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def index_images_by_stem(root: Path) -> dict[str, Path]:
@@ -124,3 +133,57 @@ def write_bad_images(report_dir: str | os.PathLike | None, rows: Iterable[dict])
     report = write_text_atomic(Path(report_dir) / BAD_IMAGES_FILE, buffer.getvalue())
     logger.warning("list of skipped images: %s", report)
     return report
+
+
+def left_out_row(path, reason: str, metadata: str = "", line: int | None = None) -> dict:
+    """One row of `left_out.csv` (the columns of `bad_images.csv`)."""
+    return bad_image_row(path, reason, metadata, line)
+
+
+def write_left_out(report_dir: str | os.PathLike | None, rows: Iterable[dict], what: str = "files", *,
+                   summary: bool = True) -> Path | None:
+    """Log one line (how many, by reason, one example) and list every row in `report_dir/left_out.csv`.
+
+    The file holds every row passed (the caller passes all that were left out so far, e.g.
+    `table.left_out`), replaced atomically; nothing is written when nothing was left out.
+    `summary=False` skips the count line (already logged by the loader that left them out).
+    """
+    rows = list(rows)
+    if not rows:
+        return None
+    if summary:
+        _log_left_out(rows, what)
+    if report_dir is None:
+        return None
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=BAD_IMAGES_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    report = write_text_atomic(Path(report_dir) / LEFT_OUT_FILE, buffer.getvalue())
+    logger.warning("list of what was left out, with reasons: %s", report)
+    return report
+
+
+def _log_left_out(rows: list[dict], what: str) -> None:
+    reasons: dict[str, int] = {}
+    for row in rows:
+        kind = row["reason"].split(":")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+    example = rows[0]
+    where = f" ({example['metadata']} line {example['line']})" if example.get("line", "") != "" else ""
+    logger.warning("left out %d %s (%s), e.g. %s%s: %s", len(rows), what,
+                   ", ".join(f"{count} {kind}" for kind, count in reasons.items()), example["path"], where,
+                   example["reason"])
+
+
+def folder_has_images(folder: Path) -> bool:
+    """Whether `folder` holds an image file at any depth, hidden files and folders aside.
+
+    What a layout detector asks of a class folder, now that images in its sub-folders count
+    (`load_image_folder`).
+    """
+    for path in walk_files(Path(folder)):
+        parts = path.relative_to(folder).parts
+        if path.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in parts):
+            return True
+    return False

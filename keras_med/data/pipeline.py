@@ -18,11 +18,14 @@ import logging
 import math
 from typing import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_med.data.augment import build_augmenter, build_mixers
 from keras_med.data.balance import sampling_strata
+from keras_med.data.batch_seeds import BatchSeed, seeded_by, with_batch_seeds
+from keras_med.data.cache_files import prepare_cache_location, split_cache_file
 from keras_med.data.decode import RESIZE_MODES, check_images, load_image, plan_decoding, resize_image
 from keras_med.data.errors import DataError
 from keras_med.data.memory import pixels_tensor
@@ -36,7 +39,8 @@ STREAM_SHUFFLE_BUFFER = 2048
 def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray, *, image_size: int,
                          batch_size: int, training: bool, augment: str = "none", resize: str = "resize",
                          cache: str = "memory", mixup: float = 0.0, cutmix: float = 0.0,
-                         oversample: bool = False, seed: int = 42, check: bool = True) -> tf.data.Dataset:
+                         oversample: bool = False, seed: int = 42, check: bool = True,
+                         split: str | None = None) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(images float32 (B, S, S, 3) in 0..255, targets float32)` batches.
 
     Args:
@@ -48,7 +52,9 @@ def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray
         training: shuffle, augment, mix and oversample (True) or keep order and pixels (False).
         augment: augmentation preset: dermoscopy, xray, light or none (training only).
         resize: `"resize"` (stretch) or `"pad"` (keep the aspect ratio, pad with black).
-        cache: `"memory"` (decode once into RAM), `"none"`, or a file path for `Dataset.cache`.
+        cache: `"memory"` (decode once into RAM), `"none"`, or a file path (or folder) for
+            `Dataset.cache`: each split gets its own file there, named by a key of its inputs
+            (`keras_med.data.cache_files`), so no other split, dataset or size reads it.
         mixup: MixUp alpha (0: off); needs one-hot or binary targets.
         cutmix: CutMix alpha (0: off); with both on, each batch gets one of them.
         oversample: draw every class (multilabel: rarest-label stratum) equally often, for as many
@@ -57,6 +63,7 @@ def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray
         check: for files, decode each once up front and raise `BadImageError`/`MissingImageError`
             naming the file (free with `cache="memory"`, an extra pass otherwise). To skip bad
             files instead, run `check_table_images` on the table first.
+        split: the split's name (`"train"`, `"val"`, ...), part of a cache file's name.
 
     Example:
         >>> train = table.subset("train")                         # doctest: +SKIP
@@ -73,10 +80,12 @@ def build_image_pipeline(images: np.ndarray | Sequence[str], targets: np.ndarray
         pixels = check_images(images, "error", image_size=image_size, resize=resize).pixels
         dataset = _in_memory(pixels, targets, batch_size, training, oversample, seed)
     else:
+        # Before the check pass: an unwritable cache folder is refused before any decoding.
+        prepare_cache_location(cache)
         if check:
             check_images(images, "error")
         dataset = _streaming(list(map(str, images)), targets, image_size, resize, cache, batch_size, training,
-                             oversample, seed)
+                             oversample, seed, split)
     return finish_pipeline(dataset, training, augment, mixup, cutmix, seed)
 
 
@@ -137,12 +146,13 @@ def _oversampled_indices(targets: np.ndarray, seed: int) -> tf.data.Dataset:
 
 
 def _streaming(paths: list[str], targets: np.ndarray, image_size: int, resize: str, cache: str, batch_size: int,
-               training: bool, oversample: bool, seed: int) -> tf.data.Dataset:
+               training: bool, oversample: bool, seed: int, split: str | None = None) -> tf.data.Dataset:
     plan = plan_decoding(paths, image_size, resize)
     dataset = tf.data.Dataset.from_tensor_slices((paths, targets)).map(
         lambda path, target: (load_image(path, image_size, resize, plan), target), num_parallel_calls=AUTOTUNE)
     if cache != "none":
-        dataset = dataset.cache(cache)
+        dataset = dataset.cache(split_cache_file(cache, paths, targets, image_size=image_size, resize=resize,
+                                                 decode=plan, split=split))
     if training and oversample:
         strata = sampling_strata(targets)
         labelled = tf.data.Dataset.zip(dataset, tf.data.Dataset.from_tensor_slices(strata))
@@ -156,24 +166,23 @@ def _streaming(paths: list[str], targets: np.ndarray, image_size: int, resize: s
 
 
 def finish_pipeline(dataset: tf.data.Dataset, training: bool, augment: str, mixup: float, cutmix: float,
-                    seed: int) -> tf.data.Dataset:
+                    seed: int, num_parallel_calls: int = AUTOTUNE) -> tf.data.Dataset:
     """The stages every source shares after its uint8 batches: float32, augmentation, MixUp/CutMix, prefetch.
 
     Used by the file and in-memory pipelines here and by the prepared TFRecord shards, so that all
     three train on identically augmented batches. To augment on the accelerator instead, pass
     `augment="none"` and no mixing here and give `batch_augmentation`'s function to the training
     step (`keras_med.training.runtime.prepare_train_step`).
+
+    Each batch is augmented from a seed of its own (the run's seed, the epoch, the batch's
+    position: `keras_med.data.batch_seeds`), so a seeded run sees the same augmented images every
+    time, whatever `num_parallel_calls` is and whichever thread runs which batch.
     """
     augmentation = batch_augmentation(augment, mixup, cutmix, seed) if training else None
-    dataset = dataset.map(lambda images, targets: (tf.cast(images, tf.float32), targets), num_parallel_calls=AUTOTUNE)
+    dataset = dataset.map(lambda images, targets: (tf.cast(images, tf.float32), targets),
+                          num_parallel_calls=num_parallel_calls)
     if augmentation is not None:
-        # Parallel batches take the random layers' draws in whatever order the threads run, so the
-        # augmented pixels (and a seeded run's history) differ from run to run: two demo runs took 24
-        # and 21 epochs. Mapping one batch at a time repeats exactly, but made every HAM10000 fine-tuning
-        # epoch about 20% longer on the 2-core CPU (BENCHMARKS.md, 2026-12-01), and Keras's layers take no
-        # per-call seed tensor that would allow a stateless parallel form: speed wins, run-to-run
-        # differences stay (the recipes report seeds' spread, not single runs).
-        dataset = dataset.map(augmentation, num_parallel_calls=AUTOTUNE)
+        dataset = with_batch_seeds(dataset, seed).map(augmentation, num_parallel_calls=num_parallel_calls)
     return dataset.prefetch(AUTOTUNE)
 
 
@@ -190,36 +199,42 @@ def batch_augmentation(augment: str, mixup: float = 0.0, cutmix: float = 0.0, se
         seed: seeds the random layers.
 
     Returns:
-        `(images, targets) -> (images, targets)` on float32 images in 0..255, or None when there is
-        nothing to do. Create it inside the strategy scope when it runs in the training step (its
-        layers hold their random state in variables).
+        `(images, targets, seed=None) -> (images, targets)` on float32 images in 0..255, or None
+        when there is nothing to do. `seed` (a `(2,)` integer tensor) keys every random draw of the
+        batch; without it the batch draws the next seed of a generator seeded with `seed`. Create
+        it inside the strategy scope when it runs in the training step (that generator is a
+        variable).
     """
     augmenter = build_augmenter(augment, seed)
     mixers = build_mixers(mixup, cutmix, seed)
     if augmenter is None and not mixers:
         return None
-    mix = _mix_function(mixers) if mixers else None
+    layers = ([augmenter] if augmenter is not None else []) + mixers
+    batch_seed = BatchSeed()
+    # Without a batch seed (in the training step, one batch after another) the seeds come from one
+    # stateful generator, in step order.
+    step_seeds = keras.random.SeedGenerator(seed)
 
-    def apply(images, targets):
-        images = tf.cast(images, tf.float32)
-        if augmenter is not None:
-            # Keras 3.15's RandomSaturation (inside RandomColorJitter) returns negative pixels for
-            # strongly coloured images (about 20% of HAM10000 images, down to -50), which no real or
-            # served image has: clip back to the 0..255 range every preset promises.
-            images = tf.clip_by_value(augmenter(images, training=True), 0.0, 255.0)
-        return mix(images, targets) if mix is not None else (images, targets)
+    def apply(images, targets, seed=None):
+        with seeded_by(layers, batch_seed, step_seeds.next() if seed is None else seed):
+            images = tf.cast(images, tf.float32)
+            if augmenter is not None:
+                # Keras 3.15's RandomSaturation (inside RandomColorJitter) returns negative pixels for
+                # strongly coloured images (about 20% of HAM10000 images, down to -50), which no real or
+                # served image has: clip back to the 0..255 range every preset promises.
+                images = tf.clip_by_value(augmenter(images, training=True), 0.0, 255.0)
+            return _mix(mixers, batch_seed, images, targets) if mixers else (images, targets)
 
     return apply
 
 
-def _mix_function(mixers):
-    def apply(layer, images, targets):
+def _mix(mixers, batch_seed, images, targets):
+    def apply(layer):
         mixed = layer({"images": images, "labels": targets}, training=True)
         return mixed["images"], mixed["labels"]
 
     if len(mixers) == 1:
-        return lambda images, targets: apply(mixers[0], images, targets)
+        return apply(mixers[0])
     # Both on: each batch gets MixUp or CutMix with equal chance, as timm does.
-    return lambda images, targets: tf.cond(tf.random.uniform([]) < 0.5,
-                                           lambda: apply(mixers[0], images, targets),
-                                           lambda: apply(mixers[1], images, targets))
+    choice = tf.random.stateless_uniform([], seed=tf.cast(batch_seed.next(), tf.int32))
+    return tf.cond(choice < 0.5, lambda: apply(mixers[0]), lambda: apply(mixers[1]))

@@ -8,9 +8,11 @@ official splits) keep it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -89,7 +91,9 @@ def kfold_by_group(table: ImageTable, n_folds: int = 5, seed: int = 42,
     free = np.flatnonzero(base == "")
     strata = stratification_labels(table, multilabel_strata)[free]
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for fold, (_, val_rows) in enumerate(splitter.split(np.zeros(len(free)), strata, table.groups[free])):
+    with _small_class_warning_silenced():
+        folds = list(splitter.split(np.zeros(len(free)), strata, table.groups[free]))
+    for fold, (_, val_rows) in enumerate(folds):
         split = base.copy()
         split[free] = "train"
         split[free[val_rows]] = "val"
@@ -242,5 +246,19 @@ def _hold_out_one_fold(strata: np.ndarray, groups: np.ndarray, fraction: float, 
     if n_groups < n_folds:
         raise DataError(f"only {n_groups} groups to split; holding out {fraction:.2f} needs at least {n_folds}")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    _, held = next(splitter.split(np.zeros(len(strata)), strata, groups))
+    with _small_class_warning_silenced():
+        _, held = next(splitter.split(np.zeros(len(strata)), strata, groups))
     return held
+
+
+@contextlib.contextmanager
+def _small_class_warning_silenced():
+    """Keep scikit-learn's "The least populated class in y has only N members" out of the log.
+
+    It names neither the class nor the data and speaks of `n_splits`, which the user never set
+    (here it is 1 / the held-out fraction); what it warns of, a class missing from a split, is
+    what `check_split` refuses with a message naming the class, split and fix.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class in y has only", category=UserWarning)
+        yield

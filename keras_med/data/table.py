@@ -36,6 +36,8 @@ class ImageTable:
         skipped: the images left out so far with `on_bad_image="skip"` (rows of `bad_images.csv`:
             `path, metadata, line, reason`), carried along so that `check_table_images` lists the
             loader's missing files and its own undecodable ones in one file.
+        left_out: what was left out before decoding: rows without a label (empty, `NaN`, a placeholder such as
+            covid-chestxray's `todo`) and files of a folder that are not read, rows of `left_out.csv`.
     """
 
     frame: pd.DataFrame
@@ -46,6 +48,7 @@ class ImageTable:
     pixels: np.ndarray | None = None
     metadata: str = ""
     skipped: list[dict] = dataclasses.field(default_factory=list)
+    left_out: list[dict] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         if self.task not in TASKS:

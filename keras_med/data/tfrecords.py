@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from keras_med.data.decode import RESIZE_MODES, check_images, load_image, resize_image
+from keras_med.data.decode import RESIZE_MODES, check_images, load_image, plan_decoding, resize_image
 from keras_med.data.errors import DataError, MissingColumnError
 from keras_med.data.files import check_on_bad_image, write_bad_images
 # The batch-level tail (cast to float32, augment, MixUp/CutMix, prefetch) is shared with the
@@ -163,8 +163,11 @@ def _encoded_images(frame: pd.DataFrame, pixels, image_size: int, resize: str, e
     if pixels is not None:
         source = tf.data.Dataset.from_tensor_slices((ids, fit_pixels(pixels, image_size, resize)))
     else:
-        source = tf.data.Dataset.from_tensor_slices((ids, frame["path"].astype(str).tolist())).map(
-            lambda record_id, path: (record_id, load_image(path, image_size, resize)), num_parallel_calls=AUTOTUNE)
+        paths = frame["path"].astype(str).tolist()
+        plan = plan_decoding(paths, image_size, resize)  # EXIF orientation and Pillow-only files, as in training
+        source = tf.data.Dataset.from_tensor_slices((ids, paths)).map(
+            lambda record_id, path: (record_id, load_image(path, image_size, resize, plan)),
+            num_parallel_calls=AUTOTUNE)
 
     def encode(record_id, image):
         gray = tf.reduce_all(tf.equal(image[..., :1], image))
@@ -344,7 +347,7 @@ def _warn_on_size(stored: int, image_size: int, prepared_dir) -> None:
 def build_prepared_pipeline(prepared_dir: str | os.PathLike, table: ImageTable, *, image_size: int,
                             batch_size: int, training: bool, augment: str = "none", resize: str = "resize",
                             cache: str = "none", mixup: float = 0.0, cutmix: float = 0.0,
-                            oversample: bool = False, seed: int = 42) -> tf.data.Dataset:
+                            oversample: bool = False, seed: int = 42, split: str | None = None) -> tf.data.Dataset:
     """Stream `(images float32 (B, S, S, 3) in 0..255, targets float32)` batches from prepared shards.
 
     The same batches as `build_image_pipeline(table.paths, table.targets(), training=False, ...)`
@@ -360,12 +363,14 @@ def build_prepared_pipeline(prepared_dir: str | os.PathLike, table: ImageTable, 
         training: shuffle shards and images and augment (True), or keep the order (False).
         augment: augmentation preset (training only).
         resize: `"resize"` or `"pad"`, when the stored size differs.
-        cache: `"none"`, or a file path for `Dataset.cache` (`"memory"`: use `read_prepared_pixels`).
+        cache: `"none"`, or a file path (or folder) for `Dataset.cache`, one file per split and set
+            of records (`"memory"`: use `read_prepared_pixels`).
         mixup: MixUp alpha (0: off).
         cutmix: CutMix alpha (0: off).
         oversample: not available when streaming shards: raises; use class weights, or
             `read_prepared_pixels` and the in-memory pipeline.
         seed: seeds shuffling and augmentation.
+        split: the split's name, part of a cache file's name (`keras_med.data.cache_files`).
     """
     if oversample:
         raise DataError("oversample is not available when streaming prepared shards; use class weights "
@@ -381,7 +386,13 @@ def build_prepared_pipeline(prepared_dir: str | os.PathLike, table: ImageTable, 
     # The filter hides the count from tf.data; stating it lets Keras know an epoch's steps.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(table)))
     if cache not in ("none", "memory"):
-        dataset = dataset.cache(cache)
+        # One file per split and set of records (keras_med.data.cache_files), never shared.
+        from keras_med.data.cache_files import split_cache_file
+
+        records = [f"{Path(prepared_dir).resolve()}#{record}" for record in table.frame["record_id"]]
+        dataset = dataset.cache(split_cache_file(cache, records, table.targets(), image_size=image_size,
+                                                 resize=resize, decode=json.dumps(manifest, sort_keys=True, default=str),
+                                                 split=split))
     if training:
         dataset = dataset.shuffle(min(len(table), STREAM_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)

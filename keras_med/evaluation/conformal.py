@@ -47,6 +47,10 @@ class ConformalSets:
             bounds how exact its guarantee is).
         applies_to: Which probabilities the served set compares with the thresholds: "model" or
             "answer" (`SET_INPUTS`); they must be the ones the thresholds were calibrated on.
+        mean_set_size: The average set size on the calibration images (the reference `keras-med
+            monitor` compares served sets with), or None when unknown.
+        measured: What the sets achieved on the test split, `{"coverage", "per_class": {name:
+            coverage}}`, so that the served model and its page state per-class coverage; or None.
 
     Example:
     >>> sets = calibrate_conformal(val_probabilities, val_labels, coverage=0.9)
@@ -58,6 +62,8 @@ class ConformalSets:
     thresholds: np.ndarray
     n_calibration: int
     applies_to: str = "model"
+    mean_set_size: float | None = None
+    measured: dict | None = None
 
     def predict(self, probabilities) -> np.ndarray:
         """The prediction set per row: bool `(N, K)`."""
@@ -66,7 +72,9 @@ class ConformalSets:
     def summary(self) -> dict:
         return {"coverage": float(self.coverage), "mode": self.mode,
                 "thresholds": [float(value) for value in self.thresholds], "n_calibration": int(self.n_calibration),
-                "applies_to": self.applies_to}
+                "applies_to": self.applies_to,
+                "mean_set_size": None if self.mean_set_size is None else float(self.mean_set_size),
+                "measured": self.measured}
 
 
 def conformal_quantile(scores, coverage: float) -> float:
@@ -109,8 +117,9 @@ def calibrate_conformal(probabilities, labels, coverage: float = DEFAULT_COVERAG
         quantiles = np.array([conformal_quantile(scores[labels == k], coverage) for k in range(n_classes)])
     # A threshold at or below 0 puts the class in every set (too few calibration images for it).
     thresholds = np.clip(1.0 - quantiles, 0.0, 1.0)
+    mean_set_size = float(np.mean(np.sum(probabilities >= thresholds[None, :], axis=1))) if len(labels) else None
     return ConformalSets(coverage=coverage, mode=mode, thresholds=thresholds, n_calibration=len(labels),
-                         applies_to=applies_to)
+                         applies_to=applies_to, mean_set_size=mean_set_size)
 
 
 def evaluate_sets(sets: ConformalSets, probabilities, labels, class_names, groups=None,

@@ -3,9 +3,9 @@
 The set was never part of the models' split, so its figures estimate how the model travels to
 new data. Several models average their probabilities (an ensemble). The thresholds and the
 decision rule stored with the model (its run's metrics.json) are applied unchanged, as in
-deployment. An exported SavedModel folder is scored through its `predict_pixels` signature, with
-what it carries (ensemble, flips, decision rule, thresholds), so the figures of a checkpoint and of
-its export can be compared.
+deployment. An exported SavedModel folder is scored through the project's one predictor
+(`keras_med.export.predictor`, its `predict_pixels` signature), with what it carries (ensemble,
+flips, decision rule, thresholds), so the figures of a checkpoint and of its export can be compared.
 """
 
 from __future__ import annotations
@@ -20,44 +20,24 @@ from keras_med.evaluation.decision_rule import members_thresholds_and_rule
 from keras_med.evaluation.evaluate import evaluate_run
 from keras_med.errors import ConfigError
 from keras_med.evaluation.tta import TTA_MODES, predict_with_tta  # noqa: F401  (TTA_MODES: re-exported)
-from keras_med.run_directory import RunInfo, TrainedModel, load_saved_model, load_trained_model
+from keras_med.run_directory import TrainedModel, load_trained_model
 
 logger = logging.getLogger(__name__)
 
-class ServedModel:
-    """A SavedModel's `predict_pixels` signature behind the `predict` that `predict_with_tta` calls.
-
-    Args:
-        path: the SavedModel version folder (`saved_models/<name>/<version>`).
-    """
-
-    def __init__(self, path):
-        import tensorflow as tf
-
-        self._tf = tf
-        loaded = load_saved_model(path, signatures=("predict_pixels", "metadata"))
-        self._predict = loaded.signatures["predict_pixels"]
-        meta = {key: value.numpy() for key, value in loaded.signatures["metadata"]().items()}
-        self.input_shape = (None, int(meta["image_size"]), int(meta["image_size"]), 3)
-        names = [name.decode() for name in meta["class_names"]]
-        thresholds = meta["thresholds"].tolist()
-        self.run = RunInfo(class_names=names, task=meta["task"].decode(), resize=meta["resize"].decode(),
-                           thresholds=thresholds or None, source=str(path))
-
-    def predict(self, images, batch_size=None, verbose=0) -> np.ndarray:
-        outputs = self._predict(pixels=self._tf.constant(np.asarray(images, np.float32)))
-        if not bool(np.all(outputs["valid"].numpy())):
-            raise ConfigError(f"{self.run.source}: the SavedModel refused some images: "
-                              f"{sorted(set(r.decode() for r in outputs['reason'].numpy() if r))}")
-        return outputs["probabilities"].numpy()
-
 
 def load_scored_model(path) -> tuple[TrainedModel, bool]:
-    """`(TrainedModel, is_saved_model)` for a `.keras` file or an exported SavedModel folder."""
+    """`(TrainedModel, is_saved_model)` for a `.keras` file or an exported SavedModel folder.
+
+    A SavedModel is the project's one predictor (`keras_med.export.predictor.load_predictor`), whose
+    `predict` answers its `predict_pixels` signature as a Keras model's `predict` would, with what
+    the export carries (ensemble, flips, decision rule, thresholds).
+    """
     path = Path(path)
     if path.is_dir():
-        served = ServedModel(path)
-        return TrainedModel(served, served.run, path), True
+        from keras_med.export.predictor import load_predictor
+
+        predictor = load_predictor(path)
+        return TrainedModel(predictor, predictor.describe().run, path), True
     return load_trained_model(path), False
 
 

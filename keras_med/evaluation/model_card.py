@@ -262,7 +262,8 @@ def _limits(metrics: dict, settings: dict) -> list[str]:
 
 
 def build_model_card(metrics: dict, title: str, config=None, data_summary=None, long_names=None,
-                     plots: dict | None = None, gradcam: list[dict] | None = None) -> Card:
+                     plots: dict | None = None, gradcam: list[dict] | None = None,
+                     environment: dict | None = None) -> Card:
     """The model card's blocks, in reading order (see the module's docstring).
 
     Args:
@@ -273,6 +274,8 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
         long_names: optional `{class name: long name}` used in the model details and per-class table.
         plots: `{caption: relative PNG path}`.
         gradcam: `[{"path", "caption"}]` Grad-CAM overlays, relative paths.
+        environment: the run's environment.json (`keras_med.training.environment.read_environment`),
+            shown as "Ran on"; None leaves the section out.
 
     Returns:
         A `Card`; `keras_med.evaluation.report.write_card` renders it.
@@ -291,6 +294,10 @@ def build_model_card(metrics: dict, title: str, config=None, data_summary=None, 
         message = metrics["diverged"]["message"]
         card.add(Heading("Training diverged"), Paragraph(message[:1].upper() + message[1:] + "."))
     card.add(*_model_details(metrics, settings, long_names), *_intended_use(metrics, settings))
+    if environment:
+        from keras_med.training.environment import environment_summary
+
+        card.add(Heading("Ran on", 3), Bullets(environment_summary(environment)))
     card.add(*_data_blocks(metrics, settings, data_summary), *_metric_blocks(metrics, long_names),
              *_decision_rule_blocks(metrics))
     card.add(*_health_blocks(metrics), *_calibration_blocks(metrics), *_operating_point_blocks(metrics))

@@ -55,6 +55,53 @@ DEFAULT_PASS_RATE = 0.95
 KNN_NEIGHBOURS = 10
 # The kNN bank is stored in the SavedModel; 4096 x 1280 float32 is 21 MB.
 KNN_BANK_SIZE = 4096
+# Quantiles of the validation scores kept with the guard: every 0.1%, enough to say "99.7%".
+SCORE_QUANTILES = 1001
+
+
+def validation_quantiles(scores) -> list[float]:
+    """`SCORE_QUANTILES` evenly spaced quantiles of `scores` (the validation images' scores)."""
+    scores = np.asarray(scores, np.float64)
+    if scores.size == 0:
+        return []
+    return [float(value) for value in np.quantile(scores, np.linspace(0.0, 1.0, SCORE_QUANTILES))]
+
+
+def score_percentile(quantiles, score: float) -> float | None:
+    """The share (0..1) of validation images scoring below `score`, read off their stored quantiles.
+
+    Args:
+        quantiles: `validation_quantiles` of the validation scores (empty: unknown).
+        score: An image's out-of-distribution score.
+
+    Returns:
+        0 at or below the lowest validation score, 1 above the highest, linear between stored
+        quantiles; None when no quantiles are stored.
+    """
+    quantiles = np.asarray(quantiles, np.float64)
+    if quantiles.size < 2 or score is None:
+        return None
+    if score > quantiles[-1]:
+        return 1.0
+    # The highest grid position whose quantile is still below the score: ties (many equal scores)
+    # count as "not farther".
+    grid = np.linspace(0.0, 1.0, quantiles.size)
+    below = np.searchsorted(quantiles, score, side="left")
+    if below == 0:
+        return 0.0
+    low, high = quantiles[below - 1], quantiles[below]
+    fraction = 0.0 if high <= low else (score - low) / (high - low)
+    return float(grid[below - 1] + fraction * (grid[below] - grid[below - 1]))
+
+
+def reference_answers(probabilities) -> dict:
+    """What the model answered on the validation images: the counts of each top class and the mean top probability."""
+    probabilities = np.asarray(probabilities, np.float64)
+    if probabilities.size == 0:
+        return {}
+    counts = np.bincount(np.argmax(probabilities, axis=1), minlength=probabilities.shape[1])
+    return {"n": int(len(probabilities)), "top_class_counts": [int(value) for value in counts],
+            "mean_top_probability": float(np.mean(np.max(probabilities, axis=1)))}
 
 
 @dataclass
@@ -73,6 +120,11 @@ class OODGuard:
             distribution whatever its score.
         features: The model features the score reads (`keras_med.models.features`): `middle_block`
             or `pooled` (a backbone without a 4-D middle block).
+        score_quantiles: The validation scores' quantiles at 0, 0.1%, ..., 100% (`SCORE_QUANTILES`
+            points), so that a served score is stated as a percentile of the images the threshold was
+            chosen on (`score_percentile`); empty for guards fitted before they were kept.
+        reference: What the model answered on those validation images, for drift monitoring
+            (`keras-med monitor`): `{"n", "top_class_counts", "mean_top_probability"}`; empty when unknown.
 
     Example:
     >>> guard = fit_ood_guard(train_features, train_labels, val_features, val_probabilities)
@@ -88,6 +140,8 @@ class OODGuard:
     n_fit: int = 0
     min_pixel_spread: float = 0.0
     features: str = "pooled"
+    score_quantiles: list = field(default_factory=list)
+    reference: dict = field(default_factory=dict)
 
     @property
     def dimension(self) -> int | None:
@@ -130,7 +184,12 @@ class OODGuard:
         """The JSON-able description stored in metrics.json and the SavedModel's metadata."""
         return {"method": self.method, "threshold": float(self.threshold), "pass_rate": float(self.pass_rate),
                 "validation_pass_rate": float(self.validation_pass_rate), "n_fit": int(self.n_fit),
-                "min_pixel_spread": float(self.min_pixel_spread), "features": self.features}
+                "min_pixel_spread": float(self.min_pixel_spread), "features": self.features,
+                "score_quantiles": [float(value) for value in self.score_quantiles], "reference": self.reference}
+
+    def percentile(self, score: float) -> float | None:
+        """The share of validation images whose score is below `score` (see `score_percentile`)."""
+        return score_percentile(self.score_quantiles, score)
 
     def save(self, path: str | Path) -> Path:
         """Write the guard to `path` (`.npz` arrays) and `path.json` (the summary), atomically."""
@@ -151,7 +210,8 @@ class OODGuard:
         return cls(method=summary["method"], threshold=summary["threshold"], pass_rate=summary["pass_rate"],
                    validation_pass_rate=summary["validation_pass_rate"], parameters=parameters,
                    n_fit=summary.get("n_fit", 0), min_pixel_spread=summary.get("min_pixel_spread", 0.0),
-                   features=summary["features"])
+                   features=summary["features"], score_quantiles=summary.get("score_quantiles", []),
+                   reference=summary.get("reference", {}))
 
 
 def ood_scores(method: str, parameters: dict, features, probabilities):
@@ -274,7 +334,10 @@ def fit_ood_guard(train_features, train_labels, val_features, val_probabilities,
     guard = OODGuard(method=method, threshold=0.0, pass_rate=pass_rate, validation_pass_rate=0.0,
                      parameters=parameters, n_fit=len(train_features), min_pixel_spread=min_pixel_spread,
                      features=features)
-    guard.threshold = choose_threshold(guard.score(val_features, val_probabilities), pass_rate)
+    val_scores = guard.score(val_features, val_probabilities)
+    guard.threshold = choose_threshold(val_scores, pass_rate)
+    guard.score_quantiles = validation_quantiles(val_scores)
+    guard.reference = reference_answers(val_probabilities)
     guard.validation_pass_rate = float(np.mean(guard.in_distribution(val_features, val_probabilities, val_spread)))
     return guard
 

@@ -197,6 +197,8 @@ def assess_trust(model, *, task: str, class_names, datasets: dict, targets: dict
         report["conformal"] = {"applicable": True, **evaluate_sets(
             sets, probabilities["test"], labels["test"], class_names, groups_test, n_bootstrap, seed)}
         measured = report["conformal"]
+        sets.measured = {"split": "test", "coverage": measured["coverage"]["value"],
+                         "per_class": {name: entry["coverage"] for name, entry in measured["per_class"].items()}}
         logger.info("conformal sets (%s, target %.0f%%): test coverage %.3f, average size %.2f",
                     sets.mode, 100 * coverage, measured["coverage"]["value"], measured["average_set_size"])
     return TrustResult(guard, sets, report)
@@ -229,7 +231,8 @@ def load_run_trust(model_path: str | Path) -> dict:
     if stored is not None:
         sets = ConformalSets(coverage=stored["coverage"], mode=stored["mode"],
                              thresholds=np.asarray(stored["thresholds"], np.float64),
-                             n_calibration=stored["n_calibration"], applies_to=stored["applies_to"])
+                             n_calibration=stored["n_calibration"], applies_to=stored["applies_to"],
+                             mean_set_size=stored.get("mean_set_size"), measured=stored.get("measured"))
     return {"ood_guard": guard, "conformal_sets": sets}
 
 

@@ -45,15 +45,10 @@ def _run_served(args: argparse.Namespace) -> int:
 
     if args.method != "gradcam":
         raise UserError(f"--method {args.method}: the served explain signature computes gradcam only")
-    if args.server:
-        from keras_med.export.rest_client import RestPredictor
+    from keras_med.export.connect import open_predictor
 
-        if not args.name:
-            raise UserError("keras-med explain: --server needs --name (the served model name)")
-        predictor = RestPredictor(args.server, args.name)
-    else:
-        from keras_med.export.predictor import load_predictor
-
-        predictor = load_predictor(args.model)
+    if args.server and args.model:
+        raise UserError("keras-med explain: expected --model PATH or --server URL, not both")
+    predictor = open_predictor(model=None if args.server else args.model, server=args.server, name=args.name)
     explain_files_served(predictor, args.images, args.out, class_name=args.class_name)
     return 0

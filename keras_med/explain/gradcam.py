@@ -1,39 +1,19 @@
-"""Grad-CAM and Grad-CAM++ heatmaps with tf-keras-vis, on the model's feature map.
+"""Grad-CAM and Grad-CAM++ heat maps for a batch of images, on the feature map the model names.
 
-The layer is the one the model names (`ImageClassifier.feature_map_layer`, the backbone's output;
-`keras_med.models.features.feature_map_layer_name`).
-
-tf-keras-vis 0.8.7 works with Keras 3.15 / TensorFlow 2.21 (checked: `Gradcam` and
-`GradcamPlusPlus` with the `ReplaceToLinear` modifier run on a Keras 3 functional model), so
-the library is used as is. It is TensorFlow-specific, which is why it lives in this package only;
-on the JAX backend the same formulas run on `keras.ops` and `jax.grad` (`gradcam_jax.py`).
+Grad-CAM is the project's one `keras.ops` implementation (`keras_med.explain.cam.GradcamModel`,
+the same function the served `explain` signature traces), on every backend. Grad-CAM++ is
+tf-keras-vis's on TensorFlow and the `keras.ops` formula on JAX, where tf-keras-vis's
+`tf.GradientTape` cannot see the model's arrays. tf-keras-vis also stays as the reference the
+tests hold the `keras.ops` version to (`reference_gradcam`).
 """
 
 from __future__ import annotations
 
-
 import keras
 import numpy as np
-from tf_keras_vis.gradcam import Gradcam
-from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
-from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
-from tf_keras_vis.utils.scores import CategoricalScore
 
+from keras_med.explain.cam import METHODS, GradcamModel
 from keras_med.models.features import feature_map_layer_name
-
-METHODS = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}
-
-
-def _score(model: keras.Model, class_indices: np.ndarray):
-    """The score Grad-CAM differentiates: the class's (linearised) output for each image.
-
-    A binary model has one sigmoid output (the positive class, index 1 in `[negative, positive]`);
-    its negative class is explained through the negated logit.
-    """
-    if model.outputs[0].shape[-1] == 1:
-        signs = np.where(class_indices == 1, 1.0, -1.0).astype(np.float32)
-        return lambda output: output[:, 0] * signs
-    return CategoricalScore(class_indices.tolist())
 
 
 def compute_gradcam(model: keras.Model, images, class_index=None, method: str = "gradcam",
@@ -41,7 +21,7 @@ def compute_gradcam(model: keras.Model, images, class_index=None, method: str = 
     """Class activation heatmaps in 0..1 with the images' size.
 
     Args:
-        model: a Keras model whose output layer gives class probabilities.
+        model: a Keras model whose Dense `predictions` layer gives class probabilities.
         images: float `(N, S, S, 3)` images in 0..255 (or one `(S, S, 3)` image).
         class_index: the class explained, one int for all images or one per image; None explains
             each image's predicted class (binary: index 1 when the probability is at least 0.5).
@@ -68,12 +48,40 @@ def compute_gradcam(model: keras.Model, images, class_index=None, method: str = 
     if indices.min() < 0 or indices.max() >= n_classes:
         raise ValueError(f"class_index: expected class indices in 0..{n_classes - 1}, got {indices.tolist()}")
     layer_name = layer_name or feature_map_layer_name(model)
-    if keras.backend.backend() == "jax":
-        from keras_med.explain.gradcam_jax import compute_gradcam_jax
+    if method == "gradcam++" and keras.backend.backend() == "tensorflow":
+        return reference_gradcam(model, images, indices, method, layer_name)
+    _, heatmaps = GradcamModel(model, layer_name).logits_and_maps(images, indices.astype(np.int32), method)
+    return np.asarray(keras.ops.convert_to_numpy(heatmaps), dtype=np.float32)
 
-        return compute_gradcam_jax(model, images, indices, method, layer_name)
+
+def reference_gradcam(model: keras.Model, images: np.ndarray, class_indices: np.ndarray, method: str,
+                      layer_name: str) -> np.ndarray:
+    """tf-keras-vis's `Gradcam` / `GradcamPlusPlus` (TensorFlow backend), `(N, S, S)` in 0..1.
+
+    Args:
+        model: The Keras model.
+        images: float32 `(N, S, S, 3)` in 0..255.
+        class_indices: int `(N,)`, the class each image is explained for.
+        method: "gradcam" or "gradcam++".
+        layer_name: The feature-map layer.
+    """
+    # Imported here: tf-keras-vis is TensorFlow-only and only this reference and Grad-CAM++ need it.
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    if model.outputs[0].shape[-1] == 1:
+        # A binary model's one sigmoid output is the positive class (index 1); the negative class
+        # is explained through the negated logit.
+        signs = np.where(np.asarray(class_indices) == 1, 1.0, -1.0).astype(np.float32)
+
+        def score(output):
+            return output[:, 0] * signs
+    else:
+        score = CategoricalScore(np.asarray(class_indices).tolist())
+    explainer = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}[method]
     # clone=True: ReplaceToLinear edits the output activation, and the caller's model must keep its softmax.
-    explainer = METHODS[method](model, model_modifier=ReplaceToLinear(), clone=True)
-    heatmaps = explainer(_score(model, indices), images, penultimate_layer=layer_name,
-                         seek_penultimate_conv_layer=False)
+    heatmaps = explainer(model, model_modifier=ReplaceToLinear(), clone=True)(
+        score, images, penultimate_layer=layer_name, seek_penultimate_conv_layer=False)
     return np.asarray(heatmaps, dtype=np.float32).reshape(images.shape[:3])

@@ -20,10 +20,10 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from keras_med.evaluation.tta import TTA_MODES
 from keras_med.models.features import features_and_predictions_model
 from keras_med.run_directory import RunDirectory
 
-TTA_MODES = ("none", "flips")
 # As in keras_med.evaluation.decision_rule: a probability that underflowed keeps a finite logit.
 _FLOOR = 1e-12
 

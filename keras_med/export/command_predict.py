@@ -28,28 +28,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", default=None, help="Append each prediction to this JSON-lines file.")
     parser.add_argument("--batch-size", type=int, default=32, help="Images per request.")
     parser.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for the server.")
-    parser.add_argument("--tta", type=int, default=0, metavar="N",
+    parser.add_argument("--tta", type=tta_mode, default=None, metavar="{none,flips}",
+                        help="Test-time augmentation of the answer, as in train/evaluate/export: 'flips' averages "
+                             "the original and flipped images. A .keras file: default its run's [evaluation] tta; "
+                             "a SavedModel or a server applies what it was exported with.")
+    parser.add_argument("--tta-spread", type=int, default=0, metavar="N",
                         help="Also send N augmented copies of each image (flips, small shifts) and report the "
                              "spread of each class's probability over them (0: off). The answer itself stays the "
                              "served model's own.")
 
 
+def tta_mode(value: str) -> str:
+    """`--tta`'s type: a mode; a number names the former meaning (copies), now `--tta-spread`."""
+    # Imported here: the module's own imports stay light for the command line's start-up.
+    from keras_med.evaluation.tta import TTA_MODES
+
+    if value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected none or flips, got {value}; the spread over N augmented "
+                                         f"copies is --tta-spread {value}")
+    if value not in TTA_MODES:
+        raise argparse.ArgumentTypeError(f"expected one of {list(TTA_MODES)}, got {value!r}")
+    return value
+
+
 def make_predictor(args: argparse.Namespace):
-    """The predictor the flags ask for (local model, REST or gRPC client)."""
-    if args.model:
-        from keras_med.export.predictor import load_predictor
+    """The predictor the flags ask for (local model, REST or gRPC client; `keras_med.export.connect`)."""
+    from keras_med.export.connect import open_predictor
 
-        return load_predictor(args.model)
-    if not args.name:
-        raise ConfigError("--server needs --name (the served model name)")
-    if args.server.startswith("grpc://"):
-        from keras_med.export.grpc_client import GrpcPredictor
-
-        return GrpcPredictor(args.server.removeprefix("grpc://"), args.name, args.version, args.timeout)
-    from keras_med.export.rest_client import RestPredictor
-
-    predictor = RestPredictor(args.server, args.name, args.version, args.timeout)
-    if args.log and predictor.version is None:
+    predictor = open_predictor(model=args.model, server=args.server, name=args.name, version=args.version,
+                               timeout=args.timeout, tta=args.tta)
+    if args.log and predictor.version is None and hasattr(predictor, "served_version"):
         predictor.version = predictor.served_version()
     return predictor
 
@@ -63,17 +71,17 @@ def run(args: argparse.Namespace) -> int:
     """
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size: expected an integer of at least 1, got {args.batch_size}")
-    if args.tta < 0 or args.tta == 1:
-        raise ConfigError(f"--tta: expected 0 (off) or at least 2 copies, got {args.tta}")
+    if args.tta_spread < 0 or args.tta_spread == 1:
+        raise ConfigError(f"--tta-spread: expected 0 (off) or at least 2 copies, got {args.tta_spread}")
     try:
         predictor = make_predictor(args)
         predictions = predictor.predict_files(args.images, batch_size=args.batch_size)
-        if args.tta:
+        if args.tta_spread:
             from keras_med.export.tta import probability_spread
 
             for prediction in predictions:
                 if prediction.valid:
-                    prediction.tta_spread = probability_spread(predictor, prediction.source, args.tta)
+                    prediction.tta_spread = probability_spread(predictor, prediction.source, args.tta_spread)
     except ImportError as error:
         # The gRPC client's optional package; every other failure is a KerasMedError (one line,
         # exit 2, a traceback with --verbose) or a bug.

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_med.image_format import FORMATS, SIGNATURES
+from keras_med.image_convert import JPEG_MAX_PIXELS_PER_BYTE, MAX_IMAGE_PIXELS
+from keras_med.image_format import FORMATS, SECOND_SIGNATURES, SIGNATURES
 
-# Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS = 1024**3 // 4 // 3): a header
-# can claim 100000 x 100000 pixels in a few bytes, and decoding it would take 30 GB.
-MAX_IMAGE_PIXELS = 89_478_485
+# MAX_IMAGE_PIXELS is Pillow's decompression-bomb limit, the one training applies too
+# (keras_med.image_convert): a header can claim 100000 x 100000 pixels in a few bytes, and
+# decoding it would take 30 GB.
 REASON_CODES = ("empty", "unknown_format", "truncated", "corrupt", "too_small", "too_large", "bad_pixels")
 
 # Format codes in the graph: 0 for none, then 1.. in the order of keras_med.image_format.FORMATS.
@@ -40,7 +41,7 @@ _ENDINGS = {
     "gif": (b";", "truncated: the GIF ends before its trailer"),
 }
 _EMPTY = "empty: no image bytes were sent"
-_UNKNOWN_FORMAT = "unknown_format: not a JPEG, PNG, GIF or BMP image (judged by its first bytes)"
+_UNKNOWN_FORMAT = "unknown_format: not a JPEG, PNG, GIF, BMP or WebP image (judged by its first bytes)"
 _BAD_PIXELS = "bad_pixels: pixel values must be finite and within 0..255"
 
 
@@ -48,8 +49,13 @@ def sniff_formats(image_bytes: tf.Tensor) -> tf.Tensor:
     """The format code of each row of a string tensor (B,) by its magic bytes; 0 when unknown."""
     codes = tf.zeros(tf.shape(image_bytes), tf.int32)
     for name, magics in SIGNATURES.items():
+        offset, second = SECOND_SIGNATURES.get(name, (0, b""))
         for magic in magics:
             match = tf.equal(tf.strings.substr(image_bytes, 0, len(magic)), magic)
+            if second:
+                # padded: substr fails on a row shorter than the offset (an empty or 3-byte upload)
+                padded = tf.strings.join([image_bytes, b"\x00" * (offset + len(second))])
+                match &= tf.equal(tf.strings.substr(padded, offset, len(second)), second)
             codes = tf.where(match & tf.equal(codes, _UNKNOWN), _CODE[name], codes)
     return codes
 
@@ -59,7 +65,9 @@ def header_dims(data: tf.Tensor, code: tf.Tensor) -> tf.Tensor:
 
     JPEG: TensorFlow's own header parser. PNG: the IHDR chunk (big-endian, bytes 16-23). GIF: the
     logical screen (little-endian, bytes 6-9). BMP: the info header (little-endian int32 at 18
-    and 22; a negative height means a top-down bitmap).
+    and 22; a negative height means a top-down bitmap). WebP (RFC 9649): by its first chunk,
+    `VP8X` (24-bit width-1 and height-1 at 24 and 27), `VP8L` (14-bit width-1 and height-1
+    packed from byte 21) or `VP8 ` (14-bit width and height at 26 and 28).
     """
 
     def unsigned(start, length, big_endian):
@@ -72,12 +80,21 @@ def header_dims(data: tf.Tensor, code: tf.Tensor) -> tf.Tensor:
         height = tf.where(height >= 2 ** 31, 2 ** 32 - height, height)
         return tf.stack([height, unsigned(18, 4, big_endian=False)])
 
+    def webp():
+        chunk = tf.strings.substr(data, 12, 4)
+        extended = tf.stack([unsigned(27, 3, False) + 1, unsigned(24, 3, False) + 1])
+        bits = unsigned(21, 4, False)
+        lossless = tf.stack([(bits // 2 ** 14) % 2 ** 14 + 1, bits % 2 ** 14 + 1])
+        lossy = tf.stack([unsigned(28, 2, False) % 2 ** 14, unsigned(26, 2, False) % 2 ** 14])
+        return tf.where(tf.equal(chunk, "VP8X"), extended, tf.where(tf.equal(chunk, "VP8L"), lossless, lossy))
+
     branches = {
         _UNKNOWN: lambda: tf.constant([-1, -1], tf.int64),
         _CODE["jpeg"]: lambda: tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64),
         _CODE["png"]: lambda: tf.stack([unsigned(20, 4, True), unsigned(16, 4, True)]),
         _CODE["gif"]: lambda: tf.stack([unsigned(8, 2, False), unsigned(6, 2, False)]),
         _CODE["bmp"]: bmp,
+        _CODE["webp"]: webp,
     }
     return tf.switch_case(code, [branches[index] for index in range(len(branches))])
 
@@ -105,7 +122,8 @@ def decode_rows(image_bytes: tf.Tensor, formats: tf.Tensor, decode, image_size: 
         dims = header_dims(data, code)
         with tf.control_dependencies([tf.debugging.assert_positive(dims, message="image header claims no pixels")]):
             dims = tf.identity(dims)
-        fits = (tf.reduce_min(dims) >= min_size) & (dims[0] * dims[1] <= MAX_IMAGE_PIXELS)
+        fits = ((tf.reduce_min(dims) >= min_size) & (dims[0] * dims[1] <= MAX_IMAGE_PIXELS)
+                & ~_jpeg_too_short(data, code, dims))
         image = tf.cond(fits, lambda: tf.ensure_shape(decode(data), blank.shape), lambda: blank)
         return index, image, dims, fits
 
@@ -125,6 +143,16 @@ def decode_rows(image_bytes: tf.Tensor, formats: tf.Tensor, decode, image_size: 
     dims = tf.scatter_nd(where, dims + 1, tf.stack([count + 1, 2]))[:-1] - 1
     decoded = tf.scatter_nd(where, tf.cast(fits, tf.int32), tf.reshape(count + 1, [1]))[:-1] > 0
     return images, dims, decoded
+
+
+def _jpeg_too_short(data: tf.Tensor, code: tf.Tensor, dims: tf.Tensor) -> tf.Tensor:
+    """True for a JPEG with fewer bytes than its header's size needs (keras_med.image_convert.jpeg_too_short).
+
+    libjpeg only warns "premature end of data segment" and fills the missing rows with grey, which
+    would be answered as a valid image.
+    """
+    length = tf.cast(tf.strings.length(data), tf.int64)
+    return tf.equal(code, _CODE["jpeg"]) & (length * JPEG_MAX_PIXELS_PER_BYTE < dims[..., 0] * dims[..., 1])
 
 
 def byte_reasons(image_bytes: tf.Tensor, formats: tf.Tensor, dims: tf.Tensor, decoded: tf.Tensor,
@@ -147,6 +175,9 @@ def byte_reasons(image_bytes: tf.Tensor, formats: tf.Tensor, dims: tf.Tensor, de
     reasons = tf.where(decoded, "", failed)
     reasons = tf.where(header_read & (tf.minimum(height, width) < min_size), too_small, reasons)
     reasons = tf.where(header_read & ~decoded & (height * width > MAX_IMAGE_PIXELS), too_large, reasons)
+    short = tf.strings.join(["truncated: the JPEG holds ", tf.strings.as_string(tf.strings.length(image_bytes)),
+                             " bytes, too few for its ", size, " (premature end of data)"])
+    reasons = tf.where(header_read & ~decoded & _jpeg_too_short(image_bytes, formats, dims), short, reasons)
     reasons = tf.where(tf.equal(formats, _UNKNOWN), _UNKNOWN_FORMAT, reasons)
     return tf.where(tf.equal(tf.strings.length(image_bytes), 0), _EMPTY, reasons)
 

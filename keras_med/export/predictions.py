@@ -123,32 +123,34 @@ def check_image_bytes(data: bytes, source: str) -> bytes:
 
 
 def read_image_file(path: str | Path) -> bytes:
-    """The bytes of an image file (a DICOM file: converted to PNG), or an ImageInputError naming the file.
+    """The bytes to send for an image file, or an ImageInputError naming the file.
 
-    The served model takes JPEG/PNG/GIF/BMP bytes; a DICOM file is converted here, on the client
-    side, by the function the training pipeline decodes DICOM with (`keras_med.data.dicom`), so the
-    model sees the pixels it was trained on.
+    The served model takes JPEG/PNG/GIF/BMP bytes and its TensorFlow decoders ignore EXIF; a
+    DICOM, TIFF or WebP file, or an EXIF-rotated photo, is converted here, on the client side, by
+    the functions the training pipeline decodes with (`keras_med.image_convert`), so the model sees
+    the pixels it was trained on.
 
     Args:
-        path: Image file (JPEG, PNG, GIF, BMP or DICOM, by content).
+        path: Image file (JPEG, PNG, GIF, BMP, TIFF, WebP or DICOM, by content).
     """
-    from keras_med.data.dicom import UnsupportedDicomError, dicom_to_png_bytes, is_dicom_bytes
+    from keras_med.data.dicom import UnsupportedDicomError
+    from keras_med.image_convert import ImageConversionError, image_bytes_for_model
 
     path = Path(path)
     if not str(path) or str(path) == ".":
-        raise ImageInputError("empty image path; expected a JPEG, PNG, GIF, BMP or DICOM file")
+        raise ImageInputError("empty image path; expected a JPEG, PNG, GIF, BMP, TIFF, WebP or DICOM file")
     if not path.is_file():
         raise ImageInputError(f"{path}: no such file")
     try:
         data = path.read_bytes()
     except OSError as error:
         raise ImageInputError(f"{path}: cannot read it: {error.strerror or error}") from error
-    if is_dicom_bytes(data[:132]):
-        try:
-            return dicom_to_png_bytes(data, name=str(path))
-        except UnsupportedDicomError as error:
-            raise ImageInputError(str(error)) from error
-    return check_image_bytes(data, str(path))
+    if not data:
+        return check_image_bytes(data, str(path))
+    try:
+        return image_bytes_for_model(data, name=str(path))
+    except (UnsupportedDicomError, ImageConversionError) as error:
+        raise ImageInputError(str(error)) from error
 
 
 def check_pixels(pixels, source: str = "pixels") -> np.ndarray:

@@ -1,29 +1,49 @@
-"""Predict images in-process, from an exported SavedModel or a ``.keras`` checkpoint.
+"""The one inference path: a ``Predictor`` answers for a ``.keras`` file, a SavedModel folder or a server.
 
-Both run the very serving functions that are exported (``signatures.ServingFunctions``), so a
-``.keras`` file answers exactly as its SavedModel will once served.
+``keras_med.export.connect.open_predictor`` picks the kind (``keras-med predict``,
+``keras-med explain`` and the web page call it; external evaluation of a SavedModel calls
+``load_predictor``). In-process predictors run the very
+serving functions that are exported (``signatures.ServingFunctions``), so a ``.keras`` file
+answers exactly as its SavedModel will once served; TF Serving answers through
+``rest_client.RestPredictor`` or ``grpc_client.GrpcPredictor``.
 """
 
 from __future__ import annotations
 
 import abc
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from keras_med.errors import RunFileError
+from keras_med.errors import ConfigError, RunFileError
 from keras_med.export.predictions import (ImageInputError, Prediction, ServingError, check_pixels, predictions_from_rows,
                                           read_image_file, rows_from_columns, sha256)
+from keras_med.evaluation.tta import TTA_MODES
 from keras_med.export.explain_signature import CLASS_INDEX_INPUT
-from keras_med.export.signatures import (EXPLAIN_SIGNATURE, IMAGE_INPUT, IMAGE_SIGNATURE, PIXELS_INPUT, PIXELS_SIGNATURE,
-                                         ServingFunctions)
-from keras_med.run_directory import load_saved_model, load_trained_model
+from keras_med.export.signatures import (EXPLAIN_SIGNATURE, IMAGE_INPUT, IMAGE_SIGNATURE, METADATA_SIGNATURE,
+                                         PIXELS_INPUT, PIXELS_SIGNATURE, ServingFunctions)
+from keras_med.run_directory import RunInfo, load_saved_model, load_trained_model
 
 
 DEFAULT_BATCH_SIZE = 32
 _GRAPH_NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\]")
+
+
+@dataclass
+class ModelDescription:
+    """What a served model says about itself (its ``metadata`` signature).
+
+    Attributes:
+        run: Class names, task, resize mode and thresholds, as a run directory would give them.
+        image_size: Side S of the square images the network takes.
+    """
+
+    run: RunInfo
+    image_size: int
 
 
 class Predictor(abc.ABC):
@@ -53,6 +73,33 @@ class Predictor(abc.ABC):
             class_indices: The class to explain per image, -1 for the top class.
         """
         raise ServingError(f"{type(self).__name__} does not answer the explain signature")
+
+    def describe(self) -> ModelDescription:
+        """Class names, task, resize mode, thresholds and image size, from the ``metadata`` signature."""
+        raise ServingError(f"{type(self).__name__} does not answer the metadata signature")
+
+    @property
+    def input_shape(self) -> tuple:
+        """``(None, S, S, 3)``, as a Keras model's, so code written for a model can take a predictor."""
+        size = self.describe().image_size
+        return (None, size, size, 3)
+
+    def predict(self, images, batch_size=None, verbose=0) -> np.ndarray:
+        """Probabilities ``(N, K)`` of float pixels ``(N, H, W, 3)``, as ``keras.Model.predict`` answers.
+
+        The answer is the served one (its ensemble, test-time augmentation and decision rule
+        included), so external evaluation scores a SavedModel as it is served. ``batch_size`` and
+        ``verbose`` are accepted for a model's signature; one request carries all images.
+
+        Raises:
+            ServingError: the model refused an image (its reasons named); figures over a set with a
+                row missing would be wrong.
+        """
+        rows = self.answer_pixels(np.asarray(images, np.float32))
+        reasons = sorted({_text(row["reason"]) for row in rows if not bool(row["valid"])})
+        if reasons:
+            raise ServingError(f"model '{self.name}' refused some images: {reasons}")
+        return np.asarray([row["probabilities"] for row in rows], np.float32)
 
     def predict_files(self, paths, batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
         """Predict image files; a bad file gets an invalid Prediction naming why, not an exception.
@@ -109,6 +156,10 @@ class Predictor(abc.ABC):
         return answers
 
 
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
 def one_line_error(error: Exception) -> str:
     """The line of a TensorFlow or server error that says what failed, without graph node names.
 
@@ -133,12 +184,27 @@ class LocalPredictor(Predictor):
         version: Model version or None.
     """
 
-    def __init__(self, image_fn, pixels_fn, name: str, version: int | None = None, explain_fn=None):
+    def __init__(self, image_fn, pixels_fn, name: str, version: int | None = None, explain_fn=None, metadata_fn=None,
+                 source: str = ""):
         self._image_fn = image_fn
         self._pixels_fn = pixels_fn
         self._explain_fn = explain_fn
+        self._metadata_fn = metadata_fn
+        self._description = None
         self.name = name
         self.version = version
+        self.source = source or name
+
+    def describe(self) -> ModelDescription:
+        if self._metadata_fn is None:
+            raise ServingError(f"model '{self.name}' has no metadata signature; export it again with keras-med export")
+        if self._description is None:
+            meta = {key: value.numpy() for key, value in self._metadata_fn().items()}
+            thresholds = np.asarray(meta["thresholds"]).tolist()
+            run = RunInfo(class_names=[_text(name) for name in meta["class_names"]], task=_text(meta["task"]),
+                          resize=_text(meta["resize"]), thresholds=thresholds or None, source=self.source)
+            self._description = ModelDescription(run, int(meta["image_size"]))
+        return self._description
 
     def answer_image_bytes(self, images: list[bytes]) -> list[dict]:
         outputs = self._image_fn(**{IMAGE_INPUT: tf.constant(images, tf.string)})
@@ -157,7 +223,16 @@ class LocalPredictor(Predictor):
         return rows_from_columns({key: value.numpy() for key, value in outputs.items()})
 
 
-def load_predictor(path: str | Path, class_names=None, task: str | None = None, thresholds=None) -> LocalPredictor:
+def exported_tta(folder: Path) -> str:
+    """The test-time augmentation a SavedModel's graph applies (``assets.extra/keras_med.json``), else "none"."""
+    path = folder / "assets.extra" / "keras_med.json"
+    if not path.is_file():
+        return "none"
+    return json.loads(path.read_text(encoding="utf-8")).get("tta") or "none"
+
+
+def load_predictor(path: str | Path, class_names=None, task: str | None = None, thresholds=None,
+                   tta: str | None = None) -> LocalPredictor:
     """A predictor for a SavedModel folder (``saved_models/<name>/<version>``) or a ``.keras`` file.
 
     Both are read through ``keras_med.run_directory``: a ``.keras`` file takes its class names,
@@ -169,16 +244,24 @@ def load_predictor(path: str | Path, class_names=None, task: str | None = None, 
         class_names: Class names for a ``.keras`` file (overrides class_names.json).
         task: Task for a ``.keras`` file (default: class_names.json, else read from the model).
         thresholds: Thresholds for a ``.keras`` file (default: the run's, else none).
+        tta: "none" or "flips" for a ``.keras`` file (default: the run's ``[evaluation] tta``); for a
+            SavedModel, only the mode its graph applies is accepted.
     """
     path = Path(path)
+    if tta is not None and tta not in TTA_MODES:
+        raise ConfigError(f"--tta: expected one of {list(TTA_MODES)}, got {tta!r}")
     if not path.exists():
         raise RunFileError(f"{path}: no such .keras file or SavedModel folder (saved_models/<name>/<version>)")
     if path.is_dir():
         loaded = load_saved_model(path, signatures=(IMAGE_SIGNATURE, PIXELS_SIGNATURE))
+        if tta is not None and tta != exported_tta(path):
+            raise ConfigError(f"--tta {tta}: the SavedModel {path} applies test-time augmentation "
+                              f"'{exported_tta(path)}' in its graph (keras-med export --tta); drop --tta")
         version = int(path.name) if path.name.isdigit() else None
         name = path.parent.name if version is not None else path.name
         return LocalPredictor(loaded.signatures[IMAGE_SIGNATURE], loaded.signatures[PIXELS_SIGNATURE], name, version,
-                              explain_fn=loaded.signatures.get(EXPLAIN_SIGNATURE))
+                              explain_fn=loaded.signatures.get(EXPLAIN_SIGNATURE),
+                              metadata_fn=loaded.signatures.get(METADATA_SIGNATURE), source=str(path))
     from keras_med.export.saved_model import build_metadata
 
     trained = load_trained_model(path, class_names=class_names, task=task, thresholds=thresholds)
@@ -189,10 +272,11 @@ def load_predictor(path: str | Path, class_names=None, task: str | None = None, 
 
     # What the run's export serves: its decision rule and test-time augmentation.
     rule = read_decision_rule(path) if trained.run.task == "multiclass" else None
-    functions = ServingFunctions(trained.model, metadata, tta=read_run_tta(path),
+    functions = ServingFunctions(trained.model, metadata, tta=read_run_tta(path) if tta is None else tta,
                                  logit_biases=None if rule is None else rule.biases)
     specs = functions.input_signatures()
     image_fn = tf.function(functions.predict_image_bytes, input_signature=specs[IMAGE_SIGNATURE])
     pixels_fn = tf.function(functions.predict_pixels, input_signature=specs[PIXELS_SIGNATURE])
     explain_fn = tf.function(functions.explain_image_bytes, input_signature=specs[EXPLAIN_SIGNATURE])
-    return LocalPredictor(image_fn, pixels_fn, trained.name, explain_fn=explain_fn)
+    return LocalPredictor(image_fn, pixels_fn, trained.name, explain_fn=explain_fn,
+                          metadata_fn=tf.function(functions.describe, input_signature=[]), source=str(path))

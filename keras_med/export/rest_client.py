@@ -78,7 +78,12 @@ class RestPredictor(Predictor):
                                          method="GET" if body is None else "POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read().decode("utf-8"))
+                text = response.read().decode("utf-8", "replace")
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            # e.g. a web page (a proxy's, or the gRPC port's) instead of TF Serving's REST API
+            raise ServingError(f"{url}: the answer is not JSON (it starts {' '.join(text.split())[:60]!r}); "
+                               "expected TF Serving's REST API (port 8501) at --server") from error
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", "replace")
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -22,12 +23,13 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_med.atomic import replace_directory_atomic
+from keras_med.disk_space import MIB, check_writable, disk_errors, ensure_free_space, model_file_bytes
 from keras_med.export.combined import check_members, serving_model
 from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
 from keras_med.tasks import infer_task
 from keras_med.export.model_config import list_versions, write_models_config
+from keras_med.export.versioning import publish_version
 from keras_med.export.warmup import copy_run_card, run_example_images, write_examples, write_warmup_requests
 from keras_med.export.signatures import (IMAGE_SIGNATURE, METADATA_SIGNATURE, PIXELS_SIGNATURE,
                                          ServingFunctions)
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 # rounding; PNG is lossless, so the bytes signature is held to the same bound.
 DEFAULT_TOLERANCE = 1e-4
 METADATA_FILE = "assets.extra/keras_med.json"
-# An export is written to <name>/.partial-<version>-<pid> and renamed into place when verified;
+# An export is written to <name>/.partial-<random>-<pid> and renamed into place when verified;
 # TF Serving ignores folders whose name is not an integer.
 PARTIAL_PREFIX = ".partial-"
 
@@ -58,7 +60,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_partials(model_dir: str | Path) -> list[Path]:
-    """Delete the ``.partial-<version>-<pid>`` folders of exports whose process is gone (killed midway).
+    """Delete the ``.partial-<random>-<pid>`` folders of exports whose process is gone (killed midway).
 
     A folder whose process still runs is another export in progress and is left alone.
 
@@ -178,33 +180,39 @@ def export_for_serving(model, *, name: str, base_dir: str | Path = "saved_models
         raise ValueError(f"a decision rule applies to multiclass models only, not {metadata.task}")
     combination = {"tta": tta, "logit_biases": None if rule is None else rule.biases}
     model_dir = Path(base_dir) / name
-    if version is None:
-        version = next_version(model_dir)
-    elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"version must be a positive integer, got {version!r}")
-    target = model_dir / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; pick another --version or leave it out for the next one")
+    if version is not None:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"version must be a positive integer, got {version!r}")
+        if (model_dir / str(version)).exists():
+            raise FileExistsError(f"{model_dir / str(version)} already exists; pick another --version or leave it "
+                                  "out for the next one")
 
-    model_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(model_dir, "the export folder (--saved-models)")
     remove_stale_partials(model_dir)
-    partial = model_dir / f"{PARTIAL_PREFIX}{version}-{os.getpid()}"
+    # Named apart from any version: the number is claimed only when the export is complete.
+    partial = model_dir / f"{PARTIAL_PREFIX}{secrets.token_hex(4)}-{os.getpid()}"
     try:
-        write_saved_model(members, metadata, partial, guards, **combination)
-        examples = run_example_images(run_dir) if run_dir is not None else []
-        write_examples(partial, examples)
-        if run_dir is not None:
-            copy_run_card(run_dir, partial)
-        write_warmup_requests(partial, name, [data for _, data in examples] or _random_pngs(metadata.image_size),
-                              metadata.image_size)
-        report = verify_saved_model(partial, serving_model(members, **combination), metadata, images=verify_images,
-                                    tolerance=tolerance)
-        replace_directory_atomic(partial, target)
+        # A full disk or a read-only --saved-models: one line (keras_med.disk_space), and the
+        # partial folder is removed below; versions already exported stay as they are.
+        with disk_errors(f"the SavedModel {name}", model_dir):
+            ensure_free_space(model_dir, sum(model_file_bytes(member) for member in members) + 16 * MIB,
+                              f"the SavedModel {name}")
+            write_saved_model(members, metadata, partial, guards, **combination)
+            examples = run_example_images(run_dir) if run_dir is not None else []
+            write_examples(partial, examples)
+            if run_dir is not None:
+                copy_run_card(run_dir, partial)
+            write_warmup_requests(partial, name, [data for _, data in examples] or _random_pngs(metadata.image_size),
+                                  metadata.image_size)
+            report = verify_saved_model(partial, serving_model(members, **combination), metadata,
+                                        images=verify_images, tolerance=tolerance)
+            target, version = publish_version(partial, model_dir, version)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     logger.info("exported %s version %d to %s (max |difference| after reload: %s)", name, version, target,
                 ", ".join(f"{key} {value:.2e}" for key, value in report.items()))
-    logger.info("signatures of %s:\n%s", target, describe_signatures(target))
+    logger.info("signatures of %s (all details: saved_model_cli show --all --dir %s):\n%s", target, target,
+                summarize_signatures(target))
     write_models_config(base_dir, container_base)
     return target
 
@@ -333,6 +341,31 @@ def describe_signatures(path: str | Path) -> str:
             lines.extend(_tensor_info("outputs", key, info))
         lines.append(f"  Method name is: {definition.method_name}")
     return "\n".join(lines)
+
+
+def summarize_signatures(path: str | Path) -> str:
+    """One line per signature of a SavedModel: ``name(input dtype shape, ...) -> output, ...``.
+
+    What a reader takes in at the end of a run; ``describe_signatures`` keeps the full
+    ``saved_model_cli`` listing (about 30 lines a signature) for ``keras-med export``.
+    """
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
+    signatures = saved_model.meta_graphs[0].signature_def
+
+    def tensors(items) -> str:
+        return ", ".join(f"{key} {types_pb2.DataType.Name(info.dtype).removeprefix('DT_').lower()}"
+                         f"{_shape(info.tensor_shape)}" for key, info in sorted(items))
+
+    return "\n".join(f"  {name}({tensors(signatures[name].inputs.items())}) -> "
+                     f"{tensors(signatures[name].outputs.items())}"
+                     for name in sorted(signatures) if not name.startswith("__"))
+
+
+def _shape(shape) -> str:
+    if shape.unknown_rank:
+        return "[?]"
+    return "[" + ",".join("?" if dim.size < 0 else str(dim.size) for dim in shape.dim) + "]"
 
 
 def _tensor_info(kind: str, key: str, info) -> list[str]:

@@ -1,6 +1,6 @@
 """Test-time augmentation on the client: how much does one answer move under flips and small shifts?
 
-The served model stays deterministic; `keras-med predict --tta N` sends N augmented copies of each
+The served model stays deterministic; `keras-med predict --tta-spread N` sends N augmented copies of each
 image through `predict_pixels` and reports, per class, the standard deviation of the probability.
 A large spread says the answer hangs on details an irrelevant change of the image moves.
 """
@@ -25,7 +25,7 @@ def augmented_copies(image: np.ndarray, count: int) -> np.ndarray:
         float32 `(count, H, W, 3)`.
     """
     if count < 1:
-        raise ValueError(f"--tta needs at least one copy, got {count}")
+        raise ValueError(f"--tta-spread needs at least one copy, got {count}")
     image = np.asarray(image, np.float32)
     height, width = image.shape[:2]
     copies = [image, image[:, ::-1], image[::-1]]

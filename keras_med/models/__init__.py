@@ -4,7 +4,7 @@ Every model is an `ImageClassifier` (backbone, in-model preprocessing, head) tak
 in 0..255, with a float32 output layer named `predictions`; `kerashub:PRESET` names a KerasHub backbone.
 """
 
-from keras_med.models import backbones, custom_cnn  # noqa: F401  (registers the builders)
+from keras_med.models import backbones, custom_cnn, efficientnet_lite  # noqa: F401  (registers the builders)
 from keras_med.models.backbones import WeightsUnavailableError
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.preprocessing import ReverseChannels

@@ -9,6 +9,7 @@ place that reads those names:
 | KerasHub ResNet (`ResNetBackbone`)         | `stack1_block0_`                  | sum of its stacks  |
 | keras.applications MobileNetV2             | `block_13_`                       | 16                 |
 | keras.applications / KerasHub EfficientNet | `block2a_`                        | 16 (B0) .. 32 (B4) |
+| keras_med EfficientNet-Lite (same names)   | `block2a_`                        | 16 (Lite0) .. 21   |
 | keras.applications VGG16, the custom CNN   | `block3_`                         | 5 / 4              |
 
 Layers between blocks (DenseNet's transitions, MobileNetV2's final `Conv_1`, EfficientNet's

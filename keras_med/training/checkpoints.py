@@ -19,6 +19,8 @@ from pathlib import Path
 import keras
 
 from keras_med.atomic import atomic_path, remove_stale_temporaries, write_text_atomic
+from keras_med.interruption import record_epoch
+from keras_med.disk_space import disk_errors, ensure_free_space, model_file_bytes
 from keras_med.training.divergence import weights_are_finite
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,10 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         filepath = self._get_file_path(epoch, batch, logs)
         if not self._should_save_model(epoch, batch, logs, filepath):
             return
+        # HDF5 dies with a segmentation fault on a full disk (keras_med.disk_space): refuse first.
+        ensure_free_space(os.path.dirname(filepath) or ".",
+                          model_file_bytes(self.model, with_optimizer=not self.save_weights_only),
+                          f"the checkpoint {os.path.basename(filepath)}")
         with atomic_path(filepath) as temporary:
             if self.save_weights_only:
                 self.model.save_weights(str(temporary), overwrite=True)
@@ -86,6 +92,14 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         # from a name ending in `.weights.h5`, and copies the old state in place, non-atomically.
         self._previous_weights_path = os.path.join(backup_dir, "previous.weights.h5")
         self._previous_metadata_path = os.path.join(backup_dir, "previous_training_metadata.json")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        record_epoch(epoch + 1)  # for the line Ctrl-C prints (keras_med.interruption)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        record_epoch(None)
 
     def on_train_begin(self, logs=None):
         remove_stale_temporaries(self.backup_dir)
@@ -126,7 +140,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         if not weights_are_finite(self.model):
             logger.debug("the weights are not finite; resume state in %s not updated", self.backup_dir)
             return
-        os.makedirs(self.backup_dir, exist_ok=True)
+        with disk_errors("the resume state", self.backup_dir):
+            os.makedirs(self.backup_dir, exist_ok=True)
+        # HDF5 dies with a segmentation fault on a full disk (keras_med.disk_space): refuse first,
+        # while the last complete state is still in place.
+        ensure_free_space(self.backup_dir, model_file_bytes(self.model), "the resume state")
         for current, previous in ((self._weights_path, self._previous_weights_path),
                                   (self._training_metadata_path, self._previous_metadata_path)):
             if os.path.isfile(current):

@@ -10,9 +10,10 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from keras_med.data.errors import DataError, UnknownLabelError
 from keras_med.data.files import require_dir, write_bad_images
-from keras_med.data.sources.common import (attach_image_paths, group_ids, metadata_row, read_numbered_metadata,
+from keras_med.data.labels import drop_unlabelled_rows, merge_case_variants, write_left_out_labels
+from keras_med.data.sources.common import (attach_image_paths, describe_line, group_ids, read_numbered_metadata,
                                            require_columns)
-from keras_med.data.table import LABEL_SEPARATOR, ImageTable
+from keras_med.data.table import LABEL_SEPARATOR, LINE_COLUMN, ImageTable
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +49,22 @@ def load_chestxray14(metadata: str | os.PathLike, image_dir: str | os.PathLike, 
     image_dir = require_dir(image_dir, "chest X-ray image directory")
     frame = read_numbered_metadata(source)
     require_columns(frame, [image_column, label_column, group_column], source)
-    label_sets = [sorted({name.strip() for name in str(text).split(LABEL_SEPARATOR) if name.strip()} - {no_finding_label})
-                  for text in frame[label_column].fillna("")]
+    frame, left_out = drop_unlabelled_rows(frame, label_column, source, image_column)
+    write_left_out_labels(report_dir, left_out)
+    names_per_row = [[name.strip() for name in str(text).split(LABEL_SEPARATOR) if name.strip()]
+                     for text in frame[label_column]]
+    _, mapping = merge_case_variants([name for names in names_per_row for name in names],
+                                     f"{source.name} column {label_column!r}: labels",
+                                     known=[*(class_names or []), no_finding_label])
+    label_sets = [sorted({mapping.get(name, name) for name in names} - {no_finding_label}) for names in names_per_row]
     binarizer = MultiLabelBinarizer(classes=class_names) if class_names else MultiLabelBinarizer()
     binarizer.fit(label_sets if not class_names else [class_names])
     known = set(binarizer.classes_)
     for index, names in enumerate(label_sets):
         unknown = [name for name in names if name not in known]
         if unknown:
-            raise UnknownLabelError(f"{metadata_row(index, source)}, column {label_column!r}: unknown label(s) "
+            where = describe_line(frame[LINE_COLUMN].iloc[index], source)
+            raise UnknownLabelError(f"{where}, column {label_column!r}: unknown label(s) "
                                     f"{unknown}; expected some of {list(binarizer.classes_)} or {no_finding_label!r}")
     frame = frame.assign(label=[LABEL_SEPARATOR.join(names) for names in label_sets],
                          group=group_ids(frame, group_column, source, "patient"))
@@ -72,4 +80,4 @@ def load_chestxray14(metadata: str | os.PathLike, image_dir: str | os.PathLike, 
     logger.info("chest X-rays: %d images, %d patients, positives per label %s", len(frame),
                 frame["group"].nunique(), positives)
     return ImageTable(frame, list(binarizer.classes_), "multilabel", group_column="group", metadata=str(source),
-                      skipped=skipped)
+                      skipped=skipped, left_out=left_out)

@@ -8,6 +8,7 @@ counted from 1 and named "row N".
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from pathlib import Path
@@ -23,15 +24,41 @@ from keras_med.data.table import LINE_COLUMN
 logger = logging.getLogger(__name__)
 
 
+# What a spreadsheet exports as "CSV": commas, semicolons where the comma is the decimal mark
+# (most of Europe), tabs. `|` is not a candidate: multi-label cells hold it (`Effusion|Mass`).
+CSV_DELIMITERS = ",;\t"
+
+
+def sniff_delimiter(path: str | os.PathLike) -> str:
+    """The delimiter of a CSV file, judged from its header line by `csv.Sniffer`; `,` when undecided.
+
+    Only the header is read: column names hold no decimal commas or `|`-joined labels that could
+    mislead the guess, and a one-column header (no candidate in it) is a comma CSV.
+    """
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        header = handle.readline()
+    present = [delimiter for delimiter in CSV_DELIMITERS if delimiter in header]
+    if len(present) <= 1:
+        return present[0] if present else ","
+    try:
+        return csv.Sniffer().sniff(header, delimiters=CSV_DELIMITERS).delimiter
+    except csv.Error:
+        return max(present, key=header.count)
+
+
 def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV or Parquet (pyarrow) metadata file; strings stay strings."""
+    """Read a CSV (delimiter sniffed: `,`, `;` or tab; any but `,` logged) or Parquet (pyarrow) file, as strings."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"metadata file {path} does not exist")
     try:
         if _is_parquet(path):
             return pd.read_parquet(path, engine="pyarrow")
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        delimiter = sniff_delimiter(path)
+        # A comma is what everyone expects (and keras_med's own split.csv): said only when debugging.
+        logger.log(logging.DEBUG if delimiter == "," else logging.INFO, "%s: read as CSV with delimiter %r",
+                   path, delimiter)
+        return pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (ValueError, OSError) as error:
         raise DataError(f"{path}: cannot read it as {'Parquet' if _is_parquet(path) else 'CSV'}: {error}") from error
 

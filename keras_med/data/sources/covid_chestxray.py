@@ -20,6 +20,7 @@ from PIL import Image
 
 from keras_med.data.errors import DataError
 from keras_med.data.files import require_dir, write_bad_images
+from keras_med.data.labels import drop_unlabelled_rows, write_left_out_labels
 from keras_med.data.sources.common import attach_image_paths, group_ids, read_numbered_metadata, require_columns
 from keras_med.data.table import ImageTable
 
@@ -30,6 +31,7 @@ COVID_DEFAULT_VIEWS = ("PA", "AP", "AP Supine")
 COVID_FINDING = "COVID-19"
 NEGATIVE_MODES = ("all", "no_finding")
 NO_FINDING = "No Finding"
+UNLABELLED_FINDINGS = ("todo",)
 REQUIRED_COLUMNS = ["patientid", "finding", "view", "modality", "filename"]
 
 
@@ -45,6 +47,8 @@ def load_covid_chestxray(data_dir: str | os.PathLike, *, views=COVID_DEFAULT_VIE
         positive: a finding that contains this text is positive.
         negatives: `"all"`: every other finding is negative (class `"other"`); `"no_finding"`:
             only `No Finding` images are negative (class `"No Finding"`), other findings are left out.
+            Either way a finding of `todo` (not labelled yet) or an empty one is no label: such
+            rows are left out and listed in `left_out.csv`.
         metadata: the metadata file name inside `data_dir` (or a path).
         on_bad_image: `"error"` or `"skip"` for rows whose image is missing.
         report_dir: where `bad_images.csv` goes in skip mode.
@@ -59,12 +63,13 @@ def load_covid_chestxray(data_dir: str | os.PathLike, *, views=COVID_DEFAULT_VIE
     frame = read_numbered_metadata(source)
     require_columns(frame, REQUIRED_COLUMNS, source)
     finding = frame["finding"].astype(str).str.strip()
-    is_positive = finding.str.contains(positive, regex=False)
+    # case-insensitive, as every label in keras_med.data.labels
+    is_positive = finding.str.contains(positive, case=False, regex=False)
     xray = frame["modality"].astype(str).str.strip().str.lower() == "x-ray"
     frontal = frame["view"].astype(str).str.strip().isin(views)
     keep = xray & frontal
     if negatives == "no_finding":
-        keep &= is_positive | (finding == NO_FINDING)
+        keep &= is_positive | (finding.str.casefold() == NO_FINDING.casefold())
     logger.info("%s: keeping %d of %d rows (X-ray, views %s, negatives=%s); left out %d non-X-ray, %d other views",
                 source, int(keep.sum()), len(frame), views, negatives, int((~xray).sum()), int((xray & ~frontal).sum()))
     if not keep.any():
@@ -72,7 +77,13 @@ def load_covid_chestxray(data_dir: str | os.PathLike, *, views=COVID_DEFAULT_VIE
                         f"{sorted(frame['modality'].astype(str).unique())} and views {sorted(frame['view'].astype(str).unique())}")
     class_names = [NO_FINDING if negatives == "no_finding" else "other", positive]
     frame = frame.loc[keep].reset_index(drop=True)
-    frame = frame.assign(label=np.where(is_positive[keep].to_numpy(), class_names[1], class_names[0]),
+    # A finding of `todo` (not yet labelled by the curators: 28 rows of the public metadata) is a
+    # placeholder, not a negative; it is left out and listed like an empty finding.
+    frame, left_out = drop_unlabelled_rows(frame, "finding", source, "filename", placeholders=UNLABELLED_FINDINGS,
+                                           reason="finding 'todo': not yet labelled by the dataset's curators")
+    write_left_out_labels(report_dir, left_out, "X-ray rows")
+    is_positive = frame["finding"].astype(str).str.strip().str.contains(positive, case=False, regex=False)
+    frame = frame.assign(label=np.where(is_positive.to_numpy(), class_names[1], class_names[0]),
                          group=group_ids(frame, "patientid", source, "patient"))
     folders = frame["folder"].astype(str) if "folder" in frame.columns else pd.Series("images", index=frame.index)
     references = folders.str.cat(frame["filename"].astype(str), sep="/")
@@ -82,7 +93,7 @@ def load_covid_chestxray(data_dir: str | os.PathLike, *, views=COVID_DEFAULT_VIE
     logger.info("COVID chest X-rays: %d images, %d patients, classes %s", len(frame), frame["group"].nunique(),
                 frame["label"].value_counts().to_dict())
     return ImageTable(frame, class_names, "binary", group_column="group", metadata=str(source),
-                      skipped=skipped)
+                      skipped=skipped, left_out=left_out)
 
 
 def write_covid_chestxray_demo(out_dir: str | os.PathLike, n_images: int = 240, seed: int = 0,

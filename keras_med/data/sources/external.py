@@ -10,7 +10,8 @@ import numpy as np
 
 from keras_med.data.errors import DataError, MissingColumnError, UnknownLabelError
 from keras_med.data.files import require_dir, write_bad_images
-from keras_med.data.sources.common import attach_image_paths, metadata_row, read_numbered_metadata
+from keras_med.data.labels import drop_unlabelled_rows, write_left_out_labels
+from keras_med.data.sources.common import attach_image_paths, describe_line, metadata_row, read_numbered_metadata
 from keras_med.data.table import LABEL_SEPARATOR, LINE_COLUMN, ImageTable
 
 logger = logging.getLogger(__name__)
@@ -44,13 +45,17 @@ def load_external_test(labels_csv: str | os.PathLike, image_dir: str | os.PathLi
         raise MissingColumnError(f"{source}: no image column; expected one of {list(IMAGE_COLUMNS)}, "
                                  f"it has {list(frame.columns)}")
     by_lower = {name.lower(): name for name in class_names}
+    left_out = []
     if "label" in lower:
+        # the label rule of every source (keras_med.data.labels): a row without a label is left out and listed
+        frame, left_out = drop_unlabelled_rows(frame, lower["label"], source, image_column)
+        write_left_out_labels(report_dir, left_out)
         labels = []
-        for index, text in enumerate(frame[lower["label"]].astype(str)):
+        for line, text in zip(frame[LINE_COLUMN], frame[lower["label"]].astype(str)):
             names = [name.strip().lower() for name in text.split(LABEL_SEPARATOR) if name.strip()]
             unknown = [name for name in names if name not in by_lower]
             if unknown or (task != "multilabel" and len(names) != 1):
-                raise UnknownLabelError(f"{metadata_row(index, source)}, column 'label': {text!r}; expected "
+                raise UnknownLabelError(f"{describe_line(line, source)}, column 'label': {text!r}; expected "
                                         f"{'some' if task == 'multilabel' else 'one'} of {class_names} (any case)")
             labels.append(LABEL_SEPARATOR.join(by_lower[name] for name in names))
     else:
@@ -61,7 +66,7 @@ def load_external_test(labels_csv: str | os.PathLike, image_dir: str | os.PathLi
     write_bad_images(report_dir, skipped)
     logger.info("external test set %s: %d images, classes %s", source, len(frame), frame["label"].value_counts().to_dict())
     return ImageTable(frame, class_names, task, group_column="group", metadata=str(source),
-                      skipped=skipped)
+                      skipped=skipped, left_out=left_out)
 
 
 def _labels_from_one_hot(frame, image_column, by_lower, class_names, task, source) -> list[str]:

@@ -6,11 +6,14 @@ import logging
 import os
 import time
 
+import pandas as pd
+
 from keras_med.data.errors import UnknownLabelError
 from keras_med.data.files import require_dir, write_bad_images
-from keras_med.data.sources.common import (attach_image_paths, group_ids, log_class_counts, metadata_row,
+from keras_med.data.labels import drop_unlabelled_rows, merge_case_variants, write_left_out_labels
+from keras_med.data.sources.common import (attach_image_paths, describe_line, group_ids, log_class_counts,
                                            read_numbered_metadata, require_columns)
-from keras_med.data.table import ImageTable
+from keras_med.data.table import LINE_COLUMN, ImageTable
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +55,16 @@ def load_ham10000(data_dir: str | os.PathLike, *, metadata: str = HAM10000_METAD
     source = data_dir / metadata
     frame = read_numbered_metadata(source)
     require_columns(frame, ["lesion_id", "image_id", "dx"], source)
-    labels = frame["dx"].astype(str).str.strip().str.lower()
+    frame, left_out = drop_unlabelled_rows(frame, "dx", source, "image_id")
+    write_left_out_labels(report_dir, left_out)
+    merged, _ = merge_case_variants(frame["dx"].astype(str), f"{source.name} column 'dx': labels",
+                                    known=HAM10000_CLASSES)
+    labels = pd.Series(merged, index=frame.index)
     unknown = ~labels.isin(HAM10000_CLASSES)
     if unknown.any():
         index = int(unknown.to_numpy().nonzero()[0][0])
-        raise UnknownLabelError(f"{metadata_row(index, source)}, column 'dx': unknown class {frame['dx'].iloc[index]!r}; "
-                                f"expected one of {HAM10000_CLASSES}")
+        raise UnknownLabelError(f"{describe_line(frame[LINE_COLUMN].iloc[index], source)}, column 'dx': unknown "
+                                f"class {frame['dx'].iloc[index]!r}; expected one of {HAM10000_CLASSES} (any case)")
     frame = frame.assign(label=labels, group=group_ids(frame, "lesion_id", source, "lesion"))
     frame, skipped = attach_image_paths(frame, frame["image_id"], data_dir, source, "image_id", on_bad_image,
                                         by_stem=True)
@@ -65,4 +72,4 @@ def load_ham10000(data_dir: str | os.PathLike, *, metadata: str = HAM10000_METAD
     log_class_counts("HAM10000", frame["label"])
     logger.info("loaded HAM10000 metadata and found %d images in %.2f s", len(frame), time.perf_counter() - started)
     return ImageTable(frame, HAM10000_CLASSES, "multiclass", dict(HAM10000_LONG_NAMES), group_column="group",
-                      metadata=str(source), skipped=skipped)
+                      metadata=str(source), skipped=skipped, left_out=left_out)

@@ -18,8 +18,8 @@ import pandas as pd
 
 from keras_med.data.errors import DataError
 from keras_med.data.files import write_bad_images
-from keras_med.data.sources.common import (attach_image_paths, group_ids, read_numbered_metadata, require_columns,
-                                           row_lines)
+from keras_med.data.labels import drop_unlabelled_rows, label_key, merge_case_variants, write_left_out_labels
+from keras_med.data.sources.common import attach_image_paths, group_ids, read_numbered_metadata, require_columns
 from keras_med.data.table import LABEL_SEPARATOR, ImageTable
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ def load_image_table(metadata: str | os.PathLike, image_dir: str | os.PathLike, 
         image_dir: where the images are: a value is a path inside it, else a file name anywhere below it.
         image_column: the column with the image file name or relative path.
         label_column: the column with the label (multi-label: names joined by `label_separator`).
+            Spellings that differ only in case are one class; rows with an empty, `NaN` or `None`
+            label are left out and listed (see `keras_med.data.labels`).
         group_column: the patient/lesion id column; None: `group_pattern`, else one group per image.
         label_separator: e.g. `"|"` for multi-label tables; None or `""`: single-label.
         group_pattern: a regex on the image file name giving its group, when there is no group column.
@@ -75,20 +77,23 @@ def load_image_table(metadata: str | os.PathLike, image_dir: str | os.PathLike, 
     source = Path(metadata)
     frame = read_numbered_metadata(source)
     require_columns(frame, [image_column, label_column] + ([group_column] if group_column else []), source)
-    text = frame[label_column].fillna("").astype(str).str.strip()
+    # One label rule for every source (keras_med.data.labels): empty/NaN rows left out and listed,
+    # spellings that differ only in case merged into one class.
+    frame, left_out = drop_unlabelled_rows(frame, label_column, source, image_column)
+    text = frame[label_column].astype(str).str.strip()
     multilabel = bool(label_separator)
+    what = f"{source.name} column {label_column!r}: labels"
     if multilabel:
-        label_sets = [sorted({name.strip() for name in value.split(label_separator) if name.strip()}
-                             - {NO_FINDING_LABEL}) for value in text]
+        names_per_row = [[name.strip() for name in value.split(label_separator) if name.strip()] for value in text]
+        _, mapping = merge_case_variants([name for names in names_per_row for name in names], what)
+        no_finding_key = label_key(NO_FINDING_LABEL)
+        label_sets = [sorted({mapping.get(name, name) for name in names if label_key(name) != no_finding_key})
+                      for names in names_per_row]
         labels = pd.Series([LABEL_SEPARATOR.join(names) for names in label_sets], index=frame.index)
         class_names = sorted({name for names in label_sets for name in names})
     else:
-        blank = (text == "").to_numpy()
-        if blank.any():
-            line = row_lines(frame, source)[np.flatnonzero(blank)[0]]
-            raise DataError(f"{source} line {line}, column {label_column!r}: empty label; expected a class name "
-                            f"({int(blank.sum())} empty label(s) in all)")
-        labels = text
+        merged, _ = merge_case_variants(text, what)
+        labels = pd.Series(merged, index=frame.index)
         class_names = sorted(labels.unique())
     if len(class_names) < 2 and not multilabel:
         raise DataError(f"{source}, column {label_column!r}: one class only ({class_names}); expected at least 2")
@@ -97,6 +102,7 @@ def load_image_table(metadata: str | os.PathLike, image_dir: str | os.PathLike, 
         empty = frame["label"] == ""
         logger.info("dropping %d image(s) without a label (no_finding='drop')", int(empty.sum()))
         frame = frame.loc[~empty].reset_index(drop=True)
+    write_left_out_labels(report_dir, left_out)
     frame, skipped = attach_image_paths(frame, frame[image_column], Path(image_dir), source, image_column,
                                         on_bad_image, by_stem=True)
     write_bad_images(report_dir, skipped)
@@ -113,4 +119,5 @@ def load_image_table(metadata: str | os.PathLike, image_dir: str | os.PathLike, 
     task = "multilabel" if multilabel else "binary" if len(class_names) == 2 else "multiclass"
     logger.info("table %s: %d images, %d groups, task %s, classes %s", source.name, len(frame),
                 frame["group"].nunique(), task, class_names)
-    return ImageTable(frame, class_names, task, group_column="group", metadata=str(source), skipped=skipped)
+    return ImageTable(frame, class_names, task, group_column="group", metadata=str(source), skipped=skipped,
+                      left_out=left_out)

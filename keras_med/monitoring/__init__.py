@@ -1,0 +1,1 @@
+"""Watching a deployed model: what it is asked, against what it was validated on (`keras-med monitor`)."""
