@@ -97,7 +97,7 @@ def test_monitor_finds_the_shift_in_its_window_and_not_before(model_dir, tmp_pat
     assert [row["window"][:10] for row in windows] == ["2026-03-01", "2026-03-02", "2026-03-03"]
     assert [bool(row["alerts"]) for row in windows] == [False, False, True]
     assert [row["requests"] for row in windows] == [81, 81, 60]
-    assert windows[0]["invalid_by_reason"] == {"not a JPEG, PNG, GIF or BMP image": 1}
+    assert windows[0]["invalid_by_reason"] == {"not a JPEG, PNG, GIF or BMP image, nor a TIFF, WebP or DICOM file": 1}
     for row in windows[:2]:
         assert row["ood_rate"] < 0.15 and row["psi"] < 0.2 and row["ood_p_value"] > 1e-3
     assert windows[2]["ood_rate"] > 0.9 and windows[2]["ood_p_value"] < 1e-6
