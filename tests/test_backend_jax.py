@@ -117,8 +117,6 @@ JAX_GRADCAM = textwrap.dedent("""
 
 def test_jax_gradcam_agrees_with_tf_keras_vis(tmp_path):
     """The keras.ops Grad-CAM with jax.grad answers what tf-keras-vis answers under TensorFlow."""
-    import keras
-
     from keras_med.explain.gradcam import reference_gradcam
 
     model = tiny_cnn(size=24, seed=0, convs=((8, 2),), rescale="unit")
