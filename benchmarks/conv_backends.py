@@ -3,7 +3,7 @@
     JAX_PLATFORMS=cpu python benchmarks/conv_backends.py tf|jax dense|depthwise
 
 A (32, 64, 64, 32) batch, a 3x3 kernel: dense (32 -> 32 channels) or depthwise (MobileNetV2's kind).
-Shows where Keras on JAX loses on a CPU (BENCHMARKS.md, "Training throughput").
+Shows where Keras on JAX loses on a CPU: which of the two convolution kinds is slower there than on TensorFlow.
 """
 import os, sys, time
 which = sys.argv[1]; kind = sys.argv[2]

@@ -4,7 +4,7 @@ Usage:
     python benchmarks/decode_by_content.py --data-dir ../shared/data/ham10000_200x150 --image-size 64
 
 `plan_decoding` reads the first 8 bytes of every file so that one PNG or GIF named `.jpg` does not
-fail to decode (issue 10, item 10). Prints, on the same files:
+fail to decode. Prints, on the same files:
 - the sniffing pass (`plan_decoding`): wall and CPU seconds, microseconds per file;
 - a parallel decode + resize pass with the plan it chose (`jpeg`: no per-image test) and with the
   `auto` plan (a content test and a `tf.cond` per image), images/s and CPU us per image.

@@ -69,7 +69,7 @@ def keras_rates(models: list[str], plans: list[str], image_size: int, batch_size
     targets = np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, batch_size)]
     # tf.data autotuning off: with it on, this trivial pipeline ran the step at a fixed slow level
     # for whole blocks of steps (e.g. exactly 62.5 images/s, then 85-104) on the 2-core CPU: the
-    # "bimodal" Keras rate of earlier rounds (BENCHMARKS.md, 2026-11-30). Off, the rate is steady.
+    # rate looked "bimodal". Off, the rate is steady.
     options = tf.data.Options()
     options.autotune.enabled = False
     dataset = tf.data.Dataset.from_tensors((images, targets)).repeat().prefetch(2).with_options(options)

@@ -39,7 +39,6 @@ from keras_med.evaluation.metrics import compute_metrics
 from keras_med.evaluation.ood import choose_threshold, fit_ood_guard, pixel_spread, separation
 from keras_med.evaluation.trust import outsider_images, served_probabilities
 from keras_med.engine.trust import evaluation_pipeline
-from keras_med.models import legacy
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.features import features_and_predictions_model
 
@@ -51,14 +50,13 @@ def forward(model, batches, features=None):
     """Probabilities, the guard's features, logits and pixel spread per image.
 
     The features are those the run's guard scores (`features_and_predictions_model`: the backbone's
-    middle block for an `ImageClassifier`, the pooled features for a flat model of the old layout).
-    The output layer's linear scores (for energy and maximum logit) are computed here from its input
-    and weights, tapped through the parts the model names (`legacy` reads an old flat model).
+    middle block, or the pooled features of a backbone without one). The output layer's linear
+    scores (for energy and maximum logit) are computed here from its input and weights, tapped
+    through the parts the `ImageClassifier` names.
     """
-    if isinstance(model, ImageClassifier):
-        output_layer = model.output_dense
-    else:
-        output_layer = model.get_layer(legacy.OUTPUT_LAYER)
+    if not isinstance(model, ImageClassifier):
+        raise SystemExit(f"{model.name}: expected a keras_med ImageClassifier checkpoint")
+    output_layer = model.output_dense
     guarded = features_and_predictions_model(model, features)
     head_input = keras.Model(model.inputs, output_layer.input)
     kernel, bias = (np.asarray(weight) for weight in output_layer.get_weights())

@@ -24,38 +24,39 @@ CXR_CLASSES = ["normal", "pneumonia", "covid"]
 
 # --- tiny models ---------------------------------------------------------------------------------------
 def tiny_cnn(*, task: str = "multiclass", classes: int = 3, size: int = SIZE, seed: int | None = 0,
-             convs=((8, 2),), rescale: str = "signed", last_conv_name: str | None = None,
-             pool_name: str | None = None, name: str | None = None):
-    """A small functional model to the serving contract: 0..255 in, Rescaling inside, `predictions` out.
+             convs=((8, 2),), rescale: str = "signed", name: str = "tiny_cnn"):
+    """A small `ImageClassifier` to the serving contract: 0..255 in, Rescaling as its preprocessing,
+    a backbone of 3x3 ReLU convolutions, global average pooling and a Dense `predictions` head.
+
+    The backbone has fewer than three blocks, so the out-of-distribution guard reads its pooled
+    features; Grad-CAM explains its `feature_map` layer.
 
     Args:
         task: "multiclass" (softmax over `classes`), "multilabel" (`classes` sigmoids) or "binary" (1 sigmoid).
-        convs: `(filters, strides)` of each 3x3 ReLU convolution, in order.
+        convs: `(filters, strides)` of each convolution of the backbone, in order.
         rescale: "signed" (to -1..1) or "unit" (to 0..1).
-        last_conv_name / pool_name: names for the last convolution and the global average pooling
-            (`head_pool` is where the trust features are read).
         seed: seeds Keras's random state first (None leaves it as it is).
     """
     import keras
 
+    from keras_med.models import ImageClassifier
+
     if seed is not None:
         keras.utils.set_random_seed(seed)
     inputs = keras.Input((size, size, 3))
-    x = (keras.layers.Rescaling(1.0 / 127.5, offset=-1.0) if rescale == "signed" else keras.layers.Rescaling(1.0 / 255))(inputs)
-    for index, (filters, strides) in enumerate(convs):
-        last = index == len(convs) - 1
-        x = keras.layers.Conv2D(filters, 3, strides=strides, activation="relu",
-                                name=last_conv_name if last else None)(x)
-    x = keras.layers.GlobalAveragePooling2D(name=pool_name)(x)
-    units, activation = (1, "sigmoid") if task == "binary" else (classes, "softmax" if task == "multiclass"
-                                                                 else "sigmoid")
-    outputs = keras.layers.Dense(units, activation=activation, name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name)
+    x = inputs
+    for index, (filters, strides) in enumerate(convs, start=1):
+        x = keras.layers.Conv2D(filters, 3, strides=strides, activation="relu", name=f"conv{index}")(x)
+    backbone = keras.Model(inputs, x, name=f"{name}_backbone")
+    preprocessing = (keras.layers.Rescaling(1.0 / 127.5, offset=-1.0) if rescale == "signed"
+                     else keras.layers.Rescaling(1.0 / 255))
+    return ImageClassifier(backbone, output_units=1 if task == "binary" else classes, image_size=size, task=task,
+                           preprocessing=preprocessing, name=name)
 
 
 def gradcam_cnn(task: str = "multiclass", seed: int = 0):
-    """Two conv blocks (the second, `last_conv`, is the Grad-CAM layer), pooled as `head_pool`, a Dense head."""
-    return tiny_cnn(task=task, seed=seed, convs=((8, 2), (8, 1)), last_conv_name="last_conv", pool_name="head_pool")
+    """`tiny_cnn` with two convolutions (a stride-2 one, then a stride-1 one whose map Grad-CAM explains)."""
+    return tiny_cnn(task=task, seed=seed, convs=((8, 2), (8, 1)))
 
 
 # --- images --------------------------------------------------------------------------------------------

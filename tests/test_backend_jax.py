@@ -20,6 +20,8 @@ import pytest
 from keras_med.backend import select_backend
 from keras_med.errors import ConfigError
 
+from helpers import tiny_cnn
+
 REPO = Path(__file__).resolve().parent.parent
 PIXELS_SEED = 7
 
@@ -115,16 +117,9 @@ JAX_GRADCAM = textwrap.dedent("""
 
 def test_jax_gradcam_agrees_with_tf_keras_vis(tmp_path):
     """The keras.ops Grad-CAM with jax.grad answers what tf-keras-vis answers under TensorFlow."""
-    import keras
-
     from keras_med.explain.gradcam import reference_gradcam
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((24, 24, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="last_conv")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+    model = tiny_cnn(size=24, seed=0, convs=((8, 2),), rescale="unit")
     model.save(tmp_path / "tiny.keras")
     images = np.random.default_rng(PIXELS_SEED).integers(0, 256, size=(3, 24, 24, 3)).astype("float32")
     np.save(tmp_path / "images.npy", images)
@@ -135,6 +130,6 @@ def test_jax_gradcam_agrees_with_tf_keras_vis(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for method in ("gradcam", "gradcam++"):
-        reference = reference_gradcam(model, images, np.array([0, 1, 2]), method, "last_conv")
+        reference = reference_gradcam(model, images, np.array([0, 1, 2]), method, "feature_map")
         assert reference.max() > 0.5
         np.testing.assert_allclose(np.load(tmp_path / f"jax_{method}.npy"), reference, atol=1e-4)

@@ -2,23 +2,19 @@
 
 import json
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from keras_med.evaluation import evaluate_external, predict_with_tta
 
+from helpers import tiny_cnn
+
 SIZE = 24
 
 
 def _model(seed):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="predictions")(x))
+    return tiny_cnn(classes=2, size=SIZE, seed=seed, convs=((4, 1),), rescale="unit")
 
 
 def _run_dir(root, seed, thresholds):

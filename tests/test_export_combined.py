@@ -23,7 +23,7 @@ SIZE = 24
 
 def small_model(seed):
     # one name for every member, as checkpoints of one recipe have
-    return tiny_cnn(size=SIZE, seed=seed, convs=((8, 1),), pool_name="head_pool", name="cnn")
+    return tiny_cnn(size=SIZE, seed=seed, convs=((8, 1),), name="cnn")
 
 
 def images(count, seed):

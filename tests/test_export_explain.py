@@ -15,7 +15,7 @@ from keras_med.export.guards import ServingGuards
 from keras_med.export.metadata import ServingMetadata
 from keras_med.export.saved_model import write_saved_model
 
-from helpers import CLASSES, SIZE, png_bytes as png, gradcam_cnn, random_images
+from helpers import CLASSES, SIZE, png_bytes as png, gradcam_cnn, random_images, tiny_cnn
 
 # The report and the signature run the same keras.ops Grad-CAM, eagerly and traced: float32 rounding only.
 TOLERANCE = 1e-4
@@ -48,7 +48,7 @@ def test_served_heat_map_is_the_reports(task, tmp_path):
         assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0 + 1e-6
         np.testing.assert_allclose(heatmap, reference, atol=TOLERANCE)
         assert [n.decode() for n in answer["explained_class_name"].numpy()] == [names[i] for i in explained]
-        assert set(answer["feature_layer"].numpy()) == {b"last_conv"}
+        assert set(answer["feature_layer"].numpy()) == {b"feature_map"}
         overlays = [np.asarray(Image.open(io.BytesIO(data))) for data in answer["overlay_png_bytes"].numpy()]
         expected = [blend_heatmap(picture, m) for picture, m in zip(pictures.round(), heatmap)]
         # the graph's blend is the project's overlay; a level may differ where the map sits on a boundary
@@ -138,13 +138,7 @@ def test_explain_under_mixed_precision(tmp_path):
     """float16 feature maps (the GPU default): the map still agrees with tf-keras-vis."""
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((SIZE, SIZE, 3))
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
-        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="last_conv")(x)
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-        outputs = keras.layers.Dense(3, activation="softmax", dtype="float32", name="predictions")(x)
-        model = keras.Model(inputs, outputs)
+        model = tiny_cnn(seed=0, convs=((8, 2),))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     path = export_for_serving(model, name="m", base_dir=tmp_path, class_names=CLASSES, tolerance=1e-2)

@@ -18,8 +18,8 @@ from helpers import CLASSES, SIZE, png_bytes as png, tiny_cnn
 
 
 def small_model():
-    """A random (untrained) CNN to the contract, with the head's pooling named `head_pool`."""
-    return tiny_cnn(convs=((16, 1), (16, 2)), pool_name="head_pool")
+    """A random (untrained) two-convolution classifier; its guard reads the pooled features."""
+    return tiny_cnn(convs=((16, 1), (16, 2)))
 
 
 def lesions(count, seed):

@@ -1,4 +1,4 @@
-"""Tests of keras_med.models.ImageClassifier: parts, blocks and freezing, Grad-CAM layer, KerasHub, old layout."""
+"""Tests of keras_med.models.ImageClassifier: parts, blocks and freezing, Grad-CAM layer, KerasHub, other models refused."""
 
 import numpy as np
 import pytest
@@ -99,42 +99,29 @@ def test_guard_features_are_the_mean_of_the_backbone_middle_block(name, middle, 
         model.features_and_predictions_model("last")
 
 
-def old_layout_model():
-    """A flat model as keras_med built them before ImageClassifier: backbone built in, `head_*` layers."""
+def flat_model():
+    """A functional model that is not an ImageClassifier: it names none of the parts keras_med asks for."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((SIZE, SIZE, 3), name="images")
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-    x = keras.layers.Conv2D(8, 3, use_bias=False, name="block1_conv")(x)
-    x = keras.layers.BatchNormalization(name="block1_bn")(x)
-    x = keras.layers.ReLU(name="block1_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    x = keras.layers.Dense(8, name="head_dense")(x)
-    x = keras.layers.ReLU(name="head_relu")(x)
-    x = keras.layers.Dropout(0.2, name="head_dropout")(x)
-    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", dtype="float32", name="predictions")(x),
-                       name="custom_cnn")
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x), name="flat")
 
 
-def test_old_layout_checkpoint_still_predicts_explains_and_serves_as_a_backbone(tmp_path):
+def test_a_model_that_is_not_an_image_classifier_is_refused_in_one_line(tmp_path):
+    from keras_med.models.features import guard_features_source
     from keras_med.training import freeze_backbone
 
-    path = tmp_path / "old.keras"
-    old = old_layout_model()
-    old.save(path)
-    loaded = load_keras_model(path)
-    images = pictures()
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), old.predict(images, verbose=0), atol=1e-6)
-    assert feature_map_layer_name(loaded) == "block1_relu"
-    assert features_and_predictions_model(loaded).outputs[1].shape[-1] == 8
-    assert compute_gradcam(loaded, images, class_index=1).shape == (4, SIZE, SIZE)
-    with pytest.raises(ConfigError, match="old flat layout.*--weights FILE.keras"):
-        freeze_backbone(loaded)
-    model = create_model("custom_cnn", num_classes=2, image_size=SIZE, task="binary", weights=str(path),
-                         head_units=4)
-    assert isinstance(model, ImageClassifier) and model.name == "custom_cnn"
-    np.testing.assert_array_equal(model.backbone.get_layer("block1_conv").get_weights()[0],
-                                  old.get_layer("block1_conv").get_weights()[0])
-    assert model.unfreeze_top(-1) == 1 and model.output_dense.units == 1
+    model = flat_model()
+    for ask in (feature_map_layer_name, guard_features_source, features_and_predictions_model):
+        with pytest.raises(ValueError, match="expected a keras_med ImageClassifier.*'flat'"):
+            ask(model)
+    with pytest.raises(ConfigError, match="'flat' is not a keras_med ImageClassifier"):
+        freeze_backbone(model)
+    path = tmp_path / "flat.keras"
+    model.save(path)
+    with pytest.raises(ValueError, match="flat.keras holds a Functional; expected a keras_med ImageClassifier"):
+        create_model("custom_cnn", num_classes=2, image_size=SIZE, task="binary", weights=str(path))
 
 
 # --- KerasHub --------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def plan_decoding(paths: Sequence[str], image_size: int | None, resize: str = "r
                   sample: int = 8) -> DecodePlan:
     """Choose the `DecodePlan` for `paths` from their first bytes and a few headers (PIL, no decode).
 
-    Every file's first bytes are read (10,015 HAM10000 files: see BENCHMARKS.md), so one PNG or
+    Every file's first bytes are read (cheap beside decoding: benchmarks/decode_by_content.py), so one PNG or
     GIF named `.jpg` switches the plan to the per-image content test instead of failing to decode.
     The same bytes show a JPEG's EXIF block (then its orientation is read) and a PNG/GIF/BMP size
     over `MAX_IMAGE_PIXELS`: such files go to `plan.pillow_paths`. Unreadable files do not count:
@@ -250,7 +250,7 @@ def _pillow_pixels(contents) -> np.ndarray:
 
 def _dicom_pixels(contents) -> np.ndarray:
     # Python, under the GIL: pydicom has no TensorFlow op. With the in-memory cache each file is
-    # decoded once, in the check pass (see BENCHMARKS.md for the rate). Eager calls pass a 0-d
+    # decoded once, in the check pass. Eager calls pass a 0-d
     # object array, graph calls the bytes.
     return read_dicom_pixels(contents.item() if isinstance(contents, np.ndarray) else contents)
 

@@ -17,8 +17,8 @@ Afterwards, in `RUN_DIR/`:
   out-of-distribution guard is member 1's (docs/serving.md), and so are its figures in the
   ensemble's report.
 
-Averaging two HAM10000 runs gained +0.014 to +0.025 test balanced accuracy over their mean
-(BENCHMARKS.md); the cost is K trainings.
+Averaging two HAM10000 runs gained +0.014 to +0.025 test balanced accuracy over their mean;
+the cost is K trainings.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def ensemble_trust(member_dirs: list[Path], predictions: dict, rule, config) -> 
     calibration on the ensemble's served answer there (mean probabilities, flips when
     `[evaluation] tta` says so, then the decision rule) keeps its coverage guarantee, and a set is
     read off the probabilities the client is shown (with member 1's sets, 2% of HAM10000 test sets
-    left out a class shown as more probable than one they held; BENCHMARKS.md).
+    left out a class shown as more probable than one they held).
 
     Returns:
         `(ConformalSets or None (multi-label), {"ood": ..., "conformal": ...})`.

@@ -18,19 +18,19 @@ another modality apart (below).
 Besides the score, an image whose pixels barely vary (spatial standard deviation under half the
 lowest of any training image) is out of distribution: a blank or constant image, or a 1x1 image
 scaled up, carries nothing to classify, and a weak model's features do not always set it apart.
-The default is chosen by measurement on the real sets (BENCHMARKS.md, "Trust at the point of use"):
+The default is chosen by measurement on the real sets (docs/lab_notes.md, "Trust at the point of use"):
 for a HAM10000 MobileNetV2 with frozen ImageNet features, at a 95% validation pass rate, kNN on the
 pooled features flagged 100% of 1000 Kermany chest X-rays and of every blank, noise, tiny, blurred,
 over-exposed and darkened image while passing 95.4% of the test split; Mahalanobis also flagged every
 X-ray but let 38% of the tiny, 98% of the blurred and 53% of the over-exposed images through; the top
 probability, the energy and the maximum logit flagged almost no X-ray (0-0.1%). On a Kermany X-ray
 model both feature scores flagged every HAM10000 image. On the recipe's fully fine-tuned default
-HAM10000 model (measured 2026-11-30) the pooled features failed: kNN passed 80% of the X-rays (flagged 20.2%);
+HAM10000 model the pooled features failed: kNN passed 80% of the X-rays (flagged 20.2%);
 on the middle block's features kNN flagged 100% of them (test split passed 95.6%), but let most
 heavily blurred (47-80%) and some over-exposed lesions (23% on one seed) through, and on the demo's
 custom CNN 97% of its synthetic X-rays. Mahalanobis on the middle block flagged 100% of the X-rays and of
 every corrupted kind on both fine-tuned models (test split passed 95.8-95.9%) and every X-ray of the
-demo: it has been the default since 2026-11-30 (evening).
+demo, so it is the default.
 
 The scores are written with `keras.ops` so that the very same function runs on numpy arrays for the
 report and inside the exported SavedModel's graph (keras_med.export.guards): the report's figures

@@ -6,8 +6,8 @@ Every split keeps its role: the guard's score is fitted on the training split an
 chosen on validation; the conformal sets are calibrated on validation; the test split only measures
 (pass rate, coverage). The outsiders the guard is measured against are made here, in memory: images
 of another modality (synthetic, from keras_med.data.synthetic), blank, constant, noise and tiny
-images, and badly corrupted test images. BENCHMARKS.md has the same measurement with real images of
-the other modality.
+images, and badly corrupted test images. `benchmarks/trust_guards.py` makes the same measurement with
+real images of the other modality.
 """
 
 from __future__ import annotations

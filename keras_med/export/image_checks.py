@@ -4,7 +4,7 @@ A request is a batch, and TensorFlow cannot catch an op's error inside a graph: 
 image handed to ``decode_jpeg`` fails the whole request. So the rows are decoded inside a
 ``tf.data`` pass ended by ``ignore_errors()`` (a dataset op, so it runs in TF Serving without
 Python), each element carrying its row index: a row whose index does not come back failed to
-decode, and only that row is flagged. Measured (benchmarks/serving_latency.py, BENCHMARKS.md, 2-core CPU, five runs): the
+decode, and only that row is flagged. Measured (benchmarks/serving_latency.py, 2-core CPU, five runs): the
 decode stage of one 200x150 JPEG takes 1.4-3.1 ms against 0.8-1.1 ms for the ``tf.map_fn`` it
 replaces, and a batch of 32 about the same (16 ms); the whole single-image request stays at
 0.10x ``model.predict``. The map is sequential: a parallel map (AUTOTUNE) was no faster on one

@@ -12,7 +12,7 @@ from keras_med.tasks import TASKS
 
 RESIZE_MODES = ("resize", "pad")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "int8")
-# Smaller images are answered valid=false: a 1x1 PNG is not a lesion (issue 10, item 5).
+# Smaller images are answered valid=false: a 1x1 PNG is not a lesion.
 DEFAULT_MIN_IMAGE_SIZE = 32
 
 

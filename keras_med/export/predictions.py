@@ -200,7 +200,7 @@ def predictions_from_rows(rows: list[dict], sources: list[str], hashes: list[str
         answer = Prediction(source, digest, True, _text(row["top_class_name"]), int(row["top_class_index"]),
                             probabilities, decisions)
         if "in_distribution" in row:
-            # Models exported before issue 12 lack these outputs; their answers leave them None.
+            # A SavedModel without the trust outputs answers without them; they stay None.
             answer.in_distribution = bool(row["in_distribution"])
             answer.ood_score = float(row["ood_score"])
             answer.prediction_set = [name for name, member in zip(names, row["prediction_set"]) if bool(member)]

@@ -319,7 +319,7 @@ def describe_signatures(path: str | Path) -> str:
 
     Read from ``saved_model.pb``'s signature definitions, as ``saved_model_cli`` reads them, not
     through ``tf.saved_model.load``: a reload restores every function of the graph (7.4 s of CPU
-    for densenet121 at 32 px, a tenth of its whole export; BENCHMARKS.md, "Test suite time"), and
+    for densenet121 at 32 px, a tenth of its whole export), and
     the export has already reloaded the model once to verify it.
 
     Args:

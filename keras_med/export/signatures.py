@@ -77,7 +77,7 @@ class ServingFunctions:
         # Every prediction signature calls the model through this one function, so the network is
         # traced once and stored once in the SavedModel instead of once per signature (three
         # times). With the signatures described without a reload, densenet121's export at 32 px
-        # took 25 % less CPU (74.5 -> 55.8 s; BENCHMARKS.md, "Test suite time").
+        # took 25 % less CPU (74.5 -> 55.8 s).
         size = metadata.image_size
         self._served_model = tf.function(lambda images: self.model(images, training=False), autograph=False,
                                          input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])

@@ -4,7 +4,7 @@ Why our own layer: Keras 3.15 computes a training-mode BatchNormalization from `
 separate element-wise ops on every backend (no fused path, unlike tf.keras 2). On the 2-core CPU
 that was most of MobileNetV2's training step from scratch (47 images/s against 117 with BatchNorm
 frozen) and kept it below PyTorch; TensorFlow's fused kernel does the forward and backward pass of
-a (32, 64, 64, 96) activation 2.8x faster (BENCHMARKS.md, "Training throughput"). The arithmetic is
+a (32, 64, 64, 96) activation 2.8x faster (docs/lab_notes.md, "Training throughput"). The arithmetic is
 the same up to float32 rounding (tests/test_models_batch_norm.py). Inference mode, other backends
 (JAX) and the cases the fused kernel does not cover (masks, renorm, synchronized statistics, inputs
 other than 4-D channels-last) run Keras's own code, so the layer is Keras's everywhere else.

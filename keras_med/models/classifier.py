@@ -159,7 +159,7 @@ class ImageClassifier(keras.Model):
 
         Why the middle block: the out-of-distribution guard scores these features, and the last
         layer's features of a fine-tuned model stop telling another modality apart. Measured on the
-        HAM10000 defaults (MobileNetV2, run H, BENCHMARKS.md): the kNN guard on the pooled 1280-d
+        HAM10000 defaults (MobileNetV2, fully fine-tuned): the kNN guard on the pooled 1280-d
         features passed 80% of 1000 real chest X-rays; on the mean of `block_5`..`block_15`'s
         outputs it flagged 99.4-100% of them at the same 95% validation pass rate.
         """

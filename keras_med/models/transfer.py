@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import keras_med.models.legacy as legacy
 from keras_med.models.classifier import ImageClassifier
 from keras_med.models.saving import load_keras_model
 
@@ -28,8 +27,8 @@ def model_from_checkpoint(path: str | Path, *, output_units: int, image_size: in
     """A new classifier: the backbone (and preprocessing) of the model saved at `path`, and a new head.
 
     Args:
-        path: a `.keras` file written by a keras_med run (`runs/<recipe>/<run>/checkpoints/best.keras`); an
-            `ImageClassifier`, or a flat model of the old layout (`keras_med.models.legacy`).
+        path: a `.keras` file written by a keras_med run (`runs/<recipe>/<run>/checkpoints/best.keras`), an
+            `ImageClassifier`.
         output_units: units of the new output layer (C, or 1 for binary).
         image_size: the side the new run feeds; must be the saved model's input side.
         task: the new task (`multiclass`, `multilabel`, `binary`).
@@ -52,14 +51,12 @@ def model_from_checkpoint(path: str | Path, *, output_units: int, image_size: in
     if side != image_size:
         raise ValueError(f"weights: {path} takes {side} px images; use --image-size {side} to fine-tune from it, "
                          f"got {image_size}")
-    if isinstance(saved, ImageClassifier):
-        backbone, preprocessing, pooling = saved.backbone, saved.preprocessing, saved.pooling
-    else:
-        # the old layout's backbone starts at the image input and includes the preprocessing
-        backbone, preprocessing, pooling = legacy.backbone(saved), None, "avg"
-    model = ImageClassifier(backbone, output_units=output_units, image_size=image_size, task=task,
-                            preprocessing=preprocessing, pooling=pooling, dropout=dropout, head_units=head_units,
-                            name=saved.name)
+    if not isinstance(saved, ImageClassifier):
+        raise ValueError(f"weights: {path} holds a {type(saved).__name__}; expected a keras_med ImageClassifier "
+                         "(a checkpoint written by a keras_med run)")
+    model = ImageClassifier(saved.backbone, output_units=output_units, image_size=image_size, task=task,
+                            preprocessing=saved.preprocessing, pooling=saved.pooling, dropout=dropout,
+                            head_units=head_units, name=saved.name)
     logger.info("fine-tuning from %s: its %s backbone with a new %d-unit %s head", path, saved.name,
                 output_units, task)
     return model

@@ -31,7 +31,7 @@ as the release's HAM10000_images_part_1/ and HAM10000_images_part_2/ or in one i
 
 
 def default_config() -> RecipeConfig:
-    """CPU defaults: reach a useful model within an hour on two cores (see BENCHMARKS.md)."""
+    """CPU defaults: reach a useful model within an hour on two cores (its result card has the figures)."""
     return RecipeConfig(
         recipe="ham10000",
         data=DataConfig(image_size=160, batch_size=32, augment="dermoscopy"),
@@ -39,13 +39,13 @@ def default_config() -> RecipeConfig:
         # Fine-tuning the top 12 of MobileNetV2's 17 blocks (the stem and the 80/40 px blocks stay
         # frozen) trains 1.59x faster per step, and a one-epoch warm-up then cosine decay replaces the
         # first epochs' collapse and the halvings on noise: same test figures on seed 42's split in
-        # 48 instead of ~80 minutes on a 2-core CPU (BENCHMARKS.md).
+        # 48 instead of ~80 minutes on a 2-core CPU.
         train=TrainConfig(plan="auto", head_epochs=2, epochs=25, learning_rate=1e-3,
                           finetune_learning_rate=1e-4, warmup_epochs=1, lr_schedule="cosine", unfreeze=12,
                           monitor="val_balanced_accuracy", patience=8, ema=0.998),
         # No flip TTA by default although it raised all three seeds' test balanced accuracy (+0.020 on
         # average): served, it costs 0.35x model.predict per image on this CPU, over the 0.2x bar
-        # (BENCHMARKS.md). `--tta flips` scores and serves it.
+        # `--tta flips` scores and serves it.
     )
 
 

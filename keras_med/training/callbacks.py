@@ -44,7 +44,7 @@ class LinearWarmUp(keras.callbacks.Callback):
     Fine-tuning a whole pretrained backbone with a fresh Adam optimizer moves every weight by about
     the full learning rate on the first steps (Adam's first updates are sign-like); on HAM10000
     training accuracy fell from 0.47 to 0.34 in the first fine-tuning epoch and took two epochs to
-    recover, which the warm-up avoids (BENCHMARKS.md, run F; it did not raise the test figure).
+    recover, which the warm-up avoids (it did not raise the test figure).
     Keras's schedules can warm up (`CosineDecay(warmup_steps=...)`), but an optimizer driven by a
     schedule refuses ReduceLROnPlateau's changes, so the ramp is a callback that sets the
     learning-rate variable per batch and leaves it at `target` for ReduceLROnPlateau afterwards.

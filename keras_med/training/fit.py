@@ -63,9 +63,8 @@ class StepAugmentation:
 
 def _classifier(model: keras.Model) -> ImageClassifier:
     if not isinstance(model, ImageClassifier):
-        raise ConfigError(f"model: '{model.name}' is not a keras_med ImageClassifier (a model of the old flat "
-                          "layout?); the finetune plan freezes through the classifier's backbone. Build it with "
-                          "create_model, or fine-tune from the old file with --weights FILE.keras")
+        raise ConfigError(f"model: '{model.name}' is not a keras_med ImageClassifier; the finetune plan freezes "
+                          "through the classifier's backbone. Build it with create_model")
     return model
 
 
