@@ -13,7 +13,6 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from keras_med.run_directory import RunContentError
 
 # What load_model raises on a file that is not a loadable .keras model (not on a keras_med bug).
 LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
@@ -33,16 +32,13 @@ def describe_load_error(path: str | Path, error: BaseException) -> str:
 
 
 def load_keras_file(path: str | Path):
-    """`keras.saving.load_model(path, compile=False)` with keras_med's custom objects; one-line errors.
+    """`load_keras_model(path)` (`keras_med.models.saving`, the package's one .keras loader).
 
     Raises:
+        RunFileError: no such .keras file.
         RunContentError: the file cannot be loaded (message from `describe_load_error`).
     """
-    import keras
+    # Imported here: keras_med.models.saving imports this module for its messages.
+    from keras_med.models.saving import load_keras_model
 
-    import keras_med.models  # noqa: F401  (registers keras_med's layers with Keras's serialisation)
-
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except LOAD_ERRORS as error:
-        raise RunContentError(describe_load_error(path, error)) from error
+    return load_keras_model(path)

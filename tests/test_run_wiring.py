@@ -78,3 +78,31 @@ def test_a_tiny_run_records_its_environment_hparams_and_per_split_cache(tmp_path
     # Released cleanly: the lock file is left empty.
     assert (run_dir / LOCK_FILE).read_text() == ""
     assert json.loads((run_dir / "metrics.json").read_text())["task"] == "multiclass"
+
+
+def test_class_folders_whose_images_are_in_sub_folders_are_detected(tmp_path):
+    from PIL import Image
+
+    from keras_med.data.detection import class_folders
+
+    for name, nested in (("benign", "patient_1/visit_2"), ("malignant", ""), ("notes", None)):
+        folder = tmp_path / name / (nested or "")
+        folder.mkdir(parents=True)
+        if nested is None:
+            (folder / "readme.txt").write_text("no images here")
+        else:
+            Image.new("RGB", (8, 8)).save(folder / "a.png")
+    assert [folder.name for folder in class_folders(tmp_path)] == ["benign", "malignant"]
+
+
+def test_a_torn_keras_file_is_one_line_from_the_one_loader(tmp_path):
+    from keras_med.errors import RunContentError
+    from keras_med.models.saving import load_keras_model
+
+    torn = tmp_path / "best.keras"
+    torn.write_bytes(b"PK\x03\x04" + bytes(60))
+    with pytest.raises(RunContentError) as caught:
+        load_keras_model(torn)
+    message = str(caught.value)
+    assert message.startswith(f"{torn}: ") and "\n" not in message
+    assert "damaged or incomplete" in message or "Keras cannot load it" in message
