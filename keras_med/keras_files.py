@@ -1,4 +1,4 @@
-"""Loading a `.keras` file a user names: a damaged file or one Keras refuses becomes one line naming it.
+"""Why a `.keras` file a user names does not load, in one line naming it (`keras_med.models.saving` raises it).
 
 `keras.saving.load_model` fails in many ways on a file that is not what it should be, none of them
 naming the file: a torn or damaged zip (`zipfile.BadZipFile`, `zlib.error`, `EOFError`), a Lambda
@@ -29,16 +29,3 @@ def describe_load_error(path: str | Path, error: BaseException) -> str:
         return (f"{path}: a damaged or incomplete .keras file ({text[:120] or type(error).__name__}); use an "
                 "earlier checkpoint, or re-run the training that wrote it")
     return f"{path}: Keras cannot load it ({text[:300] or type(error).__name__})"
-
-
-def load_keras_file(path: str | Path):
-    """`load_keras_model(path)` (`keras_med.models.saving`, the package's one .keras loader).
-
-    Raises:
-        RunFileError: no such .keras file.
-        RunContentError: the file cannot be loaded (message from `describe_load_error`).
-    """
-    # Imported here: keras_med.models.saving imports this module for its messages.
-    from keras_med.models.saving import load_keras_model
-
-    return load_keras_model(path)
