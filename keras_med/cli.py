@@ -7,6 +7,9 @@
     keras-med explain --model best.keras IMAGE... [--method gradcam++] [--class mel]
     keras-med export --model best.keras --name ham10000 [--version N]
     keras-med predict --model saved_models/ham10000/1 IMAGE... [--json]
+    keras-med compare RUN_A RUN_B          (runs or evaluate folders, paired by image: keras_med.comparison)
+    keras-med calibrate ...                (a site's own thresholds: keras_med.export.command_calibrate)
+    keras-med monitor ...                  (a prediction log's answers and drift: keras_med.monitoring)
     keras-med models
     keras-med recipes
     keras-med app --model saved_models/ham10000 [--port 7860]

@@ -1,4 +1,4 @@
-"""Loading a `.keras` file a user names: a damaged file or one Keras refuses becomes one line naming it.
+"""Why a `.keras` file a user names does not load, in one line naming it (`keras_med.models.saving` raises it).
 
 `keras.saving.load_model` fails in many ways on a file that is not what it should be, none of them
 naming the file: a torn or damaged zip (`zipfile.BadZipFile`, `zlib.error`, `EOFError`), a Lambda
@@ -13,7 +13,6 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from keras_med.run_directory import RunContentError
 
 # What load_model raises on a file that is not a loadable .keras model (not on a keras_med bug).
 LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
@@ -30,19 +29,3 @@ def describe_load_error(path: str | Path, error: BaseException) -> str:
         return (f"{path}: a damaged or incomplete .keras file ({text[:120] or type(error).__name__}); use an "
                 "earlier checkpoint, or re-run the training that wrote it")
     return f"{path}: Keras cannot load it ({text[:300] or type(error).__name__})"
-
-
-def load_keras_file(path: str | Path):
-    """`keras.saving.load_model(path, compile=False)` with keras_med's custom objects; one-line errors.
-
-    Raises:
-        RunContentError: the file cannot be loaded (message from `describe_load_error`).
-    """
-    import keras
-
-    import keras_med.models  # noqa: F401  (registers keras_med's layers with Keras's serialisation)
-
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except LOAD_ERRORS as error:
-        raise RunContentError(describe_load_error(path, error)) from error

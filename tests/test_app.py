@@ -367,3 +367,16 @@ def test_the_verdict_comes_before_any_class_name_in_a_real_browser(guarded, tmp_
     finally:
         page_app.close()
     assert (tmp_path / "page_ood.png").stat().st_size > 10_000
+
+
+def test_a_tiff_upload_is_converted_like_the_command_line_converts_it(exported, tmp_path):
+    from PIL import Image
+
+    tiff = tmp_path / "lesion.tif"
+    Image.open(exported["upload"]).save(tiff, format="TIFF")
+    source = open_saved_model(exported["model_dir"])
+    png_result, tiff_result = analyse_files(source, [exported["upload"], tiff])
+    assert tiff_result.error == "" and tiff_result.explanation is not None
+    assert tiff_result.explanation.prediction.probabilities == pytest.approx(
+        png_result.explanation.prediction.probabilities, abs=1e-6)
+    assert "TIFF or DICOM" in render_results(source, [])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_med.evaluation import evaluate_external, predict_with_tta
+from keras_med.evaluation import predict_with_tta
+from keras_med.evaluation.external import evaluate_external
 
 from helpers import tiny_cnn
 
@@ -63,6 +64,13 @@ def test_ensemble_averages_the_members(tmp_path, external_set):
                for i, p in enumerate(paths)]
     assert ensemble["thresholds"] == pytest.approx([0.5, 0.5])
     assert ensemble["per_class"]["malignant"]["support"] == singles[0]["per_class"]["malignant"]["support"] == 6
+    # Each folder keeps its per-image predictions, so `keras-med compare` compares two of them.
+    from keras_med.comparison.runs import load_run_predictions_for_comparison
+
+    compared = [load_run_predictions_for_comparison(tmp_path / name) for name in ("ens", "one0")]
+    assert [len(run.image_ids) for run in compared] == [12, 12]
+    assert compared[0].split_hash == compared[1].split_hash
+    assert not np.allclose(compared[0].scored.y_prob, compared[1].scored.y_prob)
 
 
 def test_predict_with_tta_averages_flips():

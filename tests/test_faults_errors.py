@@ -20,7 +20,7 @@ import pytest
 
 from keras_med.command_line import run_command
 from keras_med.export.predictions import ServingError
-from keras_med.keras_files import load_keras_file
+from keras_med.models.saving import load_keras_model as load_keras_file
 from keras_med.run_directory import RunContentError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,6 +18,8 @@ from PIL import Image
 from keras_med.app.source import RESEARCH_USE, ModelSource
 from keras_med.app.trust_words import (NOT_ANSWERED_OOD, TrustFacts, coverage_words, score_words, set_words)
 from keras_med.explain.served import ServedExplanation, explain_images
+from keras_med.export.predictions import ImageInputError, read_image_file
+from keras_med.image_convert import sniff_any_format
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +77,16 @@ def analyse_files(source: ModelSource, paths, choice: str | None = TOP_CLASS, *,
                 results.append(ImageResult(path.name, None, f"too_large: {size} bytes; the page takes at most "
                                                             f"{MAX_FILE_BYTES // (1024 * 1024)} MB"))
                 continue
-            pending.append((len(results), path.name, path.read_bytes()))
+            # TIFF, WebP, DICOM and EXIF-rotated photos are converted as the CLI converts them.
+            pending.append((len(results), path.name, read_image_file(path)))
             results.append(None)
         except OSError as error:
             results.append(ImageResult(path.name, None, f"unreadable: {error.strerror or error}"))
+        except ImageInputError as error:
+            # Named with the served model's reason codes, so the page's answers and log read like
+            # `keras-med predict`'s; the upload's temporary path means nothing to the user, its name does.
+            reason = "unknown_format" if sniff_any_format(path.read_bytes()) is None else "corrupt"
+            results.append(ImageResult(path.name, None, f"{reason}: {str(error).replace(str(path), path.name)}"))
     if pending:
         index = class_index_of_choice(source, choice)
         try:
@@ -148,7 +156,7 @@ def render_results(source: ModelSource, results: list[ImageResult], facts: Trust
         facts: What the export says about its guard and sets (`read_trust_facts`); None: unknown.
     """
     if not results:
-        return '<p class="km-empty">Upload one or more images (JPEG, PNG, GIF or BMP), or pick an example.</p>'
+        return '<p class="km-empty">Upload one or more images (JPEG, PNG, GIF, BMP, WebP, TIFF or DICOM), or pick an example.</p>'
     facts = facts or TrustFacts()
     return "\n".join(_render_one(source, result, facts) for result in results)
 

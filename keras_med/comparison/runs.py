@@ -14,23 +14,18 @@ directory), so two runs of the same data read from different places still pair u
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from keras_med.atomic import write_bytes_atomic
 from keras_med.errors import RunFileError, UserError
 from keras_med.evaluation.arrays import canonical_arrays
 from keras_med.evaluation.decision_rule import LogitAdjustment
-from keras_med.evaluation.run_predictions import load_run_predictions
-from keras_med.run_directory import PREDICTIONS_FILE
+from keras_med.run_directory import PREDICTIONS_FILE, RunDirectory
 from keras_med.comparison.statistics import Scored
 
 logger = logging.getLogger(__name__)
@@ -63,13 +58,6 @@ class RunPredictions:
     tta: str
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunFileError(f"{path}: not readable JSON ({error}); expected the file a training run writes") from error
-
-
 def run_folder(path: str | Path) -> Path:
     """The run directory of `path`: the folder itself, or the run of a `checkpoints/best.keras` file."""
     path = Path(path)
@@ -80,34 +68,25 @@ def run_folder(path: str | Path) -> Path:
     return path
 
 
-def _class_names_and_task(run: Path) -> tuple[list[str], str]:
-    stored = _read_json(run / "class_names.json") if (run / "class_names.json").is_file() else None
-    if isinstance(stored, list):
-        stored = {"class_names": stored}
-    metrics = _read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
-    stored = stored or ({"class_names": metrics.get("class_names"), "task": metrics.get("task")}
-                        if isinstance(metrics, dict) else None)
-    if not stored or not isinstance(stored.get("class_names"), list):
-        raise RunFileError(f"{run}: found no class_names.json (or metrics.json with class_names); "
+def _class_names_and_task(run: RunDirectory) -> tuple[list[str], str]:
+    stored = run.read_class_names()
+    metrics = run.read_metrics()
+    stored = stored or {"class_names": metrics.get("class_names"), "task": metrics.get("task")}
+    if not isinstance(stored.get("class_names"), list):
+        raise RunFileError(f"{run.path}: found no class_names.json (or metrics.json with class_names); "
                            "expected a finished training run directory")
-    task = stored.get("task") or (metrics.get("task") if isinstance(metrics, dict) else None) or "multiclass"
+    task = stored.get("task") or metrics.get("task") or "multiclass"
     return [str(name) for name in stored["class_names"]], str(task)
 
 
-def _run_tta(run: Path, arrays: dict) -> str:
+def _run_tta(run: RunDirectory, arrays: dict) -> str:
     """The test-time augmentation the run reported with (config.toml), else the one stored."""
-    tta = None
-    if (run / "config.toml").is_file():
-        try:
-            with (run / "config.toml").open("rb") as handle:
-                tta = tomllib.load(handle).get("evaluation", {}).get("tta")
-        except tomllib.TOMLDecodeError as error:
-            raise RunFileError(f"{run / 'config.toml'}: not valid TOML ({error})") from error
+    tta = run.read_config().get("evaluation", {}).get("tta")
     stored = sorted(key[len("p_test_"):] for key in arrays if key.startswith("p_test_"))
     if tta in stored:
         return tta
     if not stored:
-        raise RunFileError(f"{run / PREDICTIONS_FILE}: holds no test probabilities (p_test_<tta>)")
+        raise RunFileError(f"{run.predictions_file}: holds no test probabilities (p_test_<tta>)")
     return "none" if "none" in stored else stored[0]
 
 
@@ -144,33 +123,33 @@ def load_run_predictions_for_comparison(path: str | Path) -> RunPredictions:
     Raises:
         RunFileError: a file is missing or unreadable (named, with what was expected).
     """
-    run = run_folder(path)
-    if not (run / PREDICTIONS_FILE).is_file():
-        raise RunFileError(f"{run}: no {PREDICTIONS_FILE}; expected a run directory of a finished training "
+    folder = run_folder(path)
+    run = RunDirectory(folder)
+    if not run.predictions_file.is_file():
+        raise RunFileError(f"{folder}: no {PREDICTIONS_FILE}; expected a run directory of a finished training "
                            "(every recipe run writes its test probabilities there)")
-    if not (run / SPLIT_FILE).is_file():
-        raise RunFileError(f"{run}: no {SPLIT_FILE}; expected the split the run's test images came from")
-    arrays = load_run_predictions(run)
+    if not run.split_file.is_file():
+        raise RunFileError(f"{folder}: no {SPLIT_FILE}; expected the split the run's test images came from")
+    arrays = run.read_predictions()
     class_names, task = _class_names_and_task(run)
     tta = _run_tta(run, arrays)
-    frame = pd.read_csv(run / SPLIT_FILE)
+    frame = pd.read_csv(run.split_file)
     missing = [column for column in ("path", "label", "split") if column not in frame.columns]
     if missing:
-        raise RunFileError(f"{run / SPLIT_FILE}: missing column(s) {missing}; expected path, label, group, split")
+        raise RunFileError(f"{run.split_file}: missing column(s) {missing}; expected path, label, group, split")
     keys = image_keys(frame["path"])
     test = (frame["split"] == "test").to_numpy()
     if "y_test" not in arrays:
-        raise RunFileError(f"{run / PREDICTIONS_FILE}: holds no y_test; expected the file a recipe run writes")
+        raise RunFileError(f"{run.predictions_file}: holds no y_test; expected the file a recipe run writes")
     y_prob = arrays[f"p_test_{tta}"]
     if len(y_prob) != int(test.sum()):
-        raise RunFileError(f"{run}: {PREDICTIONS_FILE} holds {len(y_prob)} test predictions but {SPLIT_FILE} "
+        raise RunFileError(f"{folder}: {PREDICTIONS_FILE} holds {len(y_prob)} test predictions but {SPLIT_FILE} "
                            f"lists {int(test.sum())} test images; expected the files of one run")
     try:
         y_true, y_prob = canonical_arrays(task, arrays["y_test"], y_prob, class_names, "_test")
     except ValueError as error:
-        raise RunFileError(f"{run / PREDICTIONS_FILE}: {error}") from error
-    metrics = _read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
-    metrics = metrics if isinstance(metrics, dict) else {}
+        raise RunFileError(f"{run.predictions_file}: {error}") from error
+    metrics = run.read_metrics()
     rule = LogitAdjustment.from_dict(metrics.get("decision_rule")) if task == "multiclass" else None
     if rule is not None:
         y_prob = rule.apply(y_prob)
@@ -254,6 +233,5 @@ def save_test_predictions(out_dir: str | Path, table, targets, probabilities, tt
     frame = table.frame.assign(split="test")
     save_split(type(table)(frame, table.class_names, table.task, table.long_names, table.group_column),
                out_dir / SPLIT_FILE)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, y_test=np.asarray(targets), **{f"p_test_{tta}": np.asarray(probabilities, np.float32)})
-    return write_bytes_atomic(out_dir / PREDICTIONS_FILE, buffer.getvalue())
+    return RunDirectory(out_dir).write_predictions(
+        {"y_test": np.asarray(targets), f"p_test_{tta}": np.asarray(probabilities, np.float32)})

@@ -54,7 +54,8 @@ class DataConfig:
                                  rule=in_range(0.0, 1.0, "a fraction"))
     split_file: str = _opt("", "A split.csv from an earlier run to repeat its split exactly.")
     resize: str = _opt("resize", "How images reach the model size.", ["resize", "pad"])
-    cache: str = _opt("memory", "Cache decoded, resized images: 'memory', 'none' or a file path.",
+    cache: str = _opt("memory", "Cache decoded, resized images: 'memory', 'none', or a file path/folder: one "
+                      "cache file per split, named by a key of its inputs.",
                      rule=NOT_EMPTY)
     augment: str = _opt("dermoscopy", "Augmentation preset ('auto': the --modality's preset, classify only).",
                         ["auto", "dermoscopy", "xray", "fundus", "histology", "light", "none"])
@@ -166,6 +167,7 @@ class TrainConfig:
                     rule=in_range(0, 2**32 - 1, "an integer", closed=True))
     steps_per_epoch: int = _opt(0, "Limit steps per epoch (0: whole split); for smoke runs.",
                                rule=at_least(0))
+    deterministic: bool = _opt(False, "TensorFlow op determinism; augmentation is always reproducible.")
 
 
 @dataclass

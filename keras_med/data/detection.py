@@ -83,11 +83,11 @@ def table_files(folder: Path) -> list[Path]:
 
 def class_folders(root: Path) -> list[Path]:
     """Class folders holding images: `root/<class>/` or `root/train/<class>/`."""
-    from keras_med.data.files import IMAGE_SUFFIXES
+    from keras_med.data.files import folder_has_images
 
     base = root / "train" if (root / "train").is_dir() else root
-    return [folder for folder in sorted(base.iterdir()) if folder.is_dir()
-            and any(path.suffix.lower() in IMAGE_SUFFIXES for path in folder.iterdir())]
+    # At any depth: a class's images may sit in sub-folders (per patient, per scanner).
+    return [folder for folder in sorted(base.iterdir()) if folder.is_dir() and folder_has_images(folder)]
 
 
 def pick_column(columns, given: str, candidates: tuple[str, ...], what: str, source: Path,

@@ -129,11 +129,12 @@ def prepare_data(spec, config: RecipeConfig, out: Path) -> PreparedData:
 
     if augment_on_device(config.data):
         # The training step augments and mixes (--augment-on device): the host only decodes and batches.
-        train_ds = pipeline(parts["train"], training=True, augment="none", oversample=config.data.oversample)
+        train_ds = pipeline(parts["train"], training=True, augment="none", oversample=config.data.oversample,
+                            split="train")
     else:
         train_ds = pipeline(parts["train"], training=True, augment=config.data.augment, mixup=config.data.mixup,
-                            cutmix=config.data.cutmix, oversample=config.data.oversample)
-    eval_ds = {name: pipeline(parts[name], training=False, augment="none") for name in ("val", "test")}
+                            cutmix=config.data.cutmix, oversample=config.data.oversample, split="train")
+    eval_ds = {name: pipeline(parts[name], training=False, augment="none", split=name) for name in ("val", "test")}
     class_weight = label_weights = priors = None
     if config.train.logit_adjustment > 0:
         # The adjusted loss balances the classes by itself; weights on top would count the prior twice.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,16 @@ def make_run_dir(config: RecipeConfig, run_dir: str | None, runtime=None) -> Pat
         path = runtime.output_directory(path)
     RunDirectory(path).create()
     return path
+
+
+def image_names(table) -> list[str]:
+    """The table's images relative to the folder that holds them all (in-memory images: their ids),
+    so that the same data gives the same `environment.json` hash on any machine."""
+    paths = [str(path) for path in table.paths]
+    if not paths:
+        return []
+    base = os.path.commonpath([os.path.dirname(path.split("#", 1)[0]) for path in paths])
+    return [os.path.relpath(path, base) for path in paths]
 
 
 def private_worker_outputs(config: RecipeConfig, runtime) -> RecipeConfig:
@@ -133,18 +144,36 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
                                  train=dataclasses.replace(config.train, backend=backend))
     # Imported here, after the backend is chosen, so that `--help` and the missing-data message
     # do not wait for TensorFlow.
+    from keras_med.disk_space import check_writable
+    from keras_med.run_lock import guarded_run_directory
+    from keras_med.training import setup_runtime
+
+    runtime = setup_runtime(config.train)
+    announce_device()
+    check_writable(config.output_dir, "--output-dir")
+    out = make_run_dir(config, run_dir, runtime)
+    exports = config.export.export and runtime.is_chief
+    # Held to the end: a second process on this run directory is refused in one line, and an
+    # unwritable --saved-models or --cache is refused now, not after the training.
+    with guarded_run_directory(out, cache=config.data.cache,
+                               saved_models=(Path(config.export.saved_models) / (config.export.name or spec.name)
+                                             if exports else None)):
+        return _run_in_directory(spec, config, out, runtime, started)
+
+
+def _run_in_directory(spec: RecipeSpec, config: RecipeConfig, out: Path, runtime, started: float) -> dict:
+    """`run_recipe`'s work once its run directory is made and locked."""
     from keras_med.engine.trust import assess_run_trust
     from keras_med.evaluation import evaluate_run, predict_with_tta
     from keras_med.evaluation.run_predictions import save_run_predictions
     from keras_med.export import export_for_serving
-    from keras_med.training import check_training_settings, fit_model, read_training_outcome, setup_runtime
+    from keras_med.training import check_training_settings, fit_model, read_training_outcome
+    from keras_med.training.environment import run_environment, write_environment
     from keras_med.training.fit import StepAugmentation
+    from keras_med.training.hparams import log_run_hparams
     from keras_med.training.outcome import training_settings
     from keras_med.training.runtime import augment_on_device
 
-    runtime = setup_runtime(config.train)
-    announce_device()
-    out = make_run_dir(config, run_dir, runtime)
     finished = read_training_outcome(out)
     if finished is not None:
         # Before config.toml is rewritten: it must keep describing the model in the run directory.
@@ -154,6 +183,10 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
     config = private_worker_outputs(config, runtime)
     prepared = prepare_data(spec, config, out)
     table, parts = prepared.table, prepared.parts
+    if runtime.is_chief:
+        # What this run ran on and which data it read: whether a repeat is comparable (model card: "Ran on").
+        write_environment(out, run_environment(RunDirectory(out).split_file, image_names(table),
+                                               deterministic=config.train.deterministic))
     model = build_model(config, table, runtime)
     fitting = fit_arguments(config)
     stage("training (%s plan)", fitting["plan"])
@@ -209,6 +242,8 @@ def run_recipe(spec: RecipeSpec, config: RecipeConfig, run_dir: str | None = Non
         trust=trust.report, decision_rule=config.evaluation.decision_rule)
     if spec.extra_evaluation is not None:
         spec.extra_evaluation(out, metrics, prepared, model, y_prob, config)
+    # Every run's settings and test figures side by side in TensorBoard's HParams dashboard.
+    log_run_hparams(out, config, metrics)
 
     export_path = None
     if config.export.export and diverged is None:

@@ -20,6 +20,7 @@ from keras_med.evaluation.operating_points import DEFAULT_THRESHOLD, choose_thre
 from keras_med.evaluation.predictions import decide, fetch_images
 from keras_med.evaluation.report import write_card
 from keras_med.run_directory import RunDirectory
+from keras_med.training.environment import read_environment
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def evaluate_run(run_dir: str | Path, *, class_names, task: str, y_true_test, y_
     RunDirectory(run_dir).write_metrics(metrics)
     card = build_model_card(metrics, title or f"Model card: {run_dir.name}", config=config,
                             data_summary=data_summary, long_names=long_names, plots=metrics["plots"],
-                            gradcam=gradcam)
+                            gradcam=gradcam, environment=read_environment(run_dir))
     write_card(card, run_dir)
     headline = {key: value["value"] for key, value in metrics.items()
                 if isinstance(value, dict) and "ci95" in value}

@@ -10,7 +10,6 @@ flips, decision rule, thresholds), so the figures of a checkpoint and of its exp
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from keras_med.evaluation.decision_rule import members_thresholds_and_rule
 from keras_med.evaluation.evaluate import evaluate_run
 from keras_med.errors import ConfigError
 from keras_med.evaluation.tta import TTA_MODES, predict_with_tta  # noqa: F401  (TTA_MODES: re-exported)
-from keras_med.run_directory import TrainedModel, load_trained_model
+from keras_med.comparison.runs import save_test_predictions
+from keras_med.run_directory import RunDirectory, TrainedModel, load_trained_model
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,9 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str | No
         probabilities.append(predict_with_tta(member.model, dataset, tta))
         logger.info("Predicted %d external images with %s (tta=%s)", len(targets), path, tta)
     y_prob = np.mean(probabilities, axis=0)
+    # Per-image predictions, as a training run keeps them: `keras-med compare` reads two such folders.
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    save_test_predictions(out_dir, table, targets, y_prob, tta)
 
     if served:
         # The SavedModel's probabilities already carry its decision rule.
@@ -130,8 +133,7 @@ def evaluate_external(model_paths, labels_csv, image_dir, out_dir, tta: str | No
         model=model if len(paths) == 1 and not served else None, long_names=first.long_names,
         n_bootstrap=n_bootstrap, explain=explain, thresholds=thresholds, seed=seed, decision_rule=rule,
         title=f"External evaluation of {names} on {Path(labels_csv).name}" + (" (flip TTA)" if tta == "flips" else ""))
-    metrics_path = Path(out_dir) / "metrics.json"
     metrics["external"] = {"models": [str(p) for p in paths], "labels_csv": str(labels_csv),
                            "image_dir": str(image_dir), "tta": tta}
-    metrics_path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    RunDirectory(out_dir).write_metrics(metrics)
     return metrics

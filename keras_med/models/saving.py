@@ -24,6 +24,7 @@ import keras_med.models.preprocessing  # noqa: F401
 import keras_med.training.losses  # noqa: F401
 import keras_med.training.metrics  # noqa: F401
 from keras_med.errors import RunContentError, RunFileError
+from keras_med.keras_files import LOAD_ERRORS, describe_load_error
 
 
 def require_keras_file(model_path: str | Path) -> Path:
@@ -50,5 +51,5 @@ def load_keras_model(model_path: str | Path, compile: bool = False):
     model_path = require_keras_file(model_path)
     try:
         return keras.saving.load_model(model_path, compile=compile)
-    except (OSError, ValueError, TypeError) as error:
-        raise RunContentError(f"{model_path}: Keras cannot load it ({' '.join(str(error).split())[:300]})") from error
+    except LOAD_ERRORS as error:
+        raise RunContentError(describe_load_error(model_path, error)) from error

@@ -286,7 +286,7 @@ def setup_runtime(train_config: TrainConfig) -> Runtime:
     is built (the dtype policy applies to layers created afterwards).
 
     Args:
-        train_config: Uses `seed`, `mixed_precision` and `strategy`.
+        train_config: Uses `seed`, `deterministic`, `mixed_precision` and `strategy`.
 
     Returns:
         The `Runtime`: on TensorFlow it holds the `tf.distribute.Strategy` named by
@@ -294,6 +294,10 @@ def setup_runtime(train_config: TrainConfig) -> Runtime:
     """
     if train_config.strategy not in STRATEGY_NAMES:
         raise ValueError(f"strategy: expected one of {list(STRATEGY_NAMES)}, got {train_config.strategy!r}")
+    if train_config.deterministic:
+        from keras_med.training.determinism import enable_determinism
+
+        enable_determinism()
     keras.utils.set_random_seed(train_config.seed)
     policy = "mixed_float16" if use_mixed_precision(train_config) else "float32"
     keras.mixed_precision.set_global_policy(policy)
