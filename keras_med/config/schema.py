@@ -180,7 +180,7 @@ class EvaluationConfig:
     explain: int = _opt(4, "Grad-CAM overlays for this many right and wrong test predictions.",
                       rule=at_least(0))
     tta: str = _opt("none", "Test-time augmentation (flips: also inside the exported model).", ["none", "flips"])
-    # Off by default: on HAM10000 (seed 42, BENCHMARKS.md) the fitted biases lowered the test balanced
+    # Off by default: on HAM10000 (seed 42's split) the fitted biases lowered the test balanced
     # accuracy (0.662 -> 0.647; with flips 0.670 -> 0.657): the class weights already balance the
     # classes, and 16-20 validation images of the small classes make the biases noise.
     decision_rule: str = _opt("none", "Multiclass decision rule fitted on validation, applied in evaluation and "

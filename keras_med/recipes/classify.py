@@ -54,7 +54,7 @@ Images may be JPEG, PNG or DICOM. See README.md, "Your own data".
 
 MODALITY_AUGMENT = {"dermoscopy": "dermoscopy", "xray": "xray", "fundus": "fundus", "histology": "histology",
                     "other": "light"}
-# Sizes by machine (see BENCHMARKS.md): a 2-core CPU fine-tunes MobileNetV2 at 160 px in tens of
+# Sizes by machine: a 2-core CPU fine-tunes MobileNetV2 at 160 px in tens of
 # minutes on a few thousand images; a GPU affords DenseNet121 at 224 px (CheXNet's setting).
 CPU_MODEL, CPU_IMAGE_SIZE = "mobilenetv2", 160
 GPU_MODEL, GPU_IMAGE_SIZE = "densenet121", 224

@@ -119,7 +119,7 @@ def augment_on_device(data_config: DataConfig) -> bool:
     """Resolve `data_config.augment_on`: whether augmentation and MixUp/CutMix run in the training step.
 
     'auto' is the device when a GPU is present: a GPU trains faster than two to eight CPU cores can
-    augment (the host pipeline with augmentation ran at 0.35x the decode-only rate, BENCHMARKS.md),
+    augment (the host pipeline with augmentation ran at 0.35x the decode-only rate on a 2-core CPU),
     while on a CPU-only machine both places share the same cores. The device path wraps Keras's
     TensorFlow training step, so it needs the TensorFlow backend ('auto' is the host on JAX).
 
