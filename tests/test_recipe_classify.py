@@ -15,6 +15,7 @@ from keras_med.data import DataError, MissingColumnError
 from keras_med.data.augment import AUGMENT_PRESETS, build_augmenter
 from keras_med.data.synthetic import DEMO_CLASSES, write_classes_demo
 from keras_med.engine.command import main
+from keras_med.errors import ConfigError
 from keras_med.recipes import classify
 
 from helpers import tiny_flags
@@ -86,6 +87,52 @@ def test_presplit_folder_keeps_splits_and_orders_binary_negative_first(tmp_path,
     table = classify.load_table(tmp_path, resolved)
     assert table.task == "binary" and table.class_names == ["NORMAL", "PNEUMONIA"]
     assert set(table.frame["split"]) == {"train", "test"}
+
+
+def write_mel_nv_folder(root, image_writer, count=4):
+    for name in ("mel", "nv"):
+        for index in range(count):
+            image_writer(root / name / f"{name}{index}.png", np.full((8, 8), 40 * index, dtype=np.uint8))
+    return root
+
+
+def test_positive_class_chooses_the_positive_of_a_binary_task(tmp_path, image_writer, caplog):
+    data = write_mel_nv_folder(tmp_path / "folder", image_writer)
+    with caplog.at_level(logging.INFO, logger="keras_med"):
+        table = classify.load_table(data, config(data_dir=str(data)))
+    # Neither name is a known negative: the guess is the later name, and the log says how to change it.
+    assert table.class_names == ["mel", "nv"] and "'nv' taken as the positive one" in caplog.text
+    assert "--positive-class" in caplog.text
+    chosen = classify.load_table(data, config(data_dir=str(data), positive_class="MEL"))
+    assert chosen.task == "binary" and chosen.class_names == ["nv", "mel"], "matched case-insensitively"
+    assert (chosen.targets()[:, 0] == (chosen.frame["label"] == "mel").to_numpy()).all(), "1 means melanoma"
+    # The flag also overrides a known negative name, in a table as in a folder.
+    pd.DataFrame({"file": [f"{name}/{name}{index}.png" for name in ("mel", "nv") for index in range(4)],
+                  "label": ["positive"] * 4 + ["negative"] * 4}).to_csv(data / "labels.csv", index=False)
+    table_config = config(data_dir=str(data / "labels.csv"))
+    assert classify.load_table(data / "labels.csv", table_config).class_names == ["negative", "positive"]
+    flipped = classify.load_table(data / "labels.csv", config(data_dir=str(data / "labels.csv"),
+                                                              positive_class="negative"))
+    assert flipped.class_names == ["positive", "negative"]
+
+
+def test_positive_class_not_a_class_or_on_a_multiclass_task_is_a_config_error(tmp_path, image_writer):
+    data = write_mel_nv_folder(tmp_path / "folder", image_writer)
+    with pytest.raises(ConfigError, match=r"--positive-class 'bcc'.*not one of the two classes \['mel', 'nv'\]"):
+        classify.load_table(data, config(data_dir=str(data), positive_class="bcc"))
+    image_writer(data / "bcc" / "bcc0.png", np.zeros((8, 8), dtype=np.uint8))
+    with pytest.raises(ConfigError, match=r"multiclass with 3 classes \['bcc', 'mel', 'nv'\].*only a binary"):
+        classify.load_table(data, config(data_dir=str(data), positive_class="mel"))
+
+
+def test_classify_command_refuses_an_unknown_positive_class_in_one_line(tmp_path, image_writer, capsys):
+    data = write_mel_nv_folder(tmp_path / "folder", image_writer)
+    code = main(classify.SPEC, ["--data-dir", str(data), "--positive-class", "melanoma", "--no-export",
+                                "--run-dir", str(tmp_path / "run")] + TINY)
+    assert code == 2
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if "--positive-class" in line]
+    assert len(error_lines) == 1 and "not one of the two classes ['mel', 'nv']" in error_lines[0]
+    assert not (tmp_path / "run" / "checkpoints" / "best.keras").exists(), "refused before training"
 
 
 def test_multilabel_table_columns_separator_and_groups_are_detected(tmp_path):

@@ -11,6 +11,7 @@ from keras_med.data import DataError, MissingColumnError, MissingImageError, loa
 from keras_med.data.sources.covid_chestxray import write_covid_chestxray_demo
 from keras_med.data.synthetic import write_image_folder_demo
 from keras_med.engine.command import main
+from keras_med.errors import ConfigError
 from keras_med.recipes import covid_cxr
 
 from helpers import tiny_flags
@@ -47,6 +48,9 @@ def test_ieee8023_keeps_xray_frontal_views_and_labels_covid(ieee_dir):
     expected = frontal["finding"].str.contains("COVID-19").to_numpy(dtype=np.float32)
     np.testing.assert_array_equal(table.targets()[:, 0], expected)
     assert table.groups.tolist() == frontal["patientid"].astype(str).tolist()
+    flipped = covid_cxr.load_table(ieee_dir, config(positive_class="other"))
+    assert flipped.class_names == ["COVID-19", "other"]
+    np.testing.assert_array_equal(flipped.targets()[:, 0], 1 - expected)
 
 
 def test_ieee8023_negatives_can_be_no_finding_only(ieee_dir):
@@ -79,6 +83,7 @@ def test_kermany_folders_are_detected_with_their_splits_and_patients(tmp_path):
     root = write_image_folder_demo(tmp_path / "kermany", n_images=40, seed=0, image_size=32)
     table = covid_cxr.load_table(root, config())
     assert table.class_names == ["NORMAL", "PNEUMONIA"] and table.task == "binary"
+    assert covid_cxr.load_table(root, config(positive_class="normal")).class_names == ["PNEUMONIA", "NORMAL"]
     assert set(table.frame["split"]) == {"train", "test"}
     assert table.frame["group"].str.contains("person|IM-").all()
     flat = tmp_path / "flat"
@@ -86,6 +91,10 @@ def test_kermany_folders_are_detected_with_their_splits_and_patients(tmp_path):
         (flat / name).mkdir(parents=True)
     (root / "train" / "NORMAL").rename(flat / "NORMAL" / "x")
     assert covid_cxr.binary_class_folders(flat) == ["NORMAL", "COVID"]
+    # --positive-class picks the positive folder, even against a known negative name.
+    assert covid_cxr.binary_class_folders(flat, "normal") == ["COVID", "NORMAL"]
+    with pytest.raises(ConfigError, match=r"not one of the two classes \['COVID', 'NORMAL'\]"):
+        covid_cxr.binary_class_folders(flat, "pneumonia")
     (flat / "OTHER").mkdir()
     with pytest.raises(DataError, match="two class folders"):
         covid_cxr.binary_class_folders(flat)

@@ -4,6 +4,7 @@ environment.json, the HParams session and op determinism (`keras_med.engine.run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def test_a_recipe_run_on_a_locked_run_directory_is_refused_in_one_line(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_tiny_run_records_its_environment_hparams_and_per_split_cache(tmp_path):
+def test_a_tiny_run_records_its_environment_hparams_and_per_split_cache(tmp_path, caplog):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from keras_med.engine.command import main
@@ -56,6 +57,7 @@ def test_a_tiny_run_records_its_environment_hparams_and_per_split_cache(tmp_path
 
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     cache.mkdir()  # an existing folder: the cache files go inside it
+    caplog.set_level(logging.INFO, logger="keras_med")
     code = main(ham10000.SPEC, [*tiny_flags(), "--no-export", "--deterministic", "--cache", str(cache),
                                 "--output-dir", str(tmp_path / "runs"), "--run-dir", str(run_dir)])
     assert code == 0
@@ -78,6 +80,21 @@ def test_a_tiny_run_records_its_environment_hparams_and_per_split_cache(tmp_path
     # Released cleanly: the lock file is left empty.
     assert (run_dir / LOCK_FILE).read_text() == ""
     assert json.loads((run_dir / "metrics.json").read_text())["task"] == "multiclass"
+    # The last line names the folder holding this run's logs/ (the --run-dir's parent), not --output-dir.
+    assert f"tensorboard --logdir {tmp_path.resolve()}\n" in caplog.text + "\n"
+    assert str(tmp_path / "runs") not in caplog.text.split("TensorBoard")[-1]
+
+
+def test_tensorboard_logdir_is_the_folder_that_holds_the_run(tmp_path, monkeypatch):
+    from keras_med.engine.run import tensorboard_logdir
+
+    monkeypatch.chdir(tmp_path)
+    # Inside --output-dir (the default layout, or a --run-dir under it): every run there compares.
+    assert tensorboard_logdir(Path("runs/classify/20240101-000000"), "runs") == tmp_path / "runs"
+    assert tensorboard_logdir(tmp_path / "runs" / "mine", "runs") == tmp_path / "runs"
+    # A --run-dir elsewhere: its parent, where its sibling runs sit.
+    assert tensorboard_logdir(Path("experiments/seed1"), "runs") == tmp_path / "experiments"
+    assert tensorboard_logdir(tmp_path / "a" / "b", str(tmp_path / "runs")) == tmp_path / "a"
 
 
 def test_class_folders_whose_images_are_in_sub_folders_are_detected(tmp_path):

@@ -88,6 +88,9 @@ class DataConfig:
                                        "detected ('|' when labels hold one), else single-label.")
     group_pattern: str = _recipe_opt("", "A regex on image file names whose first group (or match) is the "
                                      "patient, when there is no group column; empty: one group per image (warned).")
+    positive_class: str = _recipe_opt("", "Binary tasks: the class that is positive (the sigmoid gives its "
+                                      "probability); empty: the class not named like a negative (normal, benign, "
+                                      "...), else the later one in sorted order, logged.")
     dicom_tags: str = _recipe_opt("", "Comma-separated DICOM header keywords read into the table for reports "
                                   "(e.g. ViewPosition,PatientSex,PatientAge,Manufacturer).")
     views: str = _recipe_opt("PA,AP,AP Supine", "ieee8023 layout: comma-separated X-ray views kept.",

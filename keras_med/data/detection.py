@@ -12,7 +12,8 @@ Without a group column the group is `--group-pattern`'s match in the file name (
 is recognised), else each image is its own group, with a warning.
 
 The one list of negative-class names (`NEGATIVE_NAMES`) decides which class of a binary task is
-the negative one (the sigmoid is P(positive)).
+the negative one (the sigmoid is P(positive)); `--positive-class NAME` overrides it, and when
+neither name is a known negative the choice is logged as a guess.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def load_detected_table(data_dir, config: RecipeConfig):
     if data.layout == "npz":
         npz = path if path.is_file() else sorted(path.glob("*.npz"))[0]
         log.info("layout: MedMNIST .npz (%s), official splits kept", npz)
-        return order_binary(load_medmnist(npz, class_names=medmnist_class_names(npz)))
+        return order_binary(load_medmnist(npz, class_names=medmnist_class_names(npz)), data.positive_class)
     if data.layout == "folder":
         log.info("layout: a folder per class in %s%s", path,
                  f", groups from file names by {data.group_pattern!r}" if data.group_pattern else "")
@@ -183,7 +184,7 @@ def load_detected_table(data_dir, config: RecipeConfig):
                                  on_bad_image=data.on_bad_image)
     if is_ungrouped(config):
         log.warning(UNGROUPED_WARNING)
-    table = order_binary(table)
+    table = order_binary(table, data.positive_class)
     if data.dicom_tags:
         table = attach_dicom_tags(table, [tag.strip() for tag in data.dicom_tags.split(",") if tag.strip()])
     return table
@@ -220,16 +221,54 @@ def detect_separator(metadata: Path, label_column: str) -> str:
     return LABEL_SEPARATOR if labels.str.contains(LABEL_SEPARATOR, regex=False).any() else ""
 
 
-def order_binary(table):
-    """Binary tasks put the negative class first (the sigmoid is P(positive)); sorted names may not."""
+def order_binary(table, positive_class: str = ""):
+    """Binary tasks put the negative class first (the sigmoid is P(positive)); sorted names may not.
+
+    Args:
+        positive_class: `--positive-class`: the class to make positive; empty: the one not named
+            like a negative (`NEGATIVE_NAMES`), else the later in sorted order (logged, as a guess).
+
+    Raises:
+        ConfigError: `positive_class` given for a task that is not binary, or not one of its classes.
+    """
+    if positive_class:
+        return choose_positive_class(table, positive_class)
     if table.task != Task.BINARY:
         return table
     names = table.class_names
-    if is_negative_name(names[1]) and not is_negative_name(names[0]):
-        log.info("binary task: %r is the negative class, %r the positive one", names[1], names[0])
-        return dataclasses.replace(table, class_names=[names[1], names[0]])
+    if is_negative_name(names[0]) == is_negative_name(names[1]):
+        # Neither (or both) named like a negative: the order is a guess the user must be able to see.
+        log.info("binary task: neither %r nor %r is named like a negative class; %r taken as the positive one "
+                 "(--positive-class NAME changes it)", names[0], names[1], names[1])
+        return table
+    if is_negative_name(names[1]):
+        names = [names[1], names[0]]
+        table = dataclasses.replace(table, class_names=names)
     log.info("binary task: %r is the negative class, %r the positive one", names[0], names[1])
     return table
+
+
+def choose_positive_class(table, positive_class: str):
+    """`table` with `positive_class` as its positive (second) class; its name matches case-insensitively.
+
+    Raises:
+        ConfigError: the task is not binary, or `positive_class` is not one of its two classes.
+    """
+    from keras_med.errors import ConfigError
+
+    names = list(table.class_names)
+    if table.task != Task.BINARY:
+        raise ConfigError(f"--positive-class {positive_class!r} ([data] positive_class): the task is "
+                          f"{Task(table.task).value} with {len(names)} classes {names}; only a binary task has a "
+                          "positive class (leave it empty)")
+    matches = [name for name in names if name == positive_class] or \
+              [name for name in names if str(name).lower() == positive_class.lower()]
+    if len(matches) != 1:
+        raise ConfigError(f"--positive-class {positive_class!r} ([data] positive_class): not one of the two "
+                          f"classes {names}")
+    negative = next(name for name in names if name != matches[0])
+    log.info("binary task: %r is the positive class (--positive-class), %r the negative one", matches[0], negative)
+    return dataclasses.replace(table, class_names=[negative, matches[0]])
 
 
 def attach_dicom_tags(table, keywords: list[str]):
@@ -273,20 +312,32 @@ def native_image_side(config: RecipeConfig) -> int | None:
         return int(min(image.size))
 
 
-def binary_class_folders(root: Path) -> list[str]:
-    """`[negative, positive]` class folder names under `root` (or `root/train`): NORMAL first.
+def binary_class_folders(root: Path, positive_class: str = "") -> list[str]:
+    """`[negative, positive]` class folder names under `root` (or `root/train`): NORMAL first, or
+    `positive_class` (`--positive-class`) last when given.
 
     Raises:
-        DataError: not exactly two class folders, or none of them named like a negative class.
+        DataError: not exactly two class folders, or (without `positive_class`) none of them named
+            like a negative class.
+        ConfigError: `positive_class` is not one of the two folders.
     """
     from keras_med.data.errors import DataError
+    from keras_med.errors import ConfigError
 
     if not root.is_dir():
         raise DataError(f"--data-dir {root}: no such directory or .npz file")
     base = root / "train" if (root / "train").is_dir() else root
     folders = sorted(path.name for path in base.iterdir() if path.is_dir())
+    if positive_class and len(folders) == 2:
+        positives = [name for name in folders if name == positive_class] or \
+                    [name for name in folders if name.lower() == positive_class.lower()]
+        if len(positives) != 1:
+            raise ConfigError(f"--positive-class {positive_class!r} ([data] positive_class): not one of the two "
+                              f"classes {folders}")
+        return [next(name for name in folders if name != positives[0]), positives[0]]
     negatives = [name for name in folders if is_negative_name(name)]
     if len(folders) != 2 or len(negatives) != 1:
-        raise DataError(f"{base}: expected two class folders, one of them named NORMAL (or {list(NEGATIVE_NAMES)}), "
-                        f"found {folders}; or metadata.csv (ieee8023 layout), or a MedMNIST .npz")
+        raise DataError(f"{base}: expected two class folders, one of them named NORMAL (or {list(NEGATIVE_NAMES)}) "
+                        f"or the other named by --positive-class, found {folders}; or metadata.csv (ieee8023 "
+                        "layout), or a MedMNIST .npz")
     return [negatives[0], next(name for name in folders if name != negatives[0])]

@@ -285,6 +285,14 @@ def best_epoch_text(history, monitor: str) -> str:
     return f"epoch {int(history.loc[best, 'epoch']) + 1}, {monitor} {column[best]:.3f}"
 
 
+def tensorboard_logdir(out: Path, output_dir: str) -> Path:
+    """The folder to give `tensorboard --logdir` for the run in `out`: `--output-dir` when the run
+    is inside it (every run of it compares), else the run directory's parent (a `--run-dir`
+    elsewhere: its sibling runs compare)."""
+    out, output_dir = Path(out).resolve(), Path(output_dir).resolve()
+    return Path(output_dir) if out.is_relative_to(output_dir) else out.parent
+
+
 def print_summary(spec, config, out: Path, history, metrics: dict, export_path, seconds: float) -> None:
     from keras_med.evaluation.trust import summary_lines
 
@@ -302,7 +310,7 @@ def print_summary(spec, config, out: Path, history, metrics: dict, export_path, 
         f"  run directory   {out}",
         f"  best model      {RunDirectory(out).best_checkpoint}",
         f"  report          {out / 'report.html'}",
-        f"  TensorBoard     tensorboard --logdir {config.output_dir}",
+        f"  TensorBoard     tensorboard --logdir {tensorboard_logdir(out, config.output_dir)}",
     ]
     if export_path:
         lines.append(f"  SavedModel      {export_path}")

@@ -143,7 +143,8 @@ SPEC = register_recipe(RecipeSpec(
         "evaluation": {"bootstrap": 200},
     },
     resolve_auto_values=resolve_auto_values,
-    options=(*TABLE_OPTIONS, "layout", "modality", "label_separator", "group_pattern", "dicom_tags"),
+    options=(*TABLE_OPTIONS, "layout", "modality", "label_separator", "group_pattern", "dicom_tags",
+             "positive_class"),
 ))
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from keras_med.config import DataConfig, EvaluationConfig, ModelConfig, RecipeConfig, TrainConfig
-from keras_med.data.detection import binary_class_folders
+from keras_med.data.detection import binary_class_folders, choose_positive_class
 from keras_med.engine.command import main
 from keras_med.engine.spec import RecipeSpec
 from keras_med.recipes.registry import register_recipe
@@ -60,18 +60,23 @@ def default_config() -> RecipeConfig:
 
 
 def load_table(data_dir, config: RecipeConfig):
-    """Detect the layout of `data_dir` (ieee8023, folder per class, MedMNIST npz) and load it as binary."""
+    """Detect the layout of `data_dir` (ieee8023, folder per class, MedMNIST npz) and load it as binary;
+    `--positive-class` names the positive class (default: COVID-19, PNEUMONIA, the non-NORMAL folder)."""
     from keras_med.data import KERMANY_GROUP_PATTERN, load_covid_chestxray, load_image_folder, load_medmnist
 
     path = Path(data_dir)
+    positive_class = config.data.positive_class
     if path.suffix.lower() == ".npz":
         names = ["normal", "pneumonia"] if "pneumonia" in path.name.lower() else None
-        return load_medmnist(path, class_names=names, task="binary")
-    if config.data.metadata or (path / "metadata.csv").is_file():
-        return load_covid_chestxray(path, views=config.data.views.split(","), negatives=config.data.negatives,
-                                    metadata=config.data.metadata or "metadata.csv",
-                                    on_bad_image=config.data.on_bad_image)
-    return load_image_folder(path, KERMANY_GROUP_PATTERN, class_names=binary_class_folders(path), task="binary")
+        table = load_medmnist(path, class_names=names, task="binary")
+    elif config.data.metadata or (path / "metadata.csv").is_file():
+        table = load_covid_chestxray(path, views=config.data.views.split(","), negatives=config.data.negatives,
+                                     metadata=config.data.metadata or "metadata.csv",
+                                     on_bad_image=config.data.on_bad_image)
+    else:
+        return load_image_folder(path, KERMANY_GROUP_PATTERN, class_names=binary_class_folders(path, positive_class),
+                                 task="binary")
+    return choose_positive_class(table, positive_class) if positive_class else table
 
 
 def write_demo(out_dir, config: RecipeConfig):
@@ -89,7 +94,7 @@ SPEC = register_recipe(RecipeSpec(
     write_demo=write_demo,
     data_help=DATA_HELP,
     group_name="patient",
-    options=("metadata", "views", "negatives"),
+    options=("metadata", "views", "negatives", "positive_class"),
     demo_overrides={
         "data": {"image_size": 64, "batch_size": 32, "demo_size": 300},
         "model": {"model": "custom_cnn", "weights": "none", "dropout": 0.3, "head_units": 64},
