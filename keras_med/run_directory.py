@@ -139,8 +139,17 @@ class RunDirectory:
         """The file `name` of this run, or None; beside the model first when made `of_model`."""
         if self._model_path is not None:
             return find_run_file(self._model_path, name)
-        path = self.path / name  # an absolute `name` (one of the paths above) stays itself
+        path = self.file(name)
         return path if path.is_file() else None
+
+    def file(self, name: str | Path) -> Path:
+        """The path of `name` in this run: a bare name is joined to the run directory; one of the paths
+        above (already under the run directory, relative or absolute) is returned as it is, so that a
+        relative run directory is never joined to itself."""
+        name = Path(name)
+        if name.is_absolute() or name.parts[:len(self.path.parts)] == self.path.parts:
+            return name
+        return self.path / name
 
     def create(self) -> "RunDirectory":
         """Make the directory and its `checkpoints/` folder; returns self."""
@@ -150,7 +159,7 @@ class RunDirectory:
     # --- writers -------------------------------------------------------------------------------
     def write_json(self, name: str | Path, content) -> Path:
         """`content` as indented JSON in the file `name` (relative to the run, or one of its paths), atomically."""
-        return write_text_atomic(self.path / name, json.dumps(content, indent=2))
+        return write_text_atomic(self.file(name), json.dumps(content, indent=2))
 
     def write_class_names(self, class_names, task: str, long_names: dict, image_size: int, recipe: str) -> Path:
         """`class_names.json`: what a model of this run needs to be read (`read_run_info`)."""

@@ -70,3 +70,19 @@ def test_torn_files_are_named(tmp_path):
     (tmp_path / "class_names.json").write_text('["a", "b"]')
     with pytest.raises(RunContentError, match="best.keras: Keras cannot load it"):
         load_trained_model(model_path)
+
+
+def test_a_relative_run_directory_is_never_joined_to_itself(tmp_path, monkeypatch):
+    """`run.write_json(run.conformal_file, ...)` on `runs/x`: the file is `runs/x/trust/conformal.json`,
+    not `runs/x/runs/x/trust/conformal.json`, and reading it back finds it there."""
+    from keras_med.run_directory import RunDirectory
+
+    monkeypatch.chdir(tmp_path)
+    run = RunDirectory("runs/x")
+    run.trust_dir.mkdir(parents=True)
+    written = run.write_json(run.conformal_file, {"coverage": 0.9})
+    assert written.resolve() == (tmp_path / "runs" / "x" / "trust" / "conformal.json").resolve()
+    assert not (tmp_path / "runs" / "x" / "runs").exists()
+    assert run.read_json(run.conformal_file) == {"coverage": 0.9}
+    assert run.read_json("trust/conformal.json") == {"coverage": 0.9}
+    assert RunDirectory(tmp_path / "runs" / "x").read_json("trust/conformal.json") == {"coverage": 0.9}
