@@ -94,7 +94,7 @@ def test_bad_files_are_named_and_others_still_answered(setup, server, tmp_path):
     missing = str(tmp_path / "missing.jpg")
     answers = predictor.predict_files([setup["text_file"], setup["files"][0], str(empty), missing])
     assert [a.valid for a in answers] == [False, True, False, False]
-    assert "notes.txt: not a JPEG, PNG, GIF or BMP image" in answers[0].error
+    assert "notes.txt: not a JPEG, PNG, GIF or BMP image, nor a TIFF, WebP or DICOM file" in answers[0].error
     assert "empty input" in answers[2].error and "no such file" in answers[3].error
 
     corrupt = tmp_path / "corrupt.png"
@@ -125,7 +125,7 @@ def test_rest_client_speaks_tf_serving_protocol(setup, server):
     by_pixels = client.predict_pixels(pixels)
     np.testing.assert_allclose([[p.probabilities[n] for n in CLASSES] for p in by_pixels], setup["expected"], atol=1e-5)
     answers = client.predict_files([setup["text_file"]])
-    assert not answers[0].valid and "not a JPEG, PNG, GIF or BMP" in answers[0].error
+    assert not answers[0].valid and "nor a TIFF, WebP or DICOM file" in answers[0].error
 
     with pytest.raises(ServingError, match="HTTP 404: Servable not found"):
         RestPredictor(server, "nope").predict_files(setup["files"][:1])

@@ -46,7 +46,7 @@ def build_page(source: ModelSource, facts: TrustFacts | None = None, log=None):
         gr.Markdown(f"# {source.title}\n**{RESEARCH_USE}**")
         with gr.Row():
             with gr.Column(scale=1):
-                files = gr.File(label="Images (JPEG, PNG, GIF, BMP)", file_count="multiple", type="filepath",
+                files = gr.File(label="Images (JPEG, PNG, GIF, BMP, WebP, TIFF, DICOM)", file_count="multiple", type="filepath",
                                 elem_id="km-files")
                 choice = gr.Dropdown(class_choices(source), value=TOP_CLASS, label="Grad-CAM for",
                                      elem_id="km-class-choice")

@@ -104,7 +104,7 @@ def sha256(data: bytes) -> str:
 
 
 def check_image_bytes(data: bytes, source: str) -> bytes:
-    """``data`` when it starts like a JPEG, PNG, GIF or BMP; an ImageInputError naming ``source`` otherwise.
+    """``data`` when it starts like a JPEG, PNG, GIF, BMP or WebP; an ImageInputError naming ``source`` otherwise.
 
     Only the magic bytes are checked, not the file name: a PNG saved as ``.jpg`` is sent as it is
     and decoded as a PNG by the served model, which also judges the rest (truncation, size).
@@ -116,9 +116,9 @@ def check_image_bytes(data: bytes, source: str) -> bytes:
     if not isinstance(data, (bytes, bytearray)):
         raise ImageInputError(f"{source}: expected encoded image bytes, got {type(data).__name__}")
     if not data:
-        raise ImageInputError(f"{source}: empty input; expected JPEG, PNG, GIF or BMP bytes")
+        raise ImageInputError(f"{source}: empty input; expected JPEG, PNG, GIF, BMP or WebP bytes")
     if sniff_image_format(data) is None:
-        raise ImageInputError(f"{source}: not a JPEG, PNG, GIF or BMP image (starts with {bytes(data[:8])!r})")
+        raise ImageInputError(f"{source}: not a JPEG, PNG, GIF, BMP or WebP image (starts with {bytes(data[:8])!r})")
     return bytes(data)
 
 

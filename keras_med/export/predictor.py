@@ -105,7 +105,7 @@ class Predictor(abc.ABC):
         """Predict image files; a bad file gets an invalid Prediction naming why, not an exception.
 
         Args:
-            paths: Image files (JPEG, PNG, GIF or BMP, recognised by content, not by name).
+            paths: Image files (JPEG, PNG, GIF, BMP, WebP, TIFF or DICOM, recognised by content, not by name).
             batch_size: Images per request.
         """
         paths = [str(path) for path in paths]

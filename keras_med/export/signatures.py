@@ -86,7 +86,7 @@ class ServingFunctions:
     def predict_image_bytes(self, image_bytes):
         """Predict from a batch of encoded images (tf.string, shape (B,)); a bad row is flagged, not fatal.
 
-        The format is read from the bytes (JPEG, PNG, GIF or BMP, whatever the file was called);
+        The format is read from the bytes (JPEG, PNG, GIF, BMP or WebP, whatever the file was called);
         see ``image_checks`` for how a corrupt row is kept from failing the others.
         """
         return self._answer(*self._decode_rows(image_bytes))
