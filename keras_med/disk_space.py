@@ -39,20 +39,28 @@ def _megabytes(count: int) -> str:
     return f"{count / MIB:.1f} MB"
 
 
-def check_writable(path: str | Path, what: str) -> Path:
-    """Create `path` (a folder) if needed and check that a file can be written there; call before work.
+def check_writable(path: str | Path, what: str, create: bool = True) -> Path:
+    """Check that a file can be written in the folder `path`; call before work.
 
     Args:
         path: the folder (`--run-dir`, `--output-dir`, `--saved-models`, ...).
         what: how the user knows it, for the message (e.g. `"--saved-models"`).
+        create: make the folder now; False checks the nearest folder that exists on the way to it
+            instead, so that a run which ends up exporting nothing (a diverged run) leaves no
+            empty export folder behind.
 
     Raises:
         DiskWriteError: one line naming `what`, the folder and why.
     """
     folder = Path(path).expanduser()
+    probe = folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            while not probe.is_dir() and probe != probe.parent:
+                probe = probe.parent
+        with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as error:
         reason = DISK_ERRNOS.get(error.errno, error.strerror or str(error))

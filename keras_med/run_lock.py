@@ -126,7 +126,7 @@ def guarded_run_directory(run_dir: str | Path, *, saved_models: str | Path | Non
     check_writable(run_dir, "--run-dir")
     with run_directory_lock(run_dir) as lock:
         if saved_models is not None:
-            check_writable(saved_models, "--saved-models")
+            check_writable(saved_models, "--saved-models", create=False)
         if cache is not None:
             prepare_cache_location(cache)
         yield lock

@@ -153,6 +153,8 @@ def test_read_only_folders_are_refused_before_any_work(read_only_dir):
     with pytest.raises(DiskWriteError, match=r"--saved-models: cannot write to .*read_only/ham \((read-only file "
                                              r"system|permission denied)\)"):
         check_writable(read_only_dir / "ham", "--saved-models")
+    with pytest.raises(DiskWriteError, match=r"--saved-models: cannot write to .*read_only/ham/x"):
+        check_writable(read_only_dir / "ham" / "x", "--saved-models", create=False)
     with pytest.raises(DiskWriteError, match=r"--run-dir: cannot write to .*read_only \((read-only file system|"
                                              r"permission denied)\)"):
         check_writable(read_only_dir, "--run-dir")
@@ -163,6 +165,9 @@ def test_read_only_folders_are_refused_before_any_work(read_only_dir):
 def test_writable_folder_is_created(tmp_path):
     assert check_writable(tmp_path / "a" / "b", "--output-dir") == tmp_path / "a" / "b"
     assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
+    # create=False checks the nearest existing folder and leaves no folder behind
+    assert check_writable(tmp_path / "c" / "d", "--saved-models", create=False) == tmp_path / "c" / "d"
+    assert not (tmp_path / "c").exists()
 
 
 def test_tensorflow_and_os_errors_that_mean_a_full_disk_become_one_line(tmp_path):
@@ -192,7 +197,8 @@ def test_run_guard_refuses_an_unwritable_export_target_before_training(read_only
     assert (run_dir / LOCK_FILE).read_text() == ""  # released on the way out
     with guarded_run_directory(run_dir, saved_models=tmp_path / "sm" / "ham", cache=str(tmp_path / "c" / "x")):
         assert (run_dir / LOCK_FILE).read_text().strip() == str(os.getpid())
-        assert (tmp_path / "c").is_dir() and (tmp_path / "sm" / "ham").is_dir()
+        # the cache folder is made now; the export folder only by the export (a diverged run leaves none)
+        assert (tmp_path / "c").is_dir() and not (tmp_path / "sm").exists()
     with pytest.raises(DiskWriteError, match=r"--run-dir: cannot write to .*read_only/run"):
         with guarded_run_directory(read_only_dir / "run"):
             pass
