@@ -9,13 +9,12 @@ reason.
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.util
 import logging
 import os
 import sys
 
 from keras_med.errors import ConfigError
+from keras_med.first_import import around_first_import
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +79,7 @@ def quiet_tensorflow_logs(verbose: bool = False) -> bool:
     if verbose or TF_LOG_LEVEL_VARIABLE in os.environ or "tensorflow" in sys.modules:
         return False
     os.environ[TF_LOG_LEVEL_VARIABLE] = QUIET_TF_LOG_LEVEL
-    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    around_first_import("tensorflow", _load_quietly)
     return True
 
 
@@ -100,32 +98,8 @@ def _stderr_silenced():
         os.close(saved)
 
 
-class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Finds `tensorflow` once (then leaves `sys.meta_path`) and loads it with stderr silenced."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        spec.loader = _SilencedLoader(spec.loader)
-        return spec
-
-
-class _SilencedLoader(importlib.abc.Loader):
+def _load_quietly(module, load) -> None:
     """Runs TensorFlow's `__init__` and lists its devices (the cuInit line) with stderr silenced."""
-
-    def __init__(self, loader):
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        # The module keeps its real loader; this wrapper is only for the first import.
-        module.__loader__ = module.__spec__.loader = self._loader
-        with _stderr_silenced():
-            self._loader.exec_module(module)
-            module.config.list_physical_devices("GPU")
+    with _stderr_silenced():
+        load()
+        module.config.list_physical_devices("GPU")
