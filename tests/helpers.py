@@ -172,3 +172,34 @@ def _jsonable(value):
     if isinstance(value, list):
         return [_jsonable(item) for item in value]
     return value
+
+
+# --- trust -----------------------------------------------------------------------------------------------
+def export_with_trust(model, train_images, val_images, base_dir, class_names, name: str = "skin"):
+    """Fit the out-of-distribution guard and 90% conformal sets on the model's own answers to
+    `train_images`/`val_images`, export the model with both under `base_dir/name`; returns that folder."""
+    from keras_med.evaluation.conformal import calibrate_conformal
+    from keras_med.evaluation.ood import fit_ood_guard
+    from keras_med.evaluation.trust import predict_features
+    from keras_med.export import export_for_serving
+
+    train_raw, train_features, train_std = predict_features(model, train_images)
+    val_raw, val_features, val_std = predict_features(model, val_images)
+    guard = fit_ood_guard(train_features, train_raw.argmax(axis=1), val_features, val_raw,
+                          train_spread=train_std, val_spread=val_std)
+    sets = calibrate_conformal(val_raw, val_raw.argmax(axis=1), coverage=0.9)
+    export_for_serving(model, name=name, base_dir=base_dir, class_names=class_names, task="multiclass",
+                       ood_guard=guard, conformal_sets=sets)
+    return Path(base_dir) / name
+
+
+# --- processes ---------------------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+# A child process that holds a run-directory lock until its stdin gets a line.
+LOCK_HOLDER_SCRIPT = """
+import sys
+from keras_med.run_lock import run_directory_lock
+with run_directory_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""

@@ -298,20 +298,12 @@ def test_a_16_bit_png_is_shown_as_the_model_sees_it():
 def guarded(tmp_path_factory):
     """A tiny model with an out-of-distribution guard and sets, and a chest X-ray it flags."""
     from keras_med.data.synthetic import draw_chest
-    from keras_med.evaluation.conformal import calibrate_conformal
-    from keras_med.evaluation.ood import fit_ood_guard
-    from keras_med.evaluation.trust import predict_features
+    from helpers import export_with_trust
     from test_export_guards import CLASSES as SKIN_CLASSES, lesions, small_model
 
     model = small_model()
-    train_raw, train_features, train_std = predict_features(model, lesions(240, seed=0))
-    val_raw, val_features, val_std = predict_features(model, lesions(120, seed=1))
-    guard = fit_ood_guard(train_features, train_raw.argmax(axis=1), val_features, val_raw,
-                          train_spread=train_std, val_spread=val_std)
-    sets = calibrate_conformal(val_raw, val_raw.argmax(axis=1), coverage=0.9)
     root = tmp_path_factory.mktemp("guarded")
-    export_for_serving(model, name="skin", base_dir=root / "saved_models", class_names=SKIN_CLASSES,
-                       task="multiclass", ood_guard=guard, conformal_sets=sets)
+    export_with_trust(model, lesions(240, seed=0), lesions(120, seed=1), root / "saved_models", SKIN_CLASSES)
     chest = root / "chest_xray.png"
     chest.write_bytes(png(np.repeat(draw_chest([], np.random.default_rng(4), 64)[..., None], 3, axis=-1)))
     return {"model_dir": root / "saved_models" / "skin", "chest": chest, "classes": SKIN_CLASSES}

@@ -18,19 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import LOCK_HOLDER_SCRIPT, REPO
 from keras_med.errors import UserError
 from keras_med.run_lock import LOCK_FILE, RunDirectoryLockedError, run_directory_lock
 
-REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-HOLDER = textwrap.dedent("""
-    import sys
-    from keras_med.run_lock import run_directory_lock
-    with run_directory_lock(sys.argv[1]):
-        print("held", flush=True)
-        sys.stdin.readline()
-""")
+HOLDER = LOCK_HOLDER_SCRIPT
 
 SECOND = textwrap.dedent("""
     import sys

@@ -8,12 +8,9 @@ import tensorflow as tf
 
 from keras_med.cli import main
 from keras_med.data.synthetic import draw_chest
-from keras_med.evaluation.conformal import calibrate_conformal
-from keras_med.evaluation.ood import fit_ood_guard
-from keras_med.evaluation.trust import predict_features
-from keras_med.export import export_for_serving
 from keras_med.monitoring.drift import psi
 from test_export_guards import CLASSES, lesions, png, small_model
+from helpers import export_with_trust
 
 DAYS = ("2026-03-01T10:00:00+00:00", "2026-03-02T10:00:00+00:00", "2026-03-03T10:00:00+00:00")
 
@@ -21,15 +18,8 @@ DAYS = ("2026-03-01T10:00:00+00:00", "2026-03-02T10:00:00+00:00", "2026-03-03T10
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     model = small_model()
-    train_raw, train_features, train_std = predict_features(model, lesions(240, seed=0))
-    val_raw, val_features, val_std = predict_features(model, lesions(120, seed=1))
-    guard = fit_ood_guard(train_features, train_raw.argmax(axis=1), val_features, val_raw,
-                          train_spread=train_std, val_spread=val_std)
-    sets = calibrate_conformal(val_raw, val_raw.argmax(axis=1), coverage=0.9)
-    base = tmp_path_factory.mktemp("saved_models")
-    export_for_serving(model, name="skin", base_dir=base, class_names=CLASSES, task="multiclass",
-                       ood_guard=guard, conformal_sets=sets)
-    return base / "skin"
+    return export_with_trust(model, lesions(240, seed=0), lesions(120, seed=1),
+                             tmp_path_factory.mktemp("saved_models"), CLASSES)
 
 
 def write_files(folder, pictures, stem):

@@ -8,24 +8,15 @@ import logging
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import tiny_flags
+from helpers import LOCK_HOLDER_SCRIPT, REPO, tiny_flags
 
 from keras_med.run_lock import LOCK_FILE
 
-REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-HOLDER = textwrap.dedent("""
-    import sys
-    from keras_med.run_lock import run_directory_lock
-    with run_directory_lock(sys.argv[1]):
-        print("held", flush=True)
-        sys.stdin.readline()
-""")
+HOLDER = LOCK_HOLDER_SCRIPT
 
 
 def test_a_recipe_run_on_a_locked_run_directory_is_refused_in_one_line(tmp_path):

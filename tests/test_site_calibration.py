@@ -7,12 +7,9 @@ import pytest
 import tensorflow as tf
 
 from keras_med.cli import main
-from keras_med.evaluation.conformal import calibrate_conformal
-from keras_med.evaluation.ood import fit_ood_guard
-from keras_med.evaluation.trust import predict_features
-from keras_med.export import export_for_serving
 from keras_med.export.saved_model import describe_signatures
 from test_export_guards import CLASSES, lesions, png, small_model
+from helpers import export_with_trust
 
 
 def shifted(images):
@@ -23,15 +20,8 @@ def shifted(images):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     model = small_model()
-    train, val = lesions(240, seed=0), lesions(120, seed=1)
-    train_raw, train_features, train_std = predict_features(model, train)
-    val_raw, val_features, val_std = predict_features(model, val)
-    guard = fit_ood_guard(train_features, train_raw.argmax(axis=1), val_features, val_raw,
-                          train_spread=train_std, val_spread=val_std)
-    sets = calibrate_conformal(val_raw, val_raw.argmax(axis=1), coverage=0.9)
     base = tmp_path_factory.mktemp("saved_models")
-    export_for_serving(model, name="skin", base_dir=base, class_names=CLASSES, task="multiclass",
-                       ood_guard=guard, conformal_sets=sets)
+    export_with_trust(model, lesions(240, seed=0), lesions(120, seed=1), base, CLASSES)
     site = tmp_path_factory.mktemp("site")
     pixels = shifted(lesions(160, seed=2))
     labels = np.random.default_rng(3).integers(0, len(CLASSES), len(pixels))
